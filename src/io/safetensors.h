@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,6 +23,10 @@ struct TensorView {
     std::string file;                 // file name it came from, for error messages
     std::int64_t numel() const;       // product of shape (1 for a scalar)
 };
+
+// product(shape) * dtype_size(dtype), or nullopt when a dimension is negative or the product
+// overflows. A zero dimension gives 0 whatever the others are.
+std::optional<std::uint64_t> tensor_byte_count(std::span<const std::int64_t> shape, DType dtype);
 
 // "[768, 2304]" — for error messages.
 std::string format_shape(std::span<const std::int64_t> shape);
