@@ -1,0 +1,112 @@
+#include "tokenizer/bpe.h"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace llmserve::tokenizer {
+namespace {
+
+constexpr std::int32_t kNone = -1;
+
+struct Symbol {
+    TokenId id;  // kNone once merged into its left neighbour
+    std::int32_t prev;
+    std::int32_t next;
+};
+
+// A pair that was mergeable when queued; stale once either side has changed since.
+struct Candidate {
+    std::int32_t rank;
+    std::int32_t left;  // index into the symbols
+    TokenId left_id;
+    TokenId right_id;
+    TokenId merged;
+};
+
+// std::push_heap builds a max-heap; this ordering puts the lowest (rank, position) on top.
+bool lower_priority(const Candidate& a, const Candidate& b) {
+    return a.rank != b.rank ? a.rank > b.rank : a.left > b.left;
+}
+
+}  // namespace
+
+PieceCache::Shard& PieceCache::shard_for(std::string_view piece) {
+    return shards_[StringHash{}(piece) % kShardCount];
+}
+
+const PieceCache::Shard& PieceCache::shard_for(std::string_view piece) const {
+    return shards_[StringHash{}(piece) % kShardCount];
+}
+
+bool PieceCache::lookup(std::string_view piece, std::vector<TokenId>& out) const {
+    const Shard& shard = shard_for(piece);
+    std::lock_guard lock(shard.mutex);
+    const auto it = shard.entries.find(piece);
+    if (it == shard.entries.end()) return false;
+    out.insert(out.end(), it->second.begin(), it->second.end());
+    return true;
+}
+
+void PieceCache::store(std::string_view piece, std::span<const TokenId> ids) {
+    if (piece.size() > kMaxPieceBytes) return;
+    Shard& shard = shard_for(piece);
+    std::lock_guard lock(shard.mutex);
+    if (shard.entries.size() >= kShardCapacity) shard.entries.clear();
+    shard.entries.try_emplace(std::string(piece), ids.begin(), ids.end());
+}
+
+void BpeModel::encode_piece(std::string_view piece, std::vector<TokenId>& out) const {
+    if (piece.size() == 1) {
+        out.push_back(byte_ids_[static_cast<std::uint8_t>(piece[0])]);
+        return;
+    }
+    if (piece.size() <= PieceCache::kMaxPieceBytes && cache_.lookup(piece, out)) return;
+    const std::size_t first_new = out.size();
+    merge_piece(piece, out);
+    cache_.store(piece, std::span(out).subspan(first_new));
+}
+
+void BpeModel::merge_piece(std::string_view piece, std::vector<TokenId>& out) const {
+    const auto count = static_cast<std::int32_t>(piece.size());
+    std::vector<Symbol> symbols(piece.size());
+    for (std::int32_t i = 0; i < count; ++i) {
+        symbols[i] = {byte_ids_[static_cast<std::uint8_t>(piece[i])], i - 1,
+                      i + 1 < count ? i + 1 : kNone};
+    }
+
+    std::vector<Candidate> queue;
+    const auto enqueue_pair = [&](std::int32_t left) {
+        const std::int32_t right = symbols[left].next;
+        if (right == kNone) return;
+        const auto it = merges_.find(merge_key(symbols[left].id, symbols[right].id));
+        if (it == merges_.end()) return;
+        queue.push_back(
+            {it->second.rank, left, symbols[left].id, symbols[right].id, it->second.merged});
+        std::push_heap(queue.begin(), queue.end(), lower_priority);
+    };
+    for (std::int32_t i = 0; i + 1 < count; ++i) enqueue_pair(i);
+
+    while (!queue.empty()) {
+        std::pop_heap(queue.begin(), queue.end(), lower_priority);
+        const Candidate candidate = queue.back();
+        queue.pop_back();
+        Symbol& left = symbols[candidate.left];
+        // A symbol's id only changes by merging into a longer token, so matching ids prove the
+        // pair is still adjacent and unchanged.
+        if (left.id != candidate.left_id || left.next == kNone ||
+            symbols[left.next].id != candidate.right_id) {
+            continue;
+        }
+        Symbol& right = symbols[left.next];
+        left.id = candidate.merged;
+        left.next = right.next;
+        if (right.next != kNone) symbols[right.next].prev = candidate.left;
+        right.id = kNone;
+        if (left.prev != kNone) enqueue_pair(left.prev);
+        enqueue_pair(candidate.left);
+    }
+
+    for (std::int32_t i = 0; i != kNone; i = symbols[i].next) out.push_back(symbols[i].id);
+}
+
+}  // namespace llmserve::tokenizer
