@@ -1,0 +1,126 @@
+// The small interface the model drives: device memory, weight upload and the handful of ops a GPT-2
+// forward pass needs. Kernels never know the model; the model never knows the device or how a
+// weight is stored (f32, f16, bf16, quantized: the backend decides at upload and dispatches inside
+// `linear`). Shapes are row-major [rows, cols].
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "io/safetensors.h"
+
+namespace llmserve::backend {
+
+// How weights are kept for compute. kAuto: the backend's natural choice for the stored dtype.
+enum class WeightFormat { kAuto, kF32, kF16, kBF16 };
+WeightFormat parse_weight_format(
+    std::string_view text);  // "auto", "f32", "f16", "bf16"; kInvalidArgument otherwise
+std::string_view to_string(WeightFormat format);
+
+enum class Activation { kGeluNew, kGelu, kGeluFast, kRelu, kSilu };
+
+// Float32 memory on the backend's device. The model and engine hold these; only the backend reads
+// `data()`.
+class DeviceBuffer {
+  public:
+    virtual ~DeviceBuffer() = default;
+    virtual float* data() = 0;
+    virtual const float* data() const = 0;
+    virtual std::size_t size() const = 0;  // floats
+};
+
+// A non-owning [rows, cols] view into a DeviceBuffer (row stride = cols).
+struct MatrixView {
+    float* data = nullptr;
+    int rows = 0;
+    int cols = 0;
+    float* row(int r) const { return data + static_cast<std::ptrdiff_t>(r) * cols; }
+};
+
+// A weight matrix for y = x·W, in whatever format the backend chose. in_features x out_features.
+class Weight {
+  public:
+    virtual ~Weight() = default;
+    virtual int in_features() const = 0;
+    virtual int out_features() const = 0;
+    virtual std::size_t resident_bytes() const = 0;  // memory it occupies beyond the mapped file
+};
+
+// How a 2-D tensor is laid out in the checkpoint.
+enum class MatrixLayout {
+    kInOut,  // [in, out]: Hugging Face Conv1D (GPT-2's attention and MLP weights)
+    kOutIn,  // [out, in]: nn.Linear / embeddings used as the output projection (lm_head = wte)
+};
+
+// Which cached positions each batch row attends to: row r belongs to sequence row_sequence[r] and
+// sits at positions[r]; a sequence's keys/values live in the KV blocks listed in its block table.
+struct AttentionBatch {
+    std::span<const int> positions;     // [rows]
+    std::span<const int> row_sequence;  // [rows] index into block_tables
+    std::span<const std::span<const int>> block_tables;
+    int block_tokens = 16;
+};
+
+// Keys and values of every layer for a pool of blocks: per layer, K and V of [blocks, block_tokens,
+// n_embd].
+class KvStorage {
+  public:
+    virtual ~KvStorage() = default;
+    virtual int num_blocks() const = 0;
+    virtual int block_tokens() const = 0;
+    virtual std::size_t bytes() const = 0;
+    // Copies block `from` to block `to` in every layer (copy-on-write of a shared partial block).
+    virtual void copy_block(int from, int to) = 0;
+};
+
+struct AttentionParams {
+    int n_head = 0;
+    float scale =
+        1.0f;  // multiplies q·k (1/sqrt(head_dim), times 1/(layer+1) when the config asks)
+};
+
+class Backend {
+  public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;  // "cpu", "cuda:0"
+    virtual int threads() const = 0;
+
+    virtual std::unique_ptr<DeviceBuffer> allocate(std::size_t floats) = 0;
+    virtual std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens,
+                                                   int n_embd) = 0;
+
+    // Weights are read from the checkpoint view once; f32 views may be aliased, not copied, so the
+    // mapping must outlive the returned object.
+    virtual std::unique_ptr<Weight> upload_matrix(const io::TensorView& tensor, MatrixLayout layout,
+                                                  WeightFormat format) = 0;
+    virtual std::unique_ptr<DeviceBuffer> upload_vector(const io::TensorView& tensor) = 0;
+
+    // out[r] = table row ids[r] (as float32).                              ids: [rows]  out: [rows,
+    // out_features]
+    virtual void embedding(const Weight& table, std::span<const std::int32_t> ids,
+                           MatrixView out) = 0;
+    // y = x·W (+ bias).                                         x: [M, in]  y: [M, out]  bias:
+    // [out] or null
+    virtual void linear(MatrixView x, const Weight& w, const DeviceBuffer* bias, MatrixView y) = 0;
+    // y = (x - mean) / sqrt(var + eps) * gamma + beta, per row.          x, y: [M, C] (may alias)
+    virtual void layer_norm(MatrixView x, const DeviceBuffer& gamma, const DeviceBuffer& beta,
+                            float eps, MatrixView y) = 0;
+    virtual void activation(Activation kind, MatrixView x) = 0;  // in place
+    virtual void add(MatrixView x, MatrixView y) = 0;            // x += y, same shape
+    // Writes each row's k, v into the cache at its position, then causal attention over the
+    // sequence's cached positions [0, position].                               qkv: [M, 3C] (q | k
+    // | v)   out: [M, C]
+    virtual void attention(MatrixView qkv, const AttentionBatch& batch, KvStorage& kv, int layer,
+                           const AttentionParams& params, MatrixView out) = 0;
+    // out[i] = x[rows[i]].                                                   out: [rows.size(), C]
+    virtual void gather_rows(MatrixView x, std::span<const int> rows, MatrixView out) = 0;
+    virtual void copy_to_host(MatrixView x, float* host) = 0;
+};
+
+// The CPU backend with `threads` worker threads (0 = one per core).
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+}  // namespace llmserve::backend

@@ -1,0 +1,29 @@
+// llmserve: generate, tokenize, detokenize, bench (and serve, when the server is built in).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "common/error.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"llmserve: a C++ inference server for GPT-2-family language models"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", std::string(LLMSERVE_VERSION));
+    llmserve::cli::register_generate_command(app);
+    llmserve::cli::register_tokenize_commands(app);
+    llmserve::cli::register_bench_command(app);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const llmserve::Error& e) {
+        std::cerr << "llmserve: error: " << e.what() << "\n";
+        return 1;
+    } catch (const std::exception& e) {
+        std::cerr << "llmserve: unexpected error: " << e.what() << "\n";
+        return 2;
+    }
+    return 0;
+}

@@ -1,0 +1,30 @@
+// Options shared by the commands that load a model: where it is, how many threads, which weight
+// format.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+
+#include "model/gpt2.h"
+#include "tokenizer/tokenizer.h"
+
+namespace llmserve::cli {
+
+struct ModelOptions {
+    std::string model_dir;  // empty: $MODEL_NAME, else the embedded model
+    int threads = 0;        // 0: one per core
+    std::string dtype = "auto";
+
+    void add_to(CLI::App& command);
+    std::string resolved_model_dir() const;
+    std::shared_ptr<const model::Gpt2Model> load_model() const;
+};
+
+// The directory of the model that ships with llmserve (models/gpt2-brown-mini in the source tree).
+std::string embedded_model_dir();
+
+std::shared_ptr<const tokenizer::Tokenizer> load_tokenizer(const std::string& model_dir);
+
+}  // namespace llmserve::cli

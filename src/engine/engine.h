@@ -1,0 +1,75 @@
+// The engine: one thread that owns the model, the KV cache and the scheduler, running one forward
+// pass per step over every active sequence (continuous batching). Callers (CLI, HTTP server, tests)
+// submit tokenized requests and read each request's stream of text pieces, then its result. The
+// engine never knows about HTTP.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+
+namespace llmserve::model {
+class Gpt2Model;
+}
+namespace llmserve::tokenizer {
+class Tokenizer;
+}
+
+namespace llmserve::engine {
+
+struct EngineOptions {
+    int max_running_sequences = 64;  // sequences decoded together in one step
+    int max_step_tokens = 512;       // token budget of one step (decode tokens + prefill chunks)
+    int max_waiting_requests = 256;  // queue bound: submit() beyond it throws kResourceExhausted
+    std::size_t kv_cache_bytes =
+        0;  // 0 = enough for max_running_sequences full contexts, capped by memory
+    int kv_block_tokens = 16;          // tokens per KV cache block
+    int max_samples_per_request = 16;  // bound on GenerationRequest::n
+};
+
+// A point-in-time view for /metrics, /ready and tests.
+struct EngineStats {
+    int running_sequences = 0;
+    int waiting_requests = 0;
+    int kv_blocks_total = 0;
+    int kv_blocks_free = 0;
+    std::uint64_t steps = 0;
+    std::uint64_t step_tokens_total = 0;     // sum over steps of tokens in the batch
+    std::uint64_t step_sequences_total = 0;  // sum over steps of sequences in the batch
+    int last_batch_sequences = 0;
+    std::uint64_t prompt_tokens_total = 0;
+    std::uint64_t generated_tokens_total = 0;
+    std::uint64_t prefix_cache_queries = 0;  // full prompt blocks looked up
+    std::uint64_t prefix_cache_hits = 0;     // full prompt blocks reused
+    std::uint64_t requests_finished = 0;
+    std::uint64_t requests_cancelled = 0;
+    std::uint64_t requests_timed_out = 0;
+};
+
+class Engine {
+  public:
+    Engine(std::shared_ptr<const model::Gpt2Model> model,
+           std::shared_ptr<const tokenizer::Tokenizer> tokenizer, EngineOptions options);
+    ~Engine();  // stops the engine thread; requests still in flight finish as kCancelled
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    // Validates the request (throws Error with param() naming the field) and queues it; throws
+    // Error(kResourceExhausted) when the waiting queue is full. Never blocks on generation.
+    std::shared_ptr<RequestHandle> submit(GenerationRequest request);
+
+    EngineStats stats() const;
+    const model::Gpt2Model& model() const;
+    const tokenizer::Tokenizer& tokenizer() const;
+
+  private:
+    struct State;
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace llmserve::engine

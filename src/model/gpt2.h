@@ -1,0 +1,107 @@
+// GPT-2 (GPT2LMHeadModel) over a Backend: weights loaded once from a Hugging Face model directory,
+// then forward(batch) for any mix of sequences, prefill chunks and decode tokens in one pass.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/weight_store.h"
+#include "model/config.h"
+
+namespace llmserve::model {
+
+struct LoadOptions {
+    std::shared_ptr<backend::Backend> backend;  // required
+    backend::WeightFormat weight_format = backend::WeightFormat::kAuto;
+};
+
+// One forward pass: rows are tokens; each row belongs to a sequence whose KV blocks are listed in
+// its block table. Rows of one sequence are consecutive positions; earlier positions must already
+// be in the cache.
+struct Batch {
+    std::vector<std::int32_t> tokens;  // [rows]
+    std::vector<int> positions;        // [rows]
+    std::vector<int> row_sequence;     // [rows] index into block_tables
+    std::vector<std::span<const int>> block_tables;
+    std::vector<int> logits_rows;  // rows whose logits the caller wants, in output order
+    std::size_t rows() const { return tokens.size(); }
+};
+
+// Scratch activations for batches of up to `max_rows` rows; owned by the caller (the engine),
+// reused every step.
+class Workspace {
+  public:
+    Workspace(backend::Backend& backend, const ModelConfig& config, int max_rows,
+              int max_logits_rows);
+    int max_rows() const { return max_rows_; }
+    int max_logits_rows() const { return max_logits_rows_; }
+
+  private:
+    friend class Gpt2Model;
+    int max_rows_, max_logits_rows_;
+    std::unique_ptr<backend::DeviceBuffer> x_, normed_, qkv_, attn_, proj_, mlp_, selected_,
+        logits_;
+};
+
+class Gpt2Model {
+  public:
+    // Reads config.json, generation_config.json and the weights of `dir`, validating every tensor's
+    // presence and shape. Errors name the directory, file and tensor.
+    static std::shared_ptr<const Gpt2Model> load(const std::filesystem::path& dir,
+                                                 const LoadOptions& options);
+    // Builds the model from weights already opened (e.g. synthetic ones for benchmarks); `name`
+    // labels it.
+    static std::shared_ptr<const Gpt2Model> from_weights(ModelConfig config,
+                                                         GenerationDefaults defaults,
+                                                         io::WeightStore weights, std::string name,
+                                                         const LoadOptions& options);
+
+    const ModelConfig& config() const { return config_; }
+    const GenerationDefaults& generation_defaults() const { return generation_defaults_; }
+    const std::string& name() const { return name_; }
+    const std::filesystem::path& directory() const { return directory_; }
+    std::string device_name() const { return backend_->name(); }
+    backend::Backend& backend() const { return *backend_; }
+    std::string dtype() const;         // compute dtype of the weights, e.g. "f32"
+    std::string stored_dtype() const;  // dtype in the checkpoint, e.g. "f16"
+    std::size_t weight_bytes() const;  // checkpoint bytes of the parameters used
+    std::size_t resident_weight_bytes()
+        const;  // extra memory the backend holds for weights (conversions)
+    std::size_t parameter_count() const;
+
+    // Runs `batch`, writing the logits of batch.logits_rows into `logits` ([logits_rows, vocab],
+    // host memory). Throws kInvalidArgument for a token id outside the vocabulary or a position
+    // outside the context.
+    void forward(const Batch& batch, backend::KvStorage& kv, Workspace& workspace,
+                 std::span<float> logits) const;
+
+  private:
+    struct Layer {
+        std::unique_ptr<backend::DeviceBuffer> ln_1_weight, ln_1_bias, ln_2_weight, ln_2_bias;
+        std::unique_ptr<backend::Weight> attn_qkv, attn_proj, mlp_fc, mlp_proj;
+        std::unique_ptr<backend::DeviceBuffer> attn_qkv_bias, attn_proj_bias, mlp_fc_bias,
+            mlp_proj_bias;
+    };
+    Gpt2Model() = default;
+
+    ModelConfig config_;
+    GenerationDefaults generation_defaults_;
+    std::string name_;
+    std::filesystem::path directory_;
+    std::shared_ptr<backend::Backend> backend_;
+    io::WeightStore weights_{
+        std::filesystem::path{}};  // keeps the mapped files alive for aliased weights
+    std::unique_ptr<backend::Weight> wte_, wpe_, lm_head_;
+    std::unique_ptr<backend::DeviceBuffer> ln_f_weight_, ln_f_bias_;
+    std::vector<Layer> layers_;
+    backend::Activation activation_ = backend::Activation::kGeluNew;
+    DType stored_dtype_ = DType::kF32;
+    std::size_t weight_bytes_ = 0;
+    std::size_t parameter_count_ = 0;
+};
+
+}  // namespace llmserve::model
