@@ -1,0 +1,346 @@
+#include "server/config.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
+
+#include "common/error.h"
+
+namespace llmserve::server {
+namespace {
+
+// What a setting's parser reports: nullopt on success, else "what is allowed".
+using ParseFailure = std::optional<std::string>;
+
+struct Setting {
+    SettingInfo info;
+    std::function<ParseFailure(ServerConfig&, std::string_view raw)> apply;
+    std::function<std::string(const ServerConfig&)> show;
+};
+
+template <typename Int>
+ParseFailure parse_int(std::string_view raw, Int min, Int max, Int& out) {
+    const auto expected = fmt::format("an integer in [{}, {}]", min, max);
+    Int value{};
+    const char* end = raw.data() + raw.size();
+    const auto [ptr, ec] = std::from_chars(raw.data(), end, value);
+    if (raw.empty() || ec != std::errc{} || ptr != end || value < min || value > max) {
+        return expected;
+    }
+    out = value;
+    return std::nullopt;
+}
+
+// A finite number in [min, max] (or (min, max] when min_exclusive).
+template <typename Float>
+ParseFailure parse_float(std::string_view raw, double min, double max, bool min_exclusive,
+                         Float& out) {
+    const auto expected = fmt::format("a number in {}{}, {}]", min_exclusive ? "(" : "[", min, max);
+    double value = 0;
+    const char* end = raw.data() + raw.size();
+    const auto [ptr, ec] = std::from_chars(raw.data(), end, value);
+    if (raw.empty() || ec != std::errc{} || ptr != end || !std::isfinite(value)) return expected;
+    if (value > max || value < min || (min_exclusive && value == min)) return expected;
+    out = static_cast<Float>(value);
+    return std::nullopt;
+}
+
+ParseFailure parse_bool(std::string_view raw, bool& out) {
+    std::string lower(raw);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower == "1" || lower == "true" || lower == "yes" || lower == "on") {
+        out = true;
+    } else if (lower == "0" || lower == "false" || lower == "no" || lower == "off") {
+        out = false;
+    } else {
+        return std::string("one of true, false, 1, 0, yes, no, on, off");
+    }
+    return std::nullopt;
+}
+
+// One of `names` (exact spelling); `values[i]` is what names[i] means.
+template <typename Enum>
+ParseFailure parse_choice(std::string_view raw, const std::vector<std::string_view>& names,
+                          const std::vector<Enum>& values, Enum& out) {
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        if (raw == names[i]) {
+            out = values[i];
+            return std::nullopt;
+        }
+    }
+    return fmt::format("one of {}", fmt::join(names, ", "));
+}
+
+bool is_token_char(char c) {
+    return c > 0x20 && c < 0x7f;  // printable ASCII without space: safe inside an HTTP header
+}
+
+ParseFailure parse_api_keys(std::string_view raw, std::vector<std::string>& out) {
+    std::vector<std::string> keys;
+    std::size_t start = 0;
+    while (start <= raw.size()) {
+        const std::size_t comma = std::min(raw.find(',', start), raw.size());
+        std::string_view key = raw.substr(start, comma - start);
+        while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
+        while (!key.empty() && key.back() == ' ') key.remove_suffix(1);
+        if (key.empty() || !std::all_of(key.begin(), key.end(), is_token_char)) {
+            return std::string(
+                "a comma-separated list of non-empty keys of printable ASCII without spaces");
+        }
+        keys.emplace_back(key);
+        start = comma + 1;
+    }
+    out = std::move(keys);
+    return std::nullopt;
+}
+
+ParseFailure parse_host(std::string_view raw, std::string& out) {
+    const bool ok =
+        !raw.empty() && raw.size() <= 253 && std::all_of(raw.begin(), raw.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ||
+                   c == ':' || c == '_';
+        });
+    if (!ok) return std::string("an IP address or host name (e.g. 0.0.0.0, 127.0.0.1, ::)");
+    out = raw;
+    return std::nullopt;
+}
+
+ParseFailure parse_cache_dir(std::string_view raw, std::string& out) {
+    std::error_code ec;
+    const std::filesystem::path path(raw);
+    if (std::filesystem::exists(path, ec) && !std::filesystem::is_directory(path, ec)) {
+        return std::string("a directory (this path exists and is not one)");
+    }
+    out = raw;
+    return std::nullopt;
+}
+
+std::string show_float(double value) {
+    return fmt::format("{}", value);
+}
+
+const std::vector<Setting>& settings() {
+    static const std::vector<Setting> table = {
+        {{"MODEL_NAME", "--model", "model directory (config.json, weights, tokenizer)"},
+         [](ServerConfig& c, std::string_view raw) -> ParseFailure {
+             if (raw.empty()) return std::string("a model directory");
+             c.model_name = raw;
+             return std::nullopt;
+         },
+         [](const ServerConfig& c) { return c.model_name; }},
+        {{"MAX_LENGTH", "--max-length", "default new tokens per request, 1..1000000 (100)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_int(raw, 1, 1'000'000, c.max_length);
+         },
+         [](const ServerConfig& c) { return std::to_string(c.max_length); }},
+        {{"TEMPERATURE", "--temperature", "default temperature, 0..100; 0 = greedy (0.7)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_float(raw, 0.0, 100.0, false, c.temperature);
+         },
+         [](const ServerConfig& c) { return show_float(c.temperature); }},
+        {{"TOP_P", "--top-p", "default nucleus mass, (0, 1]; 1 = off (0.9)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_float(raw, 0.0, 1.0, true, c.top_p);
+         },
+         [](const ServerConfig& c) { return show_float(c.top_p); }},
+        {{"HOST", "--host", "address to listen on (0.0.0.0)"},
+         [](ServerConfig& c, std::string_view raw) { return parse_host(raw, c.host); },
+         [](const ServerConfig& c) { return c.host; }},
+        {{"PORT", "--port", "TCP port, 0..65535; 0 = any free port (8000)"},
+         [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 0, 65535, c.port); },
+         [](const ServerConfig& c) { return std::to_string(c.port); }},
+        {{"API_KEYS", "--api-keys", "comma-separated bearer keys; unset = no authentication"},
+         [](ServerConfig& c, std::string_view raw) { return parse_api_keys(raw, c.api_keys); },
+         [](const ServerConfig& c) {
+             return c.api_keys.empty() ? std::string("(none)")
+                                       : fmt::format("({} keys, hidden)", c.api_keys.size());
+         }},
+        {{"AUTH_EXEMPT_PROBES", "--auth-exempt-probes",
+          "leave /health, /ready and /metrics open when API_KEYS is set (false)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_bool(raw, c.auth_exempt_probes);
+         },
+         [](const ServerConfig& c) {
+             return std::string(c.auth_exempt_probes ? "true" : "false");
+         }},
+        {{"RATE_LIMIT_RPM", "--rate-limit-rpm",
+          "requests per minute per API key (or client address), 0..1000000; 0 = off (0)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_int(raw, 0, 1'000'000, c.rate_limit_rpm);
+         },
+         [](const ServerConfig& c) { return std::to_string(c.rate_limit_rpm); }},
+        {{"RATE_LIMIT_BURST", "--rate-limit-burst",
+          "requests allowed at once before the rate applies, 0..1000000; 0 = RPM/6 (0)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_int(raw, 0, 1'000'000, c.rate_limit_burst);
+         },
+         [](const ServerConfig& c) { return std::to_string(c.rate_limit_burst); }},
+        {{"REQUEST_TIMEOUT_S", "--request-timeout",
+          "seconds a generation may take from arrival, (0, 86400] (30)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_float(raw, 0.0, 86400.0, true, c.request_timeout_s);
+         },
+         [](const ServerConfig& c) { return show_float(c.request_timeout_s); }},
+        {{"MAX_CONCURRENT_REQUESTS", "--max-concurrent-requests",
+          "sequences generated together, 1..1024 (32)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_int(raw, 1, 1024, c.max_concurrent_requests);
+         },
+         [](const ServerConfig& c) { return std::to_string(c.max_concurrent_requests); }},
+        {{"MAX_QUEUE", "--max-queue", "requests waiting beyond those, 0..4096; then 503 (128)"},
+         [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 0, 4096, c.max_queue); },
+         [](const ServerConfig& c) { return std::to_string(c.max_queue); }},
+        {{"MAX_BODY_BYTES", "--max-body-bytes", "largest request body, 64..1073741824 (1048576)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_int(raw, 64LL, 1LL << 30, c.max_body_bytes);
+         },
+         [](const ServerConfig& c) { return std::to_string(c.max_body_bytes); }},
+        {{"CACHE_DIR", "--cache-dir", "extra model cache directory (unset)"},
+         [](ServerConfig& c, std::string_view raw) { return parse_cache_dir(raw, c.cache_dir); },
+         [](const ServerConfig& c) { return c.cache_dir.empty() ? "(unset)" : c.cache_dir; }},
+        {{"DEVICE", "--device", "auto, cpu or cuda (auto)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_choice(raw, {"auto", "cpu", "cuda"},
+                                 {Device::kAuto, Device::kCpu, Device::kCuda}, c.device);
+         },
+         [](const ServerConfig& c) { return std::string(to_string(c.device)); }},
+        {{"THREADS", "--threads", "compute threads, 0..1024; 0 = one per core (0)"},
+         [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 0, 1024, c.threads); },
+         [](const ServerConfig& c) { return std::to_string(c.threads); }},
+        {{"LOG_LEVEL", "--log-level", "debug, info, warn or error (info)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_choice(
+                 raw, {"debug", "info", "warn", "error"},
+                 {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError},
+                 c.log_level);
+         },
+         [](const ServerConfig& c) { return std::string(to_string(c.log_level)); }},
+        {{"LOG_FORMAT", "--log-format", "text or json (text)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_choice(raw, {"text", "json"}, {LogFormat::kText, LogFormat::kJson},
+                                 c.log_format);
+         },
+         [](const ServerConfig& c) { return std::string(to_string(c.log_format)); }},
+        {{"SHUTDOWN_GRACE_S", "--shutdown-grace",
+          "seconds in-flight requests may finish after SIGTERM, [0, 3600] (10)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_float(raw, 0.0, 3600.0, false, c.shutdown_grace_s);
+         },
+         [](const ServerConfig& c) { return show_float(c.shutdown_grace_s); }},
+    };
+    return table;
+}
+
+}  // namespace
+
+std::string_view to_string(LogLevel level) {
+    switch (level) {
+        case LogLevel::kDebug:
+            return "debug";
+        case LogLevel::kInfo:
+            return "info";
+        case LogLevel::kWarn:
+            return "warn";
+        case LogLevel::kError:
+            return "error";
+    }
+    return "info";
+}
+
+std::string_view to_string(LogFormat format) {
+    return format == LogFormat::kJson ? "json" : "text";
+}
+
+std::string_view to_string(Device device) {
+    switch (device) {
+        case Device::kAuto:
+            return "auto";
+        case Device::kCpu:
+            return "cpu";
+        case Device::kCuda:
+            return "cuda";
+    }
+    return "auto";
+}
+
+std::string_view to_string(ConfigSource source) {
+    switch (source) {
+        case ConfigSource::kDefault:
+            return "default";
+        case ConfigSource::kEnvironment:
+            return "environment";
+        case ConfigSource::kFlag:
+            return "flag";
+    }
+    return "default";
+}
+
+int ServerConfig::effective_rate_limit_burst() const {
+    return rate_limit_burst > 0 ? rate_limit_burst : std::max(1, rate_limit_rpm / 6);
+}
+
+const std::vector<SettingInfo>& setting_infos() {
+    static const std::vector<SettingInfo> infos = [] {
+        std::vector<SettingInfo> out;
+        for (const Setting& setting : settings()) out.push_back(setting.info);
+        return out;
+    }();
+    return infos;
+}
+
+EnvironmentLookup process_environment() {
+    return [](std::string_view name) -> std::optional<std::string> {
+        const char* value = std::getenv(std::string(name).c_str());
+        if (value == nullptr) return std::nullopt;
+        return std::string(value);
+    };
+}
+
+ServerConfig resolve_config(const EnvironmentLookup& environment,
+                            const std::map<std::string, std::string, std::less<>>& flags) {
+    ServerConfig config;
+    for (const auto& [name, raw] : flags) {
+        const bool known = std::any_of(settings().begin(), settings().end(),
+                                       [&](const Setting& s) { return s.info.env == name; });
+        if (!known) fail(ErrorCode::kInternal, "no setting named {} takes a flag", name);
+    }
+    for (const Setting& setting : settings()) {
+        const std::string name(setting.info.env);
+        config.sources[name] = ConfigSource::kDefault;
+        if (const auto value = environment(name); value && !value->empty()) {
+            if (auto failure = setting.apply(config, *value)) {
+                fail_param(name, "{}='{}' is invalid: expected {}", name, *value, *failure);
+            }
+            config.sources[name] = ConfigSource::kEnvironment;
+        }
+        if (const auto flag = flags.find(name); flag != flags.end()) {
+            if (auto failure = setting.apply(config, flag->second)) {
+                fail_param(name, "{}='{}' ({}) is invalid: expected {}", setting.info.flag,
+                           flag->second, name, *failure);
+            }
+            config.sources[name] = ConfigSource::kFlag;
+        }
+    }
+    return config;
+}
+
+std::string describe_config(const ServerConfig& config) {
+    std::string out;
+    for (const Setting& setting : settings()) {
+        const std::string name(setting.info.env);
+        const auto source = config.sources.find(name);
+        const std::string assignment = fmt::format("{}={}", name, setting.show(config));
+        out += fmt::format(
+            "{:<40} ({})\n", assignment,
+            to_string(source == config.sources.end() ? ConfigSource::kDefault : source->second));
+    }
+    return out;
+}
+
+}  // namespace llmserve::server

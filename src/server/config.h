@@ -1,0 +1,78 @@
+// The server's configuration: built-in defaults, overridden by environment variables, overridden
+// by command-line flags. Every value is parsed and validated here, in one place, so that a bad
+// value stops start-up with a message naming the variable, the value and what is allowed.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace llmserve::server {
+
+enum class LogLevel { kDebug, kInfo, kWarn, kError };
+enum class LogFormat { kText, kJson };
+enum class Device { kAuto, kCpu, kCuda };
+
+std::string_view to_string(LogLevel level);
+std::string_view to_string(LogFormat format);
+std::string_view to_string(Device device);
+
+// Where an effective value came from (shown by `llmserve serve --print-config`).
+enum class ConfigSource { kDefault, kEnvironment, kFlag };
+std::string_view to_string(ConfigSource source);
+
+struct ServerConfig {
+    std::string model_name = "models/gpt2-brown-mini";  // MODEL_NAME: a model directory
+    int max_length = 100;                // MAX_LENGTH: default new tokens per request
+    float temperature = 0.7f;            // TEMPERATURE: default sampling temperature
+    float top_p = 0.9f;                  // TOP_P: default nucleus mass
+    std::string host = "0.0.0.0";        // HOST
+    int port = 8000;                     // PORT; 0 = any free port (logged at start-up)
+    std::vector<std::string> api_keys;   // API_KEYS: comma-separated; empty = no authentication
+    bool auth_exempt_probes = false;     // AUTH_EXEMPT_PROBES: /health, /ready, /metrics open
+    int rate_limit_rpm = 0;              // RATE_LIMIT_RPM: requests per minute per client; 0 = off
+    int rate_limit_burst = 0;            // RATE_LIMIT_BURST: bucket size; 0 = max(1, rpm / 6)
+    double request_timeout_s = 30;       // REQUEST_TIMEOUT_S: generation deadline from arrival
+    int max_concurrent_requests = 32;    // MAX_CONCURRENT_REQUESTS: sequences decoded together
+    int max_queue = 128;                 // MAX_QUEUE: requests waiting beyond those; then 503
+    long long max_body_bytes = 1 << 20;  // MAX_BODY_BYTES: larger request bodies get 413
+    std::string cache_dir;               // CACHE_DIR: model cache (used by Hub downloads)
+    Device device = Device::kAuto;       // DEVICE
+    int threads = 0;                     // THREADS: compute threads; 0 = one per core
+    LogLevel log_level = LogLevel::kInfo;     // LOG_LEVEL
+    LogFormat log_format = LogFormat::kText;  // LOG_FORMAT
+    double shutdown_grace_s = 10;  // SHUTDOWN_GRACE_S: how long in-flight requests may finish
+
+    // Source of each setting, keyed by its environment variable name.
+    std::map<std::string, ConfigSource, std::less<>> sources;
+
+    // The bucket size the rate limiter uses (resolves the 0 default).
+    int effective_rate_limit_burst() const;
+};
+
+// One configurable setting: its environment variable, its flag and what it means.
+struct SettingInfo {
+    std::string_view env;   // "PORT"
+    std::string_view flag;  // "--port"
+    std::string_view help;  // one line, with the allowed values and the default
+};
+const std::vector<SettingInfo>& setting_infos();
+
+// Looks up an environment variable; nullopt when unset.
+using EnvironmentLookup = std::function<std::optional<std::string>(std::string_view name)>;
+EnvironmentLookup process_environment();
+
+// Builds the effective configuration: defaults <- environment <- flags. `flags` maps a
+// setting's environment name ("PORT") to the flag's raw text. Throws Error(kInvalidArgument,
+// param = the variable name) naming the variable (and flag), the value and what is allowed.
+// An environment variable that is set but empty counts as unset.
+ServerConfig resolve_config(const EnvironmentLookup& environment,
+                            const std::map<std::string, std::string, std::less<>>& flags);
+
+// One line per setting: "NAME=value  (source)". API keys are never shown, only their count.
+std::string describe_config(const ServerConfig& config);
+
+}  // namespace llmserve::server

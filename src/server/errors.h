@@ -1,0 +1,63 @@
+// HTTP errors: the one place where an llmserve::Error (or anything else thrown while serving a
+// request) becomes an HTTP status and the JSON body {"error": {"message", "type", "param",
+// "code"}} that every error response carries (OpenAI's shape).
+#pragma once
+
+#include <exception>
+#include <optional>
+#include <string>
+
+#include "common/error.h"
+
+namespace llmserve::server {
+
+// A request body that is not JSON, or a field of the wrong JSON type: HTTP 400. (Values of the
+// right type but out of range are plain Error(kInvalidArgument) with a param: HTTP 422.)
+class MalformedRequest : public Error {
+  public:
+    MalformedRequest(std::string message, std::string param = {})
+        : Error(ErrorCode::kInvalidArgument, std::move(message), std::move(param)) {}
+};
+
+// A prompt that does not fit the model's context (with the requested new tokens): HTTP 422 with
+// OpenAI's code "context_length_exceeded".
+class ContextLengthExceeded : public Error {
+  public:
+    ContextLengthExceeded(std::string message, std::string param)
+        : Error(ErrorCode::kInvalidArgument, std::move(message), std::move(param)) {}
+};
+
+// Throws MalformedRequest naming `param` with a formatted message.
+template <typename... Args>
+[[noreturn]] void fail_malformed(std::string param, fmt::format_string<Args...> format,
+                                 Args&&... args) {
+    throw MalformedRequest(fmt::format(format, std::forward<Args>(args)...), std::move(param));
+}
+
+struct ApiError {
+    int status = 500;
+    std::string message;
+    std::string type;   // "invalid_request_error", "authentication_error", ...
+    std::string param;  // the request field at fault; empty = null
+    std::string code;   // machine-readable: "invalid_json", "out_of_range", "queue_full", ...
+    std::optional<int> retry_after_s;  // sent as Retry-After (429, 503)
+
+    // {"error": {"message", "type", "param", "code"}} as compact JSON text.
+    std::string body() const;
+};
+
+// Maps what a handler threw to its HTTP error (never lets anything escape). Bad input is never
+// a 500: only kInternal errors and exceptions that are not llmserve::Error map to 500.
+ApiError api_error_from(std::exception_ptr error);
+
+// Errors the server raises itself (not through an exception).
+ApiError route_not_found(std::string_view method, std::string_view path);
+ApiError method_not_allowed(std::string_view method, std::string_view path,
+                            std::string_view allowed);
+ApiError payload_too_large(long long limit_bytes);
+ApiError unauthorized(bool key_given);
+ApiError rate_limited(int retry_after_s);
+ApiError not_ready(std::string reason, int retry_after_s);
+ApiError bad_http_request(int status);  // other 4xx/5xx produced by the HTTP library itself
+
+}  // namespace llmserve::server
