@@ -101,7 +101,7 @@ bool Tokenizer::is_special(TokenId id) const {
 }
 
 std::string StreamingDetokenizer::push(TokenId id) {
-    pending_.append(tokenizer_->token_bytes(id));
+    pending_.append(tokenizer_.token_bytes(id));
     // Everything before an incomplete trailing character decodes the same whatever follows.
     const std::size_t final_length = pending_.size() - truncated_tail_length(pending_);
     std::string text;

@@ -72,10 +72,10 @@ class Tokenizer {
 // Streaming detokenizer for one sequence: push() returns the newly final text (possibly empty),
 // never a partial UTF-8 character; finish() returns what remains (an incomplete trailing character
 // becomes U+FFFD exactly as decode() renders it). The concatenation of everything returned equals
-// tokenizer.decode(all ids pushed). The tokenizer must outlive it.
+// tokenizer.decode(all ids pushed). Holds a (cheap, shared) copy of the tokenizer.
 class StreamingDetokenizer {
   public:
-    explicit StreamingDetokenizer(const Tokenizer& tokenizer) : tokenizer_(&tokenizer) {}
+    explicit StreamingDetokenizer(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
 
     // Throws kInvalidArgument (as decode() does) for an id that is not a token; the state is then
     // unchanged.
@@ -84,7 +84,7 @@ class StreamingDetokenizer {
     std::string finish();
 
   private:
-    const Tokenizer* tokenizer_;
+    Tokenizer tokenizer_;
     std::string pending_;  // bytes of an incomplete trailing character (at most 3)
 };
 

@@ -96,6 +96,11 @@ std::string stream_checked(const Tokenizer& tokenizer, const std::vector<TokenId
 
 enum class Source { kHfTokenizerJson, kEmbeddedVocabAndMerges };
 
+void PrintTo(Source source, std::ostream* os) {
+    *os << (source == Source::kHfTokenizerJson ? "fixture tokenizer.json"
+                                               : "embedded model vocab.json + merges.txt");
+}
+
 class FixtureTest : public ::testing::TestWithParam<Source> {
   protected:
     const Tokenizer& tokenizer() const {

@@ -5,9 +5,6 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <unistd.h>
-
-#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -72,11 +69,10 @@ inline nlohmann::json byte_level_tokenizer_json(
 class ScratchDir {
   public:
     ScratchDir() {
-        static std::atomic<int> counter{0};
-        path_ = std::filesystem::temp_directory_path() /
-                ("llmserve-tokenizer-test-" + std::to_string(::getpid()) + "-" +
-                 std::to_string(counter++));
-        std::filesystem::create_directories(path_);
+        std::string pattern =
+            (std::filesystem::temp_directory_path() / "llmserve-tokenizer-test-XXXXXX").string();
+        EXPECT_NE(::mkdtemp(pattern.data()), nullptr) << "cannot create " << pattern;
+        path_ = pattern;
     }
     ~ScratchDir() {
         std::error_code ignored;
