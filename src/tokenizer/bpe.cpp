@@ -31,11 +31,11 @@ bool lower_priority(const Candidate& a, const Candidate& b) {
 }  // namespace
 
 PieceCache::Shard& PieceCache::shard_for(std::string_view piece) {
-    return shards_[StringHash{}(piece) % kShardCount];
+    return shards_[TransparentStringHash{}(piece) % kShardCount];
 }
 
 const PieceCache::Shard& PieceCache::shard_for(std::string_view piece) const {
-    return shards_[StringHash{}(piece) % kShardCount];
+    return shards_[TransparentStringHash{}(piece) % kShardCount];
 }
 
 bool PieceCache::lookup(std::string_view piece, std::vector<TokenId>& out) const {

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tokenizer/string_hash.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmserve::tokenizer {
@@ -43,15 +44,11 @@ class PieceCache {
     void store(std::string_view piece, std::span<const TokenId> ids);
 
   private:
-    struct StringHash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const {
-            return std::hash<std::string_view>{}(s);
-        }
-    };
     struct Shard {
         mutable std::mutex mutex;
-        std::unordered_map<std::string, std::vector<TokenId>, StringHash, std::equal_to<>> entries;
+        std::unordered_map<std::string, std::vector<TokenId>, TransparentStringHash,
+                           std::equal_to<>>
+            entries;
     };
 
     Shard& shard_for(std::string_view piece);

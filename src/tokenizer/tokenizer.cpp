@@ -6,6 +6,16 @@
 #include "tokenizer/utf8.h"
 
 namespace llmserve::tokenizer {
+namespace {
+
+// `text` itself when it is valid UTF-8, else its U+FFFD-repaired copy written to `storage`.
+std::string_view as_valid_utf8(std::string_view text, std::string& storage) {
+    if (is_valid_utf8(text)) return text;
+    append_utf8_lossy(text, storage);
+    return storage;
+}
+
+}  // namespace
 
 void Tokenizer::encode_plain(std::string_view valid_utf8, std::vector<TokenId>& out) const {
     PieceScanner scanner(valid_utf8);
@@ -16,10 +26,7 @@ void Tokenizer::encode_plain(std::string_view valid_utf8, std::vector<TokenId>& 
 
 std::vector<TokenId> Tokenizer::encode(std::string_view utf8) const {
     std::string repaired;
-    if (!is_valid_utf8(utf8)) {
-        append_utf8_lossy(utf8, repaired);
-        utf8 = repaired;
-    }
+    utf8 = as_valid_utf8(utf8, repaired);
     std::vector<TokenId> ids;
     ids.reserve(utf8.size() / 4 + 1);
 
@@ -54,10 +61,7 @@ std::vector<TokenId> Tokenizer::encode(std::string_view utf8) const {
 
 std::vector<TokenId> Tokenizer::encode_ordinary(std::string_view utf8) const {
     std::string repaired;
-    if (!is_valid_utf8(utf8)) {
-        append_utf8_lossy(utf8, repaired);
-        utf8 = repaired;
-    }
+    utf8 = as_valid_utf8(utf8, repaired);
     std::vector<TokenId> ids;
     ids.reserve(utf8.size() / 4 + 1);
     encode_plain(utf8, ids);

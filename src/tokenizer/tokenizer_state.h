@@ -1,14 +1,15 @@
 // What a loaded Tokenizer holds (shared, immutable apart from the internally locked piece cache).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "tokenizer/bpe.h"
+#include "tokenizer/string_hash.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmserve::tokenizer {
@@ -23,11 +24,6 @@ enum class TokenKind : std::uint8_t {
 struct AddedToken {
     std::string content;
     TokenId id;
-};
-
-struct TransparentStringHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
 using TokenIdsByText =
