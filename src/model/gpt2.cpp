@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "io/checkpoint.h"
 
 namespace llmserve::model {
 namespace {
@@ -52,7 +53,7 @@ std::shared_ptr<const Gpt2Model> Gpt2Model::load(const std::filesystem::path& di
     const std::string name =
         dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
     return from_weights(std::move(config), std::move(defaults),
-                        io::WeightStore::open_directory(dir), name, options);
+                        io::open_checkpoint_directory(dir), name, options);
 }
 
 std::shared_ptr<const Gpt2Model> Gpt2Model::from_weights(ModelConfig config,
@@ -122,7 +123,7 @@ std::shared_ptr<const Gpt2Model> Gpt2Model::from_weights(ModelConfig config,
 }
 
 std::string Gpt2Model::dtype() const {
-    return "f32";
+    return std::string(backend::to_string(wte_->format()));
 }
 std::string Gpt2Model::stored_dtype() const {
     return std::string(to_string(stored_dtype_));
