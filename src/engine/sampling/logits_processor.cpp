@@ -1,6 +1,7 @@
 #include "engine/sampling/logits_processor.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -13,14 +14,14 @@ namespace {
 
 constexpr float kRemoved = -std::numeric_limits<float>::infinity();
 
-// top_p first looks only at tokens within this many nats of the best one: the others hold at
-// most vocab * e^-16 / Z (< 0.6% for GPT-2) of the mass, so the window almost always reaches
-// top_p and the full row is the rare fallback.
-constexpr float kTopPWindow = 16.0f;
-// top_p orders its candidates this many at a time (then 4x more each round) instead of sorting
-// them all: the kept set is usually a small prefix.
-constexpr std::size_t kTopPFirstChunk = 64;
-
+// top_p looks for its kept set among the tokens within the narrowest of these windows below the
+// best logit (as weights exp(-window)) that holds top_p of the mass; the full row is the fallback.
+constexpr std::array<float, detail::kMassThresholds> kTopPWindowWeights = {
+    1.3533528e-1f,  // e^-2
+    1.8315639e-2f,  // e^-4
+    3.3546263e-4f,  // e^-8
+    1.1253517e-7f,  // e^-16
+};
 void check_token(TokenId token, std::size_t vocab, const char* role) {
     if (token < 0 || static_cast<std::size_t>(token) >= vocab) {
         fail(ErrorCode::kInvalidArgument,
@@ -33,9 +34,59 @@ bool contains(std::span<const TokenId> ids, TokenId token) {
     return std::find(ids.begin(), ids.end(), token) != ids.end();
 }
 
-// Descending logit, then ascending id: a total order, so results never depend on the sort.
-bool ranks_before(const std::pair<float, TokenId>& a, const std::pair<float, TokenId>& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
+// Ranked by descending key, then ascending id: a total order, so results never depend on how the
+// candidates were shuffled.
+bool ranks_before(const Candidate& a, const Candidate& b) {
+    return a.key > b.key || (a.key == b.key && a.token < b.token);
+}
+
+// Below this many candidates select_mass_prefix simply sorts what is left.
+constexpr std::size_t kSortBelow = 64;
+
+// Returns `kept`, the number of candidates (in rank order) whose preceding weight is below
+// `target`, and reorders `candidates` so that exactly those come first (in no particular order),
+// then the rest. A quickselect on weight: expected O(n), no full sort. (top_p keeps these;
+// typical_p's "last index" is kept - 1.)
+std::size_t select_mass_prefix(std::span<Candidate> candidates, double target) {
+    std::size_t low = 0;
+    std::size_t high = candidates.size();
+    double before = 0.0;  // weight of the candidates known to rank before [low, high)
+    const auto at = [&](std::size_t i) {
+        return candidates.begin() + static_cast<std::ptrdiff_t>(i);
+    };
+    while (high - low > kSortBelow) {
+        // Median of three as the pivot; every candidate is distinct, so it splits the range.
+        Candidate first = candidates[low];
+        Candidate middle = candidates[low + (high - low) / 2];
+        Candidate last = candidates[high - 1];
+        if (ranks_before(middle, first)) std::swap(middle, first);
+        if (ranks_before(last, middle)) std::swap(last, middle);
+        if (ranks_before(middle, first)) std::swap(middle, first);
+        const Candidate pivot = middle;
+        const auto split = std::partition(
+            at(low), at(high), [&](const Candidate& c) { return ranks_before(c, pivot); });
+        const auto split_index = static_cast<std::size_t>(split - candidates.begin());
+        double upper = 0.0;
+        for (std::size_t i = low; i < split_index; ++i) upper += candidates[i].weight;
+        if (before + upper >= target) {
+            high = split_index;  // the boundary is at or before the pivot
+            continue;
+        }
+        before += upper;
+        // The pivot ranks first among the rest: move it to split_index.
+        std::iter_swap(split, std::find_if(split, at(high), [&](const Candidate& c) {
+                           return c.token == pivot.token;
+                       }));
+        if (before >= target) return split_index;
+        before += pivot.weight;
+        low = split_index + 1;
+    }
+    std::sort(at(low), at(high), ranks_before);
+    for (std::size_t i = low; i < high; ++i) {
+        if (before >= target) return i;
+        before += candidates[i].weight;
+    }
+    return high;
 }
 
 // Transformers' NoBadWordsLogitsProcessor: the last id of a listed sequence is banned when the
@@ -56,13 +107,22 @@ void apply_bad_words(const std::vector<std::vector<TokenId>>& bad_words,
     }
 }
 
-// Transformers' MinPLogitsWarper: removes p < min_p * p_max, i.e. logit - max < log(min_p)
+// Transformers' MinPLogitsWarper: removes p < min_p * p_max, i.e. logit < max + log(min_p)
 // (the most likely token and its ties always stay).
 void apply_min_p(float min_p, std::span<float> logits) {
     const float best = detail::max_value(logits);
-    const float log_min_p = std::log(min_p);
-    for (float& logit : logits) {
-        if (logit - best < log_min_p) logit = kRemoved;
+    detail::remove_where_below(logits, logits, best + std::log(min_p));
+}
+
+// Calls visit(i) for the indices of `values` in order, skipping whole blocks whose maximum is not
+// above floor() (re-read per block, so a caller may raise it as it goes). The blocks cost one
+// vectorised max each; rows where few entries pass are scanned at that speed.
+template <typename Floor, typename Visit>
+void scan_above(std::span<const float> values, Floor floor, Visit visit) {
+    for (std::size_t begin = 0; begin < values.size(); begin += detail::kBlock) {
+        const std::size_t end = std::min(values.size(), begin + detail::kBlock);
+        if (!(detail::max_value(values.subspan(begin, end - begin)) > floor())) continue;
+        for (std::size_t i = begin; i < end; ++i) visit(i);
     }
 }
 
@@ -112,7 +172,8 @@ void LogitsProcessor::process(const SamplingParams& sampling, const StopParams& 
         }
     }
 
-    for (TokenId token : history.ngram_banned_tokens()) {
+    const std::span<const TokenId> ngram_banned = history.ngram_banned_tokens();
+    for (TokenId token : ngram_banned) {
         check_token(token, vocab, "history");
         logits[static_cast<std::size_t>(token)] = kRemoved;
     }
@@ -121,7 +182,9 @@ void LogitsProcessor::process(const SamplingParams& sampling, const StopParams& 
 
     // min_new_tokens suppresses whatever would end the sequence: stop_token_ids, and EOS unless
     // ignore_eos makes EOS an ordinary token (vLLM's min_tokens).
-    if (history.generated_size() < static_cast<std::size_t>(std::max(stop.min_new_tokens, 0))) {
+    const bool suppress_endings =
+        history.generated_size() < static_cast<std::size_t>(std::max(stop.min_new_tokens, 0));
+    if (suppress_endings) {
         if (!stop.ignore_eos) {
             for (TokenId token : eos_ids) {
                 check_token(token, vocab, "EOS");
@@ -134,145 +197,123 @@ void LogitsProcessor::process(const SamplingParams& sampling, const StopParams& 
         }
     }
 
-    if (!is_greedy(sampling)) {
-        if (sampling.temperature != 1.0f) {
-            const float temperature = sampling.temperature;
-            for (float& logit : logits) logit /= temperature;
-        }
-        if (sampling.top_k > 0 && static_cast<std::size_t>(sampling.top_k) < vocab) {
-            apply_top_k(sampling.top_k, logits);
-        }
-        if (sampling.top_p < 1.0f) apply_top_p(sampling.top_p, logits);
-        if (sampling.min_p > 0.0f) apply_min_p(sampling.min_p, logits);
-        if (sampling.typical_p < 1.0f) apply_typical_p(sampling.typical_p, logits);
-    }
-
-    if (detail::max_value(logits) == kRemoved) {
+    // Only the steps above can remove every token (the filters below always keep the best one),
+    // so the row is checked here, and only when one of them could have removed something.
+    const bool may_have_removed_all = !sampling.logit_bias.empty() || !ngram_banned.empty() ||
+                                      !sampling.bad_words_ids.empty() || suppress_endings;
+    if (may_have_removed_all && detail::max_value(logits) == kRemoved) {
         fail(ErrorCode::kInvalidArgument,
              "every token of the {}-entry vocabulary is banned (bad_words_ids, "
              "no_repeat_ngram_size, min_new_tokens and logit_bias together): nothing can be "
              "generated",
              vocab);
     }
+
+    if (is_greedy(sampling)) return;
+    if (sampling.temperature != 1.0f) detail::divide(logits, sampling.temperature);
+    if (sampling.top_k > 0 && static_cast<std::size_t>(sampling.top_k) < vocab) {
+        apply_top_k(sampling.top_k, logits);
+    }
+    if (sampling.top_p < 1.0f) apply_top_p(sampling.top_p, logits);
+    if (sampling.min_p > 0.0f) apply_min_p(sampling.min_p, logits);
+    if (sampling.typical_p < 1.0f) apply_typical_p(sampling.typical_p, logits);
 }
 
 // Transformers' TopKLogitsWarper: removes logits below the k-th largest (ties with it stay).
-// A size-k min-heap finds that value in one pass; most logits lose one comparison to its top.
+// A size-k min-heap finds that value in one pass; blocks with nothing above its top are skipped.
 void LogitsProcessor::apply_top_k(int top_k, std::span<float> logits) {
     const std::size_t k = static_cast<std::size_t>(top_k);
-    heap_.assign(logits.begin(), logits.begin() + static_cast<std::ptrdiff_t>(k));
-    std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
-    for (std::size_t i = k; i < logits.size(); ++i) {
-        if (logits[i] > heap_.front()) {
+    heap_.clear();
+    const auto kth_largest = [&] { return heap_.size() < k ? kRemoved : heap_.front(); };
+    scan_above(logits, kth_largest, [&](std::size_t i) {
+        if (heap_.size() < k) {
+            heap_.push_back(logits[i]);
+            std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
+        } else if (logits[i] > heap_.front()) {
             std::pop_heap(heap_.begin(), heap_.end(), std::greater<>());
             heap_.back() = logits[i];
             std::push_heap(heap_.begin(), heap_.end(), std::greater<>());
         }
-    }
-    const float kth_largest = heap_.front();
-    for (float& logit : logits) {
-        if (logit < kth_largest) logit = kRemoved;
-    }
+    });
+    detail::remove_where_below(logits, logits, kth_largest());
 }
 
 // Transformers' TopPLogitsWarper: sorting ascending, it removes tokens whose cumulative
 // probability is <= 1 - top_p. In descending order that keeps each token whose predecessors
 // hold less than top_p of the mass (so the most likely token always stays). At exactly equal
 // logits the lower id ranks first (transformers leaves that order to torch.sort).
+//
+// Rather than sorting the row, it finds the narrowest window below the best logit that holds
+// top_p of the mass (one vectorised pass over the weights for all windows), collects only the
+// tokens inside it and orders those a chunk at a time until the kept prefix ends.
 void LogitsProcessor::apply_top_p(float top_p, std::span<float> logits) {
     const float best = detail::max_value(logits);
     if (best == kRemoved) return;
-    const double total = detail::sum_exp(logits, best);
+    weights_.resize(logits.size());
+    const double total = detail::exp_row(logits, best, weights_);
+    const std::span<const float> weights(weights_);
 
-    auto collect = [&](float floor) {
-        candidates_.clear();
-        double mass = 0.0;
-        for (std::size_t i = 0; i < logits.size(); ++i) {
-            if (logits[i] >= floor) {
-                candidates_.emplace_back(logits[i], static_cast<TokenId>(i));
-                mass += detail::exp_nonpositive(logits[i] - best);
-            }
+    std::array<double, detail::kMassThresholds> window_masses;
+    detail::masses_at_least(weights, kTopPWindowWeights, window_masses);
+    // The margin covers the different summation order of the walk below.
+    const double needed = top_p * total * (1.0 + 1e-6);
+    float floor = std::numeric_limits<float>::min();  // fallback: every token of non-zero weight
+    for (std::size_t k = 0; k < window_masses.size(); ++k) {
+        if (window_masses[k] >= needed) {
+            floor = kTopPWindowWeights[k];
+            break;
         }
-        return mass / total;
-    };
-    if (collect(best - kTopPWindow) < top_p) {
-        collect(std::numeric_limits<float>::lowest());  // every finite logit
     }
-
-    // Order the candidates a chunk at a time until the kept prefix ends.
-    const std::size_t count = candidates_.size();
-    std::size_t kept = count;
-    double mass_before = 0.0;
-    std::size_t begin = 0;
-    std::size_t chunk = kTopPFirstChunk;
-    const auto at = [&](std::size_t i) {
-        return candidates_.begin() + static_cast<std::ptrdiff_t>(i);
-    };
-    while (begin < count && kept == count) {
-        const std::size_t end = std::min(count, begin + chunk);
-        if (end < count) std::nth_element(at(begin), at(end), candidates_.end(), ranks_before);
-        std::sort(at(begin), at(end), ranks_before);
-        for (std::size_t i = begin; i < end; ++i) {
-            if (mass_before >= top_p) {
-                kept = i;
-                break;
+    candidates_.clear();
+    scan_above(
+        weights, [&] { return std::nextafter(floor, 0.0f); },
+        [&](std::size_t i) {
+            if (weights[i] >= floor) {
+                candidates_.push_back(
+                    {logits[i], static_cast<TokenId>(i), static_cast<float>(weights[i] / total)});
             }
-            mass_before += detail::exp_nonpositive(candidates_[i].first - best) / total;
-        }
-        begin = end;
-        chunk *= 4;
-    }
+        });
+    const std::size_t kept = select_mass_prefix(candidates_, top_p);
 
-    const std::pair<float, TokenId> last_kept = candidates_[kept - 1];
-    for (std::size_t i = 0; i < logits.size(); ++i) {
-        if (ranks_before(last_kept, {logits[i], static_cast<TokenId>(i)})) logits[i] = kRemoved;
+    // Tokens outside the window rank after every candidate; candidates past the kept prefix go
+    // one by one.
+    detail::remove_where_below(logits, weights, floor);
+    for (std::size_t i = kept; i < candidates_.size(); ++i) {
+        logits[static_cast<std::size_t>(candidates_[i].token)] = kRemoved;
     }
 }
 
-// Transformers' TypicalLogitsWarper: ranks tokens by |-log p - H| (H = entropy), keeps the
-// smallest such prefix whose mass reaches typical_p (plus ties of its last score). The ranking
-// is not by logit, so this one sorts every finite token.
+// Transformers' TypicalLogitsWarper: ranks tokens by |-log p - H| (H = entropy) ascending and
+// finds the first rank whose cumulative mass (itself included) reaches typical_p; tokens scoring
+// above that one are removed (ties with it stay).
 void LogitsProcessor::apply_typical_p(float typical_p, std::span<float> logits) {
     const float best = detail::max_value(logits);
     if (best == kRemoved) return;
-    const double total = detail::sum_exp(logits, best);
+    weights_.resize(logits.size());
+    const double total = detail::exp_row(logits, best, weights_);
     const double log_total = std::log(total);
 
-    candidates_.clear();
-    probs_.assign(logits.size(), 0.0f);
     double entropy = 0.0;
+    for (std::size_t i = 0; i < logits.size(); ++i) {
+        if (weights_[i] == 0.0f) continue;
+        const double log_prob = static_cast<double>(logits[i] - best) - log_total;
+        entropy -= weights_[i] / total * log_prob;
+    }
+    candidates_.clear();
     for (std::size_t i = 0; i < logits.size(); ++i) {
         if (logits[i] == kRemoved) continue;
         const double log_prob = static_cast<double>(logits[i] - best) - log_total;
-        const double prob = detail::exp_nonpositive(logits[i] - best) / total;
-        probs_[i] = static_cast<float>(prob);
-        entropy -= prob * log_prob;
-        candidates_.emplace_back(0.0f, static_cast<TokenId>(i));
+        // key = -score, so that ranking by descending key ranks by ascending score.
+        candidates_.push_back({-static_cast<float>(std::abs(-log_prob - entropy)),
+                               static_cast<TokenId>(i), static_cast<float>(weights_[i] / total)});
     }
-    for (auto& [score, token] : candidates_) {
-        const double log_prob =
-            static_cast<double>(logits[static_cast<std::size_t>(token)] - best) - log_total;
-        score = static_cast<float>(std::abs(-log_prob - entropy));
-    }
-    std::sort(candidates_.begin(), candidates_.end(), [](const auto& a, const auto& b) {
-        return a.first < b.first || (a.first == b.first && a.second < b.second);
-    });
+    if (candidates_.empty()) return;
 
-    // last = number of tokens whose cumulative mass stays below typical_p (the first token that
-    // reaches it is kept too); clamped to the last candidate.
-    std::size_t last = 0;
-    double cumulative = 0.0;
-    for (const auto& [score, token] : candidates_) {
-        cumulative += probs_[static_cast<std::size_t>(token)];
-        if (!(cumulative < typical_p)) break;
-        ++last;
-    }
-    last = std::min(last, candidates_.size() - 1);
-    const float max_score = candidates_[last].first;
-    for (std::size_t i = last + 1; i < candidates_.size(); ++i) {
-        if (candidates_[i].first > max_score) {
-            logits[static_cast<std::size_t>(candidates_[i].second)] = kRemoved;
-        }
+    const std::size_t kept = select_mass_prefix(candidates_, typical_p);
+    const auto kept_end = candidates_.begin() + static_cast<std::ptrdiff_t>(kept);
+    const float last_key = std::max_element(candidates_.begin(), kept_end, ranks_before)->key;
+    for (auto it = kept_end; it != candidates_.end(); ++it) {
+        if (it->key < last_key) logits[static_cast<std::size_t>(it->token)] = kRemoved;
     }
 }
 

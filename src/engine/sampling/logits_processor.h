@@ -3,13 +3,19 @@
 #pragma once
 
 #include <span>
-#include <utility>
 #include <vector>
 
 #include "engine/sampling/sampling_params.h"
 #include "engine/sampling/sequence_tokens.h"
 
 namespace llmserve::engine {
+
+// A token competing in top_p / typical_p: its ranking key, id and normalised probability.
+struct Candidate {
+    float key;
+    TokenId token;
+    float weight;
+};
 
 // Holds scratch buffers so that a decode step allocates nothing once warm; keep one per worker
 // thread (not per sequence). Not thread-safe.
@@ -30,9 +36,9 @@ class LogitsProcessor {
     void apply_top_p(float top_p, std::span<float> logits);
     void apply_typical_p(float typical_p, std::span<float> logits);
 
-    std::vector<float> heap_;                            // top_k: the k largest logits
-    std::vector<std::pair<float, TokenId>> candidates_;  // top_p / typical_p
-    std::vector<float> probs_;                           // typical_p
+    std::vector<float> heap_;            // top_k: the k largest logits
+    std::vector<float> weights_;         // top_p / typical_p: exp(logit - max)
+    std::vector<Candidate> candidates_;  // top_p / typical_p
 };
 
 // One-off convenience over LogitsProcessor::process (allocates its scratch each call).

@@ -71,38 +71,41 @@ TokenId Sampler::sample(std::span<const float> processed_logits, bool greedy) {
         return static_cast<TokenId>(first - processed_logits.begin());
     }
 
-    // Inverse CDF in blocks: the total and the running sum add the same block sums in the same
-    // order, so the walk reaches the total exactly and never runs past the last block.
-    const double total = detail::sum_exp(processed_logits, best);
+    // Inverse CDF in two levels: the block sums locate the block where the cumulative sum
+    // passes the target, then only that block's exponentials are recomputed and walked. The
+    // total and the running sum add the same block sums in the same order.
+    block_sums_.resize(detail::block_count(processed_logits.size()));
+    detail::block_sums(processed_logits, best, block_sums_);
+    double total = 0.0;
+    for (double block_sum : block_sums_) total += block_sum;
     const double target = rng_.next_unit() * total;
-    float weights[detail::kBlock];
+
     double cumulative = 0.0;
-    std::size_t last_positive = 0;
-    for (std::size_t begin = 0; begin < processed_logits.size(); begin += detail::kBlock) {
-        const std::span<const float> block = processed_logits.subspan(
-            begin, std::min(detail::kBlock, processed_logits.size() - begin));
-        const double block_sum = detail::exp_block(block, best, weights);
-        if (block_sum == 0.0) continue;
-        if (cumulative + block_sum > target) {
-            double running = cumulative;
-            for (std::size_t j = 0; j < block.size(); ++j) {
-                if (weights[j] == 0.0f) continue;
-                last_positive = begin + j;
-                running += weights[j];
-                if (running > target) return static_cast<TokenId>(begin + j);
-            }
-            // Summed one by one the block fell a rounding error short: its last token.
-            return static_cast<TokenId>(last_positive);
-        }
-        cumulative += block_sum;
-        for (std::size_t j = block.size(); j-- > 0;) {
-            if (weights[j] != 0.0f) {
-                last_positive = begin + j;
-                break;
-            }
-        }
+    std::size_t block = 0;
+    std::size_t last_nonempty = 0;
+    for (; block < block_sums_.size(); ++block) {
+        if (block_sums_[block] == 0.0) continue;
+        last_nonempty = block;
+        if (cumulative + block_sums_[block] > target) break;
+        cumulative += block_sums_[block];
     }
-    return static_cast<TokenId>(last_positive);  // target rounded up to the total itself
+    // target rounded up to the total itself: the last token of weight > 0.
+    const bool past_end = block == block_sums_.size();
+    if (past_end) block = last_nonempty;
+
+    const std::size_t begin = block * detail::kBlock;
+    const std::span<const float> logits =
+        processed_logits.subspan(begin, std::min(detail::kBlock, processed_logits.size() - begin));
+    float weights[detail::kBlock];
+    detail::exp_block(logits, best, weights);
+    std::size_t chosen = 0;
+    for (std::size_t j = 0; j < logits.size(); ++j) {
+        if (weights[j] == 0.0f) continue;
+        chosen = j;  // when the block falls a rounding error short: its last token
+        cumulative += weights[j];
+        if (!past_end && cumulative > target) break;
+    }
+    return static_cast<TokenId>(begin + chosen);
 }
 
 }  // namespace llmserve::engine

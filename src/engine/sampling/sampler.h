@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "engine/sampling/sampling_params.h"
 
@@ -42,6 +43,7 @@ class Sampler {
 
   private:
     Rng rng_;
+    std::vector<double> block_sums_;  // scratch: vocab / 256 entries
 };
 
 }  // namespace llmserve::engine

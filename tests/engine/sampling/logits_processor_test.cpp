@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -405,15 +406,65 @@ TEST(VectorMath, ExponentialIsAccurateAndUnderflowsToZero) {
     EXPECT_EQ(detail::exp_nonpositive(0.0f), 1.0f);
 }
 
-TEST(VectorMath, BlockwiseMaxAndSumMatchScalar) {
-    for (const std::size_t size : {1u, 255u, 256u, 257u, 5000u}) {
+// The vector kernels (whichever instruction set this CPU dispatches to) must compute exactly the
+// scalar definition written in vector_math.h: element j of a block into lane j % kLanes, lanes
+// added in order. That is what makes draws identical across machines.
+TEST(VectorMath, KernelsComputeExactlyTheScalarSpecification) {
+    for (const std::size_t size : {1u, 255u, 256u, 257u, 5000u, 50257u}) {
         std::vector<float> row = testing::random_logits(size, 3, 4.0);
+        if (size > 600) std::fill(row.begin() + 256, row.begin() + 512, -kInf);  // skipped block
         if (size > 1) row[size / 2] = -kInf;
         const float best = *std::max_element(row.begin(), row.end());
-        EXPECT_EQ(detail::max_value(row), best);
+        ASSERT_EQ(detail::max_value(row), best);
+
+        double expected_total = 0.0;
+        std::vector<double> expected_blocks;
+        std::vector<float> expected_exp(size);
+        for (std::size_t begin = 0; begin < size; begin += detail::kBlock) {
+            float lanes[detail::kLanes] = {};
+            for (std::size_t j = 0; j < detail::kBlock; ++j) {
+                const float value =
+                    begin + j < size ? detail::exp_nonpositive(row[begin + j] - best) : 0.0f;
+                if (begin + j < size) expected_exp[begin + j] = value;
+                lanes[j % detail::kLanes] += value;
+            }
+            double block_sum = 0.0;
+            for (float lane : lanes) block_sum += lane;
+            expected_blocks.push_back(block_sum);
+            expected_total += block_sum;
+        }
+        EXPECT_EQ(detail::sum_exp(row, best), expected_total) << "size " << size;
+        std::vector<double> blocks(detail::block_count(size));
+        detail::block_sums(row, best, blocks);
+        EXPECT_EQ(blocks, expected_blocks) << "size " << size;
+        std::vector<float> exps(size);
+        EXPECT_EQ(detail::exp_row(row, best, exps), expected_total);
+        EXPECT_EQ(exps, expected_exp) << "size " << size;
+
+        // And the result is the sum of exponentials to float accuracy.
+        double exact = 0.0;
+        for (float x : row) exact += std::exp(static_cast<double>(x) - best);
+        EXPECT_NEAR(expected_total, exact, exact * 1e-6);
+    }
+}
+
+TEST(VectorMath, MassesDivideAndRemoveWhereBelow) {
+    std::vector<float> values = testing::random_logits(1000, 8, 1.0);
+    for (float& value : values) value = std::abs(value);
+    const std::array<float, detail::kMassThresholds> thresholds = {2.0f, 1.0f, 0.5f, 0.0f};
+    std::array<double, detail::kMassThresholds> masses;
+    detail::masses_at_least(values, thresholds, masses);
+    for (std::size_t k = 0; k < thresholds.size(); ++k) {
         double expected = 0.0;
-        for (float x : row) expected += std::exp(static_cast<double>(x) - best);
-        EXPECT_NEAR(detail::sum_exp(row, best), expected, expected * 1e-6);
+        for (float value : values) expected += value >= thresholds[k] ? value : 0.0;
+        EXPECT_NEAR(masses[k], expected, 1e-4) << "threshold " << thresholds[k];
+    }
+    std::vector<float> row = values;
+    detail::divide(row, 0.7f);
+    for (std::size_t i = 0; i < row.size(); ++i) ASSERT_EQ(row[i], values[i] / 0.7f);
+    detail::remove_where_below(row, values, 1.0f);
+    for (std::size_t i = 0; i < row.size(); ++i) {
+        ASSERT_EQ(row[i], values[i] < 1.0f ? -kInf : values[i] / 0.7f);
     }
 }
 
