@@ -22,6 +22,7 @@ constexpr std::array<float, detail::kMassThresholds> kTopPWindowWeights = {
     3.3546263e-4f,  // e^-8
     1.1253517e-7f,  // e^-16
 };
+
 void check_token(TokenId token, std::size_t vocab, const char* role) {
     if (token < 0 || static_cast<std::size_t>(token) >= vocab) {
         fail(ErrorCode::kInvalidArgument,
@@ -245,7 +246,7 @@ void LogitsProcessor::apply_top_k(int top_k, std::span<float> logits) {
 //
 // Rather than sorting the row, it finds the narrowest window below the best logit that holds
 // top_p of the mass (one vectorised pass over the weights for all windows), collects only the
-// tokens inside it and orders those a chunk at a time until the kept prefix ends.
+// tokens inside it and quickselects the kept prefix among those.
 void LogitsProcessor::apply_top_p(float top_p, std::span<float> logits) {
     const float best = detail::max_value(logits);
     if (best == kRemoved) return;
@@ -285,7 +286,8 @@ void LogitsProcessor::apply_top_p(float top_p, std::span<float> logits) {
 
 // Transformers' TypicalLogitsWarper: ranks tokens by |-log p - H| (H = entropy) ascending and
 // finds the first rank whose cumulative mass (itself included) reaches typical_p; tokens scoring
-// above that one are removed (ties with it stay).
+// above that one are removed (ties with it stay). Every finite token is a candidate here (the
+// ranking is not by logit), still selected in expected linear time.
 void LogitsProcessor::apply_typical_p(float typical_p, std::span<float> logits) {
     const float best = detail::max_value(logits);
     if (best == kRemoved) return;

@@ -41,17 +41,26 @@ std::vector<TokenLogprob> top_with_normalizer(std::span<const float> raw_logits,
     };
     // `better` as the heap order keeps the worst of the current top n at the front.
     std::vector<std::pair<float, TokenId>> heap;
-    heap.reserve(static_cast<std::size_t>(n));
-    for (std::size_t i = 0; i < raw_logits.size() && n > 0; ++i) {
-        if (std::isnan(raw_logits[i])) continue;  // NaN would break the heap's ordering
-        const std::pair<float, TokenId> entry{raw_logits[i], static_cast<TokenId>(i)};
-        if (heap.size() < static_cast<std::size_t>(n)) {
-            heap.push_back(entry);
-            std::push_heap(heap.begin(), heap.end(), better);
-        } else if (better(entry, heap.front())) {
-            std::pop_heap(heap.begin(), heap.end(), better);
-            heap.back() = entry;
-            std::push_heap(heap.begin(), heap.end(), better);
+    const auto wanted = static_cast<std::size_t>(n);
+    for (std::size_t begin = 0; begin < raw_logits.size() && wanted > 0; begin += detail::kBlock) {
+        const std::size_t end = std::min(raw_logits.size(), begin + detail::kBlock);
+        // Later ids lose ties, so a block whose best logit does not beat the current n-th is
+        // skipped whole (one vectorised max).
+        if (heap.size() == wanted &&
+            !(detail::max_value(raw_logits.subspan(begin, end - begin)) > heap.front().first)) {
+            continue;
+        }
+        for (std::size_t i = begin; i < end; ++i) {
+            if (std::isnan(raw_logits[i])) continue;  // NaN would break the heap's ordering
+            const std::pair<float, TokenId> entry{raw_logits[i], static_cast<TokenId>(i)};
+            if (heap.size() < wanted) {
+                heap.push_back(entry);
+                std::push_heap(heap.begin(), heap.end(), better);
+            } else if (better(entry, heap.front())) {
+                std::pop_heap(heap.begin(), heap.end(), better);
+                heap.back() = entry;
+                std::push_heap(heap.begin(), heap.end(), better);
+            }
         }
     }
     std::sort(heap.begin(), heap.end(), better);
