@@ -14,7 +14,6 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 namespace llmserve::hub {
@@ -23,7 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::size_t kHashChunk = 1 << 20;
-constexpr std::chrono::milliseconds kRetryBackoff{200};
 
 // Files a model may use besides its weights, fetched when the repository has them.
 constexpr const char* kOptionalFiles[] = {"generation_config.json", "tokenizer.json", "vocab.json",
@@ -174,6 +172,8 @@ class BlobWriter final : public BodySink {
         status_ = response.status;
         if (status_ != 200 && status_ != 206) return;  // an error: the caller reads the status
         if (status_ == 206 && content_range_start(response) != have_) {
+            std::error_code error;
+            fs::remove(path_, error);  // the next attempt starts over
             fail(ErrorCode::kUnavailable,
                  "{}: the server resumed at the wrong offset (Content-Range '{}', expected {})",
                  response.url, header(response.headers, "content-range"), have_);
@@ -209,7 +209,6 @@ class BlobWriter final : public BodySink {
         if (progress_ != nullptr) progress_->advance(have_);
     }
 
-    long status() const { return status_; }
     bool receiving() const { return receiving_; }
     std::uint64_t have() const { return have_; }
     std::string hex_digest() { return digest_.hex_digest(); }
@@ -295,14 +294,20 @@ class Downloader {
     }
 
     void fetch_weights() {
-        if (const auto info = head(kSafetensorsFile)) return fetch(kSafetensorsFile, *info);
-        if (const auto info = head(kSafetensorsIndex))
-            return fetch_sharded(kSafetensorsIndex, *info);
-        if (const auto info = head(kPytorchFile)) return fetch(kPytorchFile, *info);
-        if (const auto info = head(kPytorchIndex)) return fetch_sharded(kPytorchIndex, *info);
-        fail(ErrorCode::kNotFound, "model '{}' has no weights on {} (looked for {}, {}, {} and {})",
-             model_.to_string(), options_.endpoint, kSafetensorsFile, kSafetensorsIndex,
-             kPytorchFile, kPytorchIndex);
+        if (const auto info = head(kSafetensorsFile)) {
+            fetch(kSafetensorsFile, *info);
+        } else if (const auto index = head(kSafetensorsIndex)) {
+            fetch_sharded(kSafetensorsIndex, *index);
+        } else if (const auto bin = head(kPytorchFile)) {
+            fetch(kPytorchFile, *bin);
+        } else if (const auto bin_index = head(kPytorchIndex)) {
+            fetch_sharded(kPytorchIndex, *bin_index);
+        } else {
+            fail(ErrorCode::kNotFound,
+                 "model '{}' has no weights on {} (looked for {}, {}, {} and {})",
+                 model_.to_string(), options_.endpoint, kSafetensorsFile, kSafetensorsIndex,
+                 kPytorchFile, kPytorchIndex);
+        }
     }
 
     void fetch_sharded(const std::string& index, const FileInfo& info) {
@@ -320,7 +325,7 @@ class Downloader {
     // HEAD of one file: its metadata, or nullopt when the repository does not have it.
     std::optional<FileInfo> head(const std::string& file, bool first = false) {
         const std::string url = resolve_url(file);
-        const HttpResponse response = http_.head(url);
+        const HttpResponse response = head_with_retries(url);
         const std::string error_code = header(response.headers, "x-error-code");
         if (response.status == 404 &&
             (error_code == "EntryNotFound" || (!first && error_code.empty()))) {
@@ -350,6 +355,27 @@ class Downloader {
             info.size = header_number(response.headers, "content-length");
         }
         return info;
+    }
+
+    // retry_delay, doubling with each attempt (capped, so that a large max_attempts cannot
+    // overflow the shift).
+    void pause_before_retry(int attempt) const {
+        std::this_thread::sleep_for(options_.retry_delay * (1 << std::min(attempt - 1, 6)));
+    }
+
+    // Network failures and server errors (5xx) are retried; the last answer is returned.
+    HttpResponse head_with_retries(const std::string& url) {
+        for (int attempt = 1;; ++attempt) {
+            try {
+                HttpResponse response = http_.head(url);
+                if (response.status < 500 || attempt >= options_.max_attempts) return response;
+            } catch (const Error& failure) {
+                if (failure.code() != ErrorCode::kUnavailable || attempt >= options_.max_attempts) {
+                    throw;
+                }
+            }
+            pause_before_retry(attempt);
+        }
     }
 
     [[noreturn]] void fail_for_status(const HttpResponse& response, const std::string& file) const {
@@ -387,7 +413,8 @@ class Downloader {
         const fs::path blob = repo_dir_ / "blobs" / info.etag;
         if (!fs::exists(blob)) {
             BlobLock lock(locks_dir_ / (info.etag + ".lock"));
-            if (!fs::exists(blob)) download_blob(file, info, blob);  // another process may have
+            // Checked again under the lock: another process may have fetched it meanwhile.
+            if (!fs::exists(blob)) download_blob(file, info, blob);
         }
         // snapshots/<commit>/<dir>/<file> -> ../../[../]blobs/<etag>
         fs::path target = fs::path("..") / "..";
@@ -430,7 +457,7 @@ class Downloader {
                     }
                     throw;
                 }
-                std::this_thread::sleep_for(kRetryBackoff * attempt);
+                pause_before_retry(attempt);
                 continue;
             }
             verify(file, info, partial, writer);

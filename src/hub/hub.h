@@ -8,6 +8,7 @@
 
 #include "hub/progress.h"
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -23,7 +24,8 @@ struct HubOptions {
     std::filesystem::path cache_dir;                      // where downloads go (and are looked up)
     std::vector<std::filesystem::path> extra_cache_dirs;  // looked up too, never written
     bool offline = false;                                 // never touch the network
-    int max_attempts = 3;  // per file; an interrupted transfer resumes where it stopped
+    int max_attempts = 3;  // per request; an interrupted transfer resumes where it stopped
+    std::chrono::milliseconds retry_delay{1000};  // before the 2nd attempt; doubles after
 
     // HF_ENDPOINT; HF_TOKEN, else the token file `huggingface-cli login` writes
     // (HF_TOKEN_PATH, else $HF_HOME/token); HF_HUB_CACHE, else $HF_HOME/hub, else

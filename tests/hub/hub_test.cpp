@@ -153,6 +153,7 @@ class HubTest : public ::testing::Test {
         HubOptions result;
         result.endpoint = hub.endpoint();
         result.cache_dir = cache.path();
+        result.retry_delay = std::chrono::milliseconds(1);
         return result;
     }
     // Requests whose path starts with `prefix`.
@@ -425,10 +426,15 @@ TEST_F(HubTest, ServerErrorsAndMissingThings) {
     });
     EXPECT_TRUE(contains(message, "no-such-branch")) << message;
 
-    hub.fail_requests("config.json", 500);
+    // Server errors are retried, then reported.
+    hub.clear_requests();
+    hub.fail_requests("config.json", 500, 10);
     message =
         expect_error(ErrorCode::kUnavailable, [&] { resolve_model(repo_name(source), options()); });
     EXPECT_TRUE(contains(message, "500")) << message;
+    EXPECT_EQ(requests_to("/" + repo_name(source)).size(),
+              static_cast<std::size_t>(options().max_attempts));
+    hub.fail_requests("config.json", 500, 0);
 
     // Weights failing on the CDN every time: retried, then reported.
     hub.clear_requests();
@@ -437,6 +443,7 @@ TEST_F(HubTest, ServerErrorsAndMissingThings) {
         expect_error(ErrorCode::kUnavailable, [&] { resolve_model(repo_name(source), options()); });
     EXPECT_TRUE(contains(message, "503")) << message;
     EXPECT_EQ(cdn_gets().size(), static_cast<std::size_t>(options().max_attempts));
+    hub.fail_contents("model.safetensors", 503, 0);
 
     // A repository without weights.
     TempDir config_only;
@@ -450,6 +457,13 @@ TEST_F(HubTest, ServerErrorsAndMissingThings) {
     HubOptions unreachable = options();
     unreachable.endpoint = "http://127.0.0.1:9";
     expect_error(ErrorCode::kUnavailable, [&] { resolve_model(repo_name(source), unreachable); });
+
+    // One failure of each kind is absorbed by the retries.
+    hub.fail_requests("config.json", 502);
+    hub.fail_contents("model.safetensors", 503);
+    const fs::path snapshot = resolve_model(repo_name(source), options());
+    EXPECT_TRUE(read_file(snapshot / "model.safetensors") ==
+                read_file(source / "model.safetensors"));
 }
 
 TEST_F(HubTest, GatedModelNeedsAToken) {
