@@ -59,7 +59,7 @@ void run_bench(const BenchOptions& options) {
         model = model::synthetic_model(model::published_shape(options.shape), stored, load,
                                        options.shape);
     } else {
-        model = options.model.load_model();
+        model = options.model.load_model(options.model.resolved_model_dir());
     }
     const auto& config = model->config();
     std::cout << fmt::format(

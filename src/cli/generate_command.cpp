@@ -39,7 +39,7 @@ void run_generate(GenerateOptions& options) {
                               std::istreambuf_iterator<char>());
     }
     const std::string model_dir = options.model.resolved_model_dir();
-    auto model = options.model.load_model();
+    auto model = options.model.load_model(model_dir);
     auto tokenizer = load_tokenizer(model_dir);
     engine::GenerationRequest request = options.request;
     request.prompt = tokenizer->encode(options.prompt);

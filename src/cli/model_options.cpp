@@ -3,6 +3,8 @@
 #include <cstdlib>
 
 #include "common/error.h"
+#include "hub/hub.h"
+#include "hub/progress.h"
 
 namespace llmserve::cli {
 
@@ -12,24 +14,37 @@ std::string embedded_model_dir() {
 
 void ModelOptions::add_to(CLI::App& command) {
     command.add_option("--model", model_dir,
-                       "Model directory (default: $MODEL_NAME, else the embedded model)");
+                       "Model directory or Hugging Face name, e.g. gpt2 or org/name@rev (default: "
+                       "$MODEL_NAME, else the embedded model)");
     command.add_option("--threads", threads, "Worker threads (0 = one per core)")
         ->check(CLI::NonNegativeNumber);
     command.add_option("--dtype", dtype, "Weight format for compute: auto, f32")
         ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
 }
 
-std::string ModelOptions::resolved_model_dir() const {
-    if (!model_dir.empty()) return model_dir;
-    if (const char* env = std::getenv("MODEL_NAME"); env != nullptr && *env != '\0') return env;
-    return embedded_model_dir();
+hub::HubOptions hub_options() {
+    hub::HubOptions options = hub::HubOptions::from_environment();
+    if (const char* cache = std::getenv("CACHE_DIR"); cache != nullptr && *cache != '\0')
+        options.extra_cache_dirs.emplace_back(cache);
+    return options;
 }
 
-std::shared_ptr<const model::Gpt2Model> ModelOptions::load_model() const {
+std::string ModelOptions::resolved_model_dir() const {
+    std::string name = model_dir;
+    if (name.empty()) {
+        const char* env = std::getenv("MODEL_NAME");
+        name = env != nullptr && *env != '\0' ? env : embedded_model_dir();
+    }
+    // A directory as is; a Hub name through the Hugging Face cache, downloading when needed.
+    auto progress = hub::make_stderr_progress();
+    return hub::resolve_model(name, hub_options(), progress.get()).string();
+}
+
+std::shared_ptr<const model::Gpt2Model> ModelOptions::load_model(const std::string& dir) const {
     model::LoadOptions options;
     options.backend = backend::make_cpu_backend(threads);
     options.weight_format = backend::parse_weight_format(dtype);
-    return model::Gpt2Model::load(resolved_model_dir(), options);
+    return model::Gpt2Model::load(dir, options);
 }
 
 std::shared_ptr<const tokenizer::Tokenizer> load_tokenizer(const std::string& model_dir) {

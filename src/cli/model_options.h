@@ -7,20 +7,25 @@
 #include <memory>
 #include <string>
 
+#include "hub/hub.h"
 #include "model/gpt2.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmserve::cli {
 
 struct ModelOptions {
-    std::string model_dir;  // empty: $MODEL_NAME, else the embedded model
+    std::string model_dir;  // a directory or Hub name; empty: $MODEL_NAME, else the embedded model
     int threads = 0;        // 0: one per core
     std::string dtype = "auto";
 
     void add_to(CLI::App& command);
     std::string resolved_model_dir() const;
-    std::shared_ptr<const model::Gpt2Model> load_model() const;
+    std::shared_ptr<const model::Gpt2Model> load_model(
+        const std::string& dir) const;  // dir: resolved_model_dir()
 };
+
+// Hub settings from HF_* variables, with the service's CACHE_DIR as an extra cache root.
+hub::HubOptions hub_options();
 
 // The directory of the model that ships with llmserve (models/gpt2-brown-mini in the source tree).
 std::string embedded_model_dir();
