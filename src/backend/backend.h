@@ -14,10 +14,12 @@
 
 namespace llmserve::backend {
 
-// How weights are kept for compute. kAuto: the backend's natural choice for the stored dtype.
-enum class WeightFormat { kAuto, kF32, kF16, kBF16 };
+// How weights are kept for compute. kAuto: the stored dtype, unconverted. f16 and bf16 weights are
+// widened to f32 inside the kernels (all arithmetic is f32). kQ8: int8 weights with one scale per
+// 32 inputs of an output (llama.cpp's Q8_0), multiplied with activations quantized the same way.
+enum class WeightFormat { kAuto, kF32, kF16, kBF16, kQ8 };
 WeightFormat parse_weight_format(
-    std::string_view text);  // "auto", "f32", "f16", "bf16"; kInvalidArgument otherwise
+    std::string_view text);  // "auto", "f32", "f16", "bf16", "q8"; kInvalidArgument otherwise
 std::string_view to_string(WeightFormat format);
 
 enum class Activation { kGeluNew, kGelu, kGeluFast, kRelu, kSilu };
@@ -47,6 +49,7 @@ class Weight {
     virtual int in_features() const = 0;
     virtual int out_features() const = 0;
     virtual std::size_t resident_bytes() const = 0;  // memory it occupies beyond the mapped file
+    virtual WeightFormat format() const = 0;         // never kAuto
 };
 
 // How a 2-D tensor is laid out in the checkpoint.

@@ -1,80 +1,52 @@
-// CPU backend: OpenBLAS for the matrix products, our thread pool for everything else.
-// Weights are kept as float32 (aliasing the mapped checkpoint when it already stores aligned f32).
-#include <cblas.h>
+// CPU backend: weights packed once into the kernels' panel layout (f32, f16, bf16 or q8), kernels
+// of the best instruction-set tier the CPU has, and one pool of threads for every op (no BLAS
+// threads competing with ours). A backend runs one forward pass at a time.
+#include "backend/cpu/cpu_backend.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
-#include <new>
 #include <vector>
 
-#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/packed_matrix.h"
+#include "backend/cpu/worker_pool.h"
+#include "common/dtype.h"
 #include "common/error.h"
-#include "common/thread_pool.h"
 
 namespace llmserve::backend {
+namespace cpu {
 namespace {
-
-struct AlignedDelete {
-    void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
-};
-using AlignedFloats = std::unique_ptr<float[], AlignedDelete>;
-
-AlignedFloats allocate_aligned(std::size_t floats) {
-    auto* p = static_cast<float*>(
-        ::operator new[](std::max<std::size_t>(floats, 1) * sizeof(float), std::align_val_t(64)));
-    return AlignedFloats(p);
-}
 
 class CpuBuffer final : public DeviceBuffer {
   public:
-    explicit CpuBuffer(std::size_t floats) : data_(allocate_aligned(floats)), size_(floats) {
-        std::fill_n(data_.get(), floats, 0.0f);
-    }
-    float* data() override { return data_.get(); }
-    const float* data() const override { return data_.get(); }
+    explicit CpuBuffer(std::size_t floats) : storage_(floats * sizeof(float)), size_(floats) {}
+    float* data() override { return reinterpret_cast<float*>(storage_.data()); }
+    const float* data() const override { return reinterpret_cast<const float*>(storage_.data()); }
     std::size_t size() const override { return size_; }
 
   private:
-    AlignedFloats data_;
+    AlignedBuffer storage_;
     std::size_t size_;
 };
 
-// A float32 matrix: rows x cols as stored, either aliasing the checkpoint or owned.
 class CpuWeight final : public Weight {
   public:
-    CpuWeight(const io::TensorView& tensor, MatrixLayout layout) : layout_(layout) {
-        rows_ = static_cast<int>(tensor.shape[0]);
-        cols_ = static_cast<int>(tensor.shape[1]);
-        const auto* bytes = tensor.data.data();
-        if (tensor.dtype == DType::kF32 &&
-            reinterpret_cast<std::uintptr_t>(bytes) % alignof(float) == 0) {
-            data_ = reinterpret_cast<const float*>(bytes);
-        } else {
-            owned_ = allocate_aligned(tensor.data.size() / dtype_size(tensor.dtype));
-            convert_to_f32(tensor.dtype, bytes, static_cast<std::size_t>(rows_) * cols_,
-                           owned_.get());
-            data_ = owned_.get();
-        }
-    }
-    int in_features() const override { return layout_ == MatrixLayout::kInOut ? rows_ : cols_; }
-    int out_features() const override { return layout_ == MatrixLayout::kInOut ? cols_ : rows_; }
-    std::size_t resident_bytes() const override {
-        return owned_ ? static_cast<std::size_t>(rows_) * cols_ * sizeof(float) : 0;
-    }
-
-    MatrixLayout layout() const { return layout_; }
-    const float* data() const { return data_; }
-    int stored_cols() const { return cols_; }
+    explicit CpuWeight(PackedMatrix packed) : packed_(std::move(packed)) {}
+    int in_features() const override { return packed_.view().k; }
+    int out_features() const override { return packed_.view().n; }
+    std::size_t resident_bytes() const override { return packed_.bytes(); }
+    WeightFormat format() const override { return packed_.view().format; }
+    const PackedMatrix& packed() const { return packed_; }
 
   private:
-    MatrixLayout layout_;
-    int rows_ = 0;
-    int cols_ = 0;
-    const float* data_ = nullptr;
-    AlignedFloats owned_;
+    PackedMatrix packed_;
 };
 
+// Per layer and block: keys transposed [n_embd][block_tokens], then values
+// [block_tokens][n_embd] (see AttentionArgs). Pages are touched only when a block is first used.
 class CpuKvStorage final : public KvStorage {
   public:
     CpuKvStorage(int layers, int blocks, int block_tokens, int n_embd)
@@ -82,58 +54,67 @@ class CpuKvStorage final : public KvStorage {
           blocks_(blocks),
           block_tokens_(block_tokens),
           n_embd_(n_embd),
-          floats_(static_cast<std::size_t>(layers) * 2 * blocks * block_tokens * n_embd),
-          data_(allocate_aligned(floats_)) {}
+          block_floats_(static_cast<std::size_t>(2) * block_tokens * n_embd),
+          storage_(static_cast<std::size_t>(layers) * blocks * block_floats_ * sizeof(float),
+                   /*zero=*/false) {}
 
     int num_blocks() const override { return blocks_; }
     int block_tokens() const override { return block_tokens_; }
-    std::size_t bytes() const override { return floats_ * sizeof(float); }
+    int n_embd() const { return n_embd_; }
+    std::size_t bytes() const override { return storage_.size(); }
     void copy_block(int from, int to) override {
         for (int layer = 0; layer < layers_; ++layer)
-            for (int kind = 0; kind < 2; ++kind)
-                std::memcpy(slot(layer, kind, to, 0), slot(layer, kind, from, 0),
-                            block_floats() * sizeof(float));
+            std::memcpy(block(layer, to), block(layer, from), block_floats_ * sizeof(float));
     }
 
-    // Start of the n_embd floats of token `offset` in `block` (kind 0 = keys, 1 = values).
-    float* slot(int layer, int kind, int block, int offset) {
-        const std::size_t index =
-            ((static_cast<std::size_t>(layer) * 2 + kind) * blocks_ + block) * block_tokens_ +
-            offset;
-        return data_.get() + index * n_embd_;
+    std::size_t block_stride() const { return block_floats_; }
+    float* layer_blocks(int layer) {
+        return reinterpret_cast<float*>(storage_.data()) +
+               static_cast<std::size_t>(layer) * blocks_ * block_floats_;
     }
+    float* block(int layer, int b) { return layer_blocks(layer) + b * block_floats_; }
 
   private:
-    std::size_t block_floats() const { return static_cast<std::size_t>(block_tokens_) * n_embd_; }
     int layers_, blocks_, block_tokens_, n_embd_;
-    std::size_t floats_;
-    AlignedFloats data_;
+    std::size_t block_floats_;
+    AlignedBuffer storage_;
 };
 
 const CpuWeight& as_cpu(const Weight& w) {
     return static_cast<const CpuWeight&>(w);
 }
 
-float apply_activation(Activation kind, float x) {
-    constexpr float kSqrt2OverPi = 0.7978845608028654f;
-    switch (kind) {
-        case Activation::kGeluNew:
-            return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
-        case Activation::kGeluFast:
-            return 0.5f * x * (1.0f + std::tanh(x * kSqrt2OverPi * (1.0f + 0.044715f * x * x)));
-        case Activation::kGelu:
-            return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
-        case Activation::kRelu:
-            return x > 0.0f ? x : 0.0f;
-        case Activation::kSilu:
-            return x / (1.0f + std::exp(-x));
+// Once a tensor has been converted, its checkpoint pages are not needed: let the kernel reclaim
+// them so the mapping and the packed copy are not both resident. MADV_PAGEOUT never loses data
+// (file pages are re-read if touched again) and is only advice: failure is harmless.
+void release_source_pages(std::span<const std::byte> bytes) {
+    const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+    const auto begin = (reinterpret_cast<std::uintptr_t>(bytes.data()) + page - 1) / page * page;
+    const auto end = (reinterpret_cast<std::uintptr_t>(bytes.data()) + bytes.size()) / page * page;
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
+}
+
+WeightFormat resolve(WeightFormat format, DType stored) {
+    if (format != WeightFormat::kAuto) return format;
+    switch (stored) {
+        case DType::kF16:
+            return WeightFormat::kF16;
+        case DType::kBF16:
+            return WeightFormat::kBF16;
+        case DType::kF32:
+            break;
     }
-    return x;
+    return WeightFormat::kF32;
+}
+
+// Splits `count` items into about four chunks per thread, each at least `min_grain` long.
+std::size_t grain_for(std::size_t count, int threads, std::size_t min_grain) {
+    return std::max(min_grain, count / (static_cast<std::size_t>(threads) * 4));
 }
 
 class CpuBackend final : public Backend {
   public:
-    explicit CpuBackend(int threads) : pool_(threads) { openblas_set_num_threads(pool_.size()); }
+    CpuBackend(int threads, Isa isa) : kernels_(kernel_table(isa)), pool_(threads) {}
 
     std::string name() const override { return "cpu"; }
     int threads() const override { return pool_.size(); }
@@ -148,13 +129,10 @@ class CpuBackend final : public Backend {
 
     std::unique_ptr<Weight> upload_matrix(const io::TensorView& tensor, MatrixLayout layout,
                                           WeightFormat format) override {
-        if (tensor.shape.size() != 2)
-            fail(ErrorCode::kInternal, "{}: tensor '{}' is not a matrix", tensor.file, tensor.name);
-        if (format != WeightFormat::kAuto && format != WeightFormat::kF32)
-            fail(ErrorCode::kUnsupported,
-                 "the cpu backend computes in f32; weight format '{}' is not available",
-                 to_string(format));
-        return std::make_unique<CpuWeight>(tensor, layout);
+        auto weight = std::make_unique<CpuWeight>(
+            PackedMatrix::pack(tensor, layout, resolve(format, tensor.dtype), pool_));
+        release_source_pages(tensor.data);
+        return weight;
     }
 
     std::unique_ptr<DeviceBuffer> upload_vector(const io::TensorView& tensor) override {
@@ -166,117 +144,134 @@ class CpuBackend final : public Backend {
 
     void embedding(const Weight& table, std::span<const std::int32_t> ids,
                    MatrixView out) override {
-        const auto& w = as_cpu(table);
-        const int cols = w.stored_cols();
-        for (std::size_t r = 0; r < ids.size(); ++r)
-            std::memcpy(out.row(static_cast<int>(r)),
-                        w.data() + static_cast<std::size_t>(ids[r]) * cols, cols * sizeof(float));
+        const PackedMatrix& packed = as_cpu(table).packed();
+        pool_.parallel_for(ids.size(), 16, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t r = begin; r < end; ++r)
+                packed.read_output(ids[r], out.row(static_cast<int>(r)));
+        });
     }
 
     void linear(MatrixView x, const Weight& weight, const DeviceBuffer* bias,
                 MatrixView y) override {
-        const auto& w = as_cpu(weight);
-        const int m = x.rows, k = w.in_features(), n = w.out_features();
-        const bool transposed = w.layout() == MatrixLayout::kOutIn;
-        if (m == 1) {
-            // y = Wᵀx for [in, out] storage, W x for [out, in].
-            cblas_sgemv(CblasRowMajor, transposed ? CblasNoTrans : CblasTrans, transposed ? n : k,
-                        transposed ? k : n, 1.0f, w.data(), w.stored_cols(), x.data, 1, 0.0f,
-                        y.data, 1);
-        } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, transposed ? CblasTrans : CblasNoTrans, m, n,
-                        k, 1.0f, x.data, x.cols, w.data(), w.stored_cols(), 0.0f, y.data, y.cols);
+        const PackedView& w = as_cpu(weight).packed().view();
+        if (x.cols != w.k || y.cols != w.n || y.rows != x.rows)
+            fail(ErrorCode::kInternal, "linear: x [{}, {}] · W [{}, {}] -> y [{}, {}] do not fit",
+                 x.rows, x.cols, w.k, w.n, y.rows, y.cols);
+        if (x.rows == 0) return;
+        GemmArgs args;
+        args.w = &w;
+        args.x = x.data;
+        args.x_stride = x.cols;
+        args.bias = bias != nullptr ? bias->data() : nullptr;
+        args.y = y.data;
+        args.y_stride = y.cols;
+        args.m = x.rows;
+        auto* gemm = kernels_.gemm_f32;
+        switch (w.format) {
+            case WeightFormat::kF16:
+                gemm = kernels_.gemm_f16;
+                break;
+            case WeightFormat::kBF16:
+                gemm = kernels_.gemm_bf16;
+                break;
+            case WeightFormat::kQ8:
+                gemm = kernels_.gemm_q8;
+                args.xq = &quantize(x, w.q8_blocks());
+                break;
+            default:
+                break;
         }
-        if (bias != nullptr) {
-            const float* b = bias->data();
-            for (int r = 0; r < m; ++r) {
-                float* row = y.row(r);
-                for (int c = 0; c < n; ++c) row[c] += b[c];
-            }
-        }
+        pool_.parallel_for(w.panels, grain_for(w.panels, pool_.size(), 1),
+                           [&](std::size_t begin, std::size_t end) {
+                               gemm(args, static_cast<int>(begin), static_cast<int>(end));
+                           });
     }
 
     void layer_norm(MatrixView x, const DeviceBuffer& gamma, const DeviceBuffer& beta, float eps,
                     MatrixView y) override {
-        const float* g = gamma.data();
-        const float* b = beta.data();
-        pool_.parallel_for(x.rows, 16, [&](std::size_t begin, std::size_t end) {
-            for (std::size_t r = begin; r < end; ++r) {
-                const float* in = x.row(static_cast<int>(r));
-                float* out = y.row(static_cast<int>(r));
-                double sum = 0.0;
-                for (int c = 0; c < x.cols; ++c) sum += in[c];
-                const float mean = static_cast<float>(sum / x.cols);
-                double sq = 0.0;
-                for (int c = 0; c < x.cols; ++c) sq += (in[c] - mean) * (in[c] - mean);
-                const float inv_std = 1.0f / std::sqrt(static_cast<float>(sq / x.cols) + eps);
-                for (int c = 0; c < x.cols; ++c) out[c] = (in[c] - mean) * inv_std * g[c] + b[c];
-            }
+        pool_.parallel_for(x.rows, 8, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t r = begin; r < end; ++r)
+                kernels_.layer_norm(x.row(static_cast<int>(r)), gamma.data(), beta.data(), eps,
+                                    x.cols, y.row(static_cast<int>(r)));
         });
     }
 
     void activation(Activation kind, MatrixView x) override {
         const std::size_t total = static_cast<std::size_t>(x.rows) * x.cols;
-        pool_.parallel_for(total, 4096, [&](std::size_t begin, std::size_t end) {
-            for (std::size_t i = begin; i < end; ++i) x.data[i] = apply_activation(kind, x.data[i]);
-        });
+        pool_.parallel_for(total, grain_for(total, pool_.size(), 1 << 14),
+                           [&](std::size_t begin, std::size_t end) {
+                               kernels_.activation(kind, x.data + begin, end - begin);
+                           });
     }
 
     void add(MatrixView x, MatrixView y) override {
         const std::size_t total = static_cast<std::size_t>(x.rows) * x.cols;
-        for (std::size_t i = 0; i < total; ++i) x.data[i] += y.data[i];
+        pool_.parallel_for(total, grain_for(total, pool_.size(), 1 << 14),
+                           [&](std::size_t begin, std::size_t end) {
+                               kernels_.add(x.data + begin, y.data + begin, end - begin);
+                           });
     }
 
     void attention(MatrixView qkv, const AttentionBatch& batch, KvStorage& storage, int layer,
                    const AttentionParams& params, MatrixView out) override {
         auto& kv = static_cast<CpuKvStorage&>(storage);
         const int n_embd = out.cols;
-        const int head_dim = n_embd / params.n_head;
-        const int block_tokens = batch.block_tokens;
-        auto block_of = [&](int row, int position) {
-            return batch.block_tables[batch.row_sequence[row]][position / block_tokens];
+        const int bt = batch.block_tokens;
+        if (n_embd != kv.n_embd() || bt != kv.block_tokens() || qkv.cols != 3 * n_embd ||
+            n_embd % params.n_head != 0)
+            fail(ErrorCode::kInternal,
+                 "attention: qkv [{}, {}], out [{}, {}], {} heads, KV of n_embd {} and {}-token "
+                 "blocks do not fit",
+                 qkv.rows, qkv.cols, out.rows, out.cols, params.n_head, kv.n_embd(),
+                 kv.block_tokens());
+        auto block_of = [&](int row) {
+            return batch.block_tables[batch.row_sequence[row]][batch.positions[row] / bt];
         };
-        for (int r = 0; r < qkv.rows; ++r) {
-            const int position = batch.positions[r];
-            const int block = block_of(r, position);
-            std::memcpy(kv.slot(layer, 0, block, position % block_tokens), qkv.row(r) + n_embd,
-                        n_embd * sizeof(float));
-            std::memcpy(kv.slot(layer, 1, block, position % block_tokens), qkv.row(r) + 2 * n_embd,
-                        n_embd * sizeof(float));
-        }
-        const std::size_t tasks = static_cast<std::size_t>(qkv.rows) * params.n_head;
-        pool_.parallel_for(tasks, 1, [&](std::size_t begin, std::size_t end) {
-            std::vector<float> scores;
-            for (std::size_t task = begin; task < end; ++task) {
-                const int r = static_cast<int>(task / params.n_head);
-                const int head = static_cast<int>(task % params.n_head);
-                const int length = batch.positions[r] + 1;
-                const float* q = qkv.row(r) + head * head_dim;
-                scores.resize(length);
-                float max_score = -INFINITY;
-                for (int t = 0; t < length; ++t) {
-                    const float* k =
-                        kv.slot(layer, 0, block_of(r, t), t % block_tokens) + head * head_dim;
-                    float dot = 0.0f;
-                    for (int d = 0; d < head_dim; ++d) dot += q[d] * k[d];
-                    scores[t] = dot * params.scale;
-                    max_score = std::max(max_score, scores[t]);
-                }
-                float sum = 0.0f;
-                for (int t = 0; t < length; ++t) {
-                    scores[t] = std::exp(scores[t] - max_score);
-                    sum += scores[t];
-                }
-                float* o = out.row(r) + head * head_dim;
-                std::fill_n(o, head_dim, 0.0f);
-                for (int t = 0; t < length; ++t) {
-                    const float weight = scores[t] / sum;
-                    const float* v =
-                        kv.slot(layer, 1, block_of(r, t), t % block_tokens) + head * head_dim;
-                    for (int d = 0; d < head_dim; ++d) o[d] += weight * v[d];
-                }
+        // Store every row's key (transposed) and value first: rows attend to earlier rows of
+        // the same batch.
+        pool_.parallel_for(qkv.rows, 32, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t r = begin; r < end; ++r) {
+                const int row = static_cast<int>(r);
+                const int offset = batch.positions[row] % bt;
+                float* keys = kv.block(layer, block_of(row));
+                float* values = keys + static_cast<std::size_t>(bt) * n_embd + offset * n_embd;
+                const float* k = qkv.row(row) + n_embd;
+                for (int c = 0; c < n_embd; ++c)
+                    keys[static_cast<std::size_t>(c) * bt + offset] = k[c];
+                std::memcpy(values, k + n_embd, n_embd * sizeof(float));
             }
         });
+
+        // Tiles of up to kAttentionTileRows consecutive rows of one sequence, times heads.
+        tiles_.clear();
+        for (int row = 0; row < qkv.rows;) {
+            int rows = 1;
+            while (rows < kAttentionTileRows && row + rows < qkv.rows &&
+                   batch.row_sequence[row + rows] == batch.row_sequence[row] &&
+                   batch.positions[row + rows] == batch.positions[row] + rows)
+                ++rows;
+            const int* table = batch.block_tables[batch.row_sequence[row]].data();
+            for (int head = 0; head < params.n_head; ++head)
+                tiles_.push_back({row, rows, head, table});
+            row += rows;
+        }
+        AttentionArgs args;
+        args.qkv = qkv.data;
+        args.qkv_stride = qkv.cols;
+        args.out = out.data;
+        args.out_stride = out.cols;
+        args.positions = batch.positions.data();
+        args.kv_blocks = kv.layer_blocks(layer);
+        args.block_stride = kv.block_stride();
+        args.block_tokens = bt;
+        args.n_embd = n_embd;
+        args.head_dim = n_embd / params.n_head;
+        args.scale = params.scale;
+        pool_.parallel_for(tiles_.size(), grain_for(tiles_.size(), pool_.size(), 1),
+                           [&](std::size_t begin, std::size_t end) {
+                               for (std::size_t t = begin; t < end; ++t)
+                                   kernels_.attention(args, tiles_[t]);
+                           });
     }
 
     void gather_rows(MatrixView x, std::span<const int> rows, MatrixView out) override {
@@ -289,17 +284,47 @@ class CpuBackend final : public Backend {
     }
 
   private:
-    ThreadPool pool_;
+    // Quantizes x into the reusable q8 activation buffers.
+    const QuantizedRows& quantize(MatrixView x, int blocks) {
+        const std::size_t slots = static_cast<std::size_t>(x.rows) * blocks;
+        if (q8_values_.size() < slots * kQ8Block) {
+            q8_values_.resize(slots * kQ8Block);
+            q8_scales_.resize(slots);
+            q8_offsets_.resize(slots);
+        }
+        q8_rows_ = {x.rows, blocks, q8_values_.data(), q8_scales_.data(), q8_offsets_.data()};
+        pool_.parallel_for(x.rows, 8, [&](std::size_t begin, std::size_t end) {
+            kernels_.quantize_rows(x.data, x.cols, x.cols, static_cast<int>(begin),
+                                   static_cast<int>(end), q8_rows_);
+        });
+        return q8_rows_;
+    }
+
+    const KernelTable& kernels_;
+    WorkerPool pool_;
+    // Scratch reused across calls (one forward pass at a time).
+    std::vector<AttentionTile> tiles_;
+    std::vector<std::int8_t> q8_values_;
+    std::vector<float> q8_scales_;
+    std::vector<std::int32_t> q8_offsets_;
+    QuantizedRows q8_rows_;
 };
 
 }  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int threads, Isa isa) {
+    return std::make_unique<CpuBackend>(threads, isa);
+}
+
+}  // namespace cpu
 
 WeightFormat parse_weight_format(std::string_view text) {
     if (text == "auto") return WeightFormat::kAuto;
     if (text == "f32") return WeightFormat::kF32;
     if (text == "f16") return WeightFormat::kF16;
     if (text == "bf16") return WeightFormat::kBF16;
-    fail_param("dtype", "dtype must be one of auto, f32, f16, bf16; got '{}'", text);
+    if (text == "q8") return WeightFormat::kQ8;
+    fail_param("dtype", "dtype must be one of auto, f32, f16, bf16, q8; got '{}'", text);
 }
 
 std::string_view to_string(WeightFormat format) {
@@ -312,12 +337,14 @@ std::string_view to_string(WeightFormat format) {
             return "f16";
         case WeightFormat::kBF16:
             return "bf16";
+        case WeightFormat::kQ8:
+            return "q8";
     }
     return "?";
 }
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
-    return std::make_unique<CpuBackend>(threads);
+    return cpu::make_cpu_backend(threads, cpu::default_isa());
 }
 
 }  // namespace llmserve::backend

@@ -1,0 +1,23 @@
+#include "backend/cpu/kernels.h"
+
+#include "common/error.h"
+
+namespace llmserve::backend::cpu {
+
+const KernelTable& kernel_table(Isa isa) {
+    if (!isa_supported(isa))
+        fail(ErrorCode::kUnsupported, "this CPU does not support the {} kernels (best: {})",
+             to_string(isa), to_string(best_isa()));
+    switch (isa) {
+#ifdef LLMSERVE_X86_KERNELS
+        case Isa::kAvx512:
+            return avx512_kernels();
+        case Isa::kAvx2:
+            return avx2_kernels();
+#endif
+        default:
+            return scalar_kernels();
+    }
+}
+
+}  // namespace llmserve::backend::cpu

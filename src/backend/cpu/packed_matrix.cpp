@@ -1,0 +1,227 @@
+#include "backend/cpu/packed_matrix.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/error.h"
+
+namespace llmserve::backend::cpu {
+namespace {
+
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
+std::size_t element_bytes(WeightFormat format) {
+    return format == WeightFormat::kF32 ? 4 : 2;
+}
+
+// Reads the tensor's values as float: W[k, n] whatever the stored orientation.
+class Source {
+  public:
+    Source(const io::TensorView& tensor, MatrixLayout layout)
+        : tensor_(tensor),
+          layout_(layout),
+          stored_cols_(static_cast<std::size_t>(tensor.shape[1])) {}
+
+    int k() const {
+        return static_cast<int>(tensor_.shape[layout_ == MatrixLayout::kInOut ? 0 : 1]);
+    }
+    int n() const {
+        return static_cast<int>(tensor_.shape[layout_ == MatrixLayout::kInOut ? 1 : 0]);
+    }
+
+    // tile[kk * kPanelWidth + j] = W[kk, n0 + j] for every k and the columns [n0, n0 + width);
+    // other columns of the tile are left as they are.
+    void read_columns(int n0, int width, float* tile, std::vector<float>& scratch) const {
+        const std::size_t dsize = dtype_size(tensor_.dtype);
+        const std::byte* base = tensor_.data.data();
+        if (layout_ == MatrixLayout::kInOut) {
+            scratch.resize(width);
+            for (int kk = 0; kk < k(); ++kk) {
+                const std::size_t offset =
+                    (static_cast<std::size_t>(kk) * stored_cols_ + n0) * dsize;
+                convert_to_f32(tensor_.dtype, base + offset, width, scratch.data());
+                std::copy_n(scratch.data(), width,
+                            tile + static_cast<std::size_t>(kk) * kPanelWidth);
+            }
+        } else {
+            scratch.resize(k());
+            for (int j = 0; j < width; ++j) {
+                const std::size_t offset = static_cast<std::size_t>(n0 + j) * stored_cols_ * dsize;
+                convert_to_f32(tensor_.dtype, base + offset, k(), scratch.data());
+                for (int kk = 0; kk < k(); ++kk)
+                    tile[static_cast<std::size_t>(kk) * kPanelWidth + j] = scratch[kk];
+            }
+        }
+    }
+
+  private:
+    const io::TensorView& tensor_;
+    MatrixLayout layout_;
+    std::size_t stored_cols_;
+};
+
+// Quantizes one panel's float tile ([k][32], zero where absent) into q8 blocks.
+void quantize_panel(const float* tile, int k, int blocks, std::byte* out) {
+    for (int b = 0; b < blocks; ++b) {
+        std::byte* block = out + static_cast<std::size_t>(b) * kQ8BlockBytes;
+        auto* values = reinterpret_cast<std::uint8_t*>(block + kQ8ScaleBytes);
+        const int k_begin = b * kQ8Block;
+        const int k_end = std::min(k, k_begin + kQ8Block);
+        for (int j = 0; j < kPanelWidth; ++j) {
+            float amax = 0.0f;
+            for (int kk = k_begin; kk < k_end; ++kk)
+                amax =
+                    std::max(amax, std::abs(tile[static_cast<std::size_t>(kk) * kPanelWidth + j]));
+            const std::uint16_t scale_bits = f32_to_f16(amax / 127.0f);
+            std::memcpy(block + j * sizeof(std::uint16_t), &scale_bits, sizeof(scale_bits));
+            const float scale = f16_to_f32(scale_bits);
+            const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+            for (int kk = 0; kk < kQ8Block; ++kk) {
+                const int k_index = k_begin + kk;
+                float q = 0.0f;
+                if (k_index < k_end)
+                    q = std::nearbyint(tile[static_cast<std::size_t>(k_index) * kPanelWidth + j] *
+                                       inverse);
+                q = std::clamp(q, -127.0f, 127.0f);
+                values[((kk / 4) * kPanelWidth + j) * 4 + kk % 4] =
+                    static_cast<std::uint8_t>(static_cast<int>(q) + kQ8Offset);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+std::uint16_t f32_to_f16(float value) {
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
+    const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
+    const std::uint32_t magnitude = bits & 0x7fffffffu;
+    if (magnitude > 0x7f800000u)  // NaN: keep the top payload bits, force quiet
+        return static_cast<std::uint16_t>(sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu));
+    if (magnitude >= 0x47800000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // >= 2^16
+    if (magnitude < 0x38800000u) {  // below 2^-14: a subnormal half, m * 2^-24
+        const float scaled = std::bit_cast<float>(magnitude) * 16777216.0f;  // exact
+        return static_cast<std::uint16_t>(sign |
+                                          static_cast<std::uint16_t>(std::nearbyint(scaled)));
+    }
+    // Rebias the exponent, then round the mantissa from 23 to 10 bits, ties to even; a carry
+    // correctly bumps the exponent (up to infinity for values at or above 65520).
+    const std::uint32_t rebased = magnitude - 0x38000000u;
+    return static_cast<std::uint16_t>(sign | ((rebased + 0xfffu + ((rebased >> 13) & 1u)) >> 13));
+}
+
+std::uint16_t f32_to_bf16(float value) {
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x40u);
+    return static_cast<std::uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+void AlignedBuffer::Free::operator()(std::byte* p) const {
+    ::operator delete[](p, std::align_val_t(alignment));
+}
+
+AlignedBuffer::AlignedBuffer(std::size_t bytes, bool zero) : size_(bytes) {
+    const std::size_t alignment = bytes >= kHugePage ? kHugePage : 64;
+    const std::size_t rounded =
+        (std::max<std::size_t>(bytes, 1) + alignment - 1) / alignment * alignment;
+    auto* p = static_cast<std::byte*>(::operator new[](rounded, std::align_val_t(alignment)));
+    data_ = std::unique_ptr<std::byte, Free>(p, Free{alignment});
+    if (alignment == kHugePage) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: ignore failure
+    if (zero) std::memset(p, 0, rounded);
+}
+
+PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layout,
+                                WeightFormat format, WorkerPool& pool) {
+    if (tensor.shape.size() != 2)
+        fail(ErrorCode::kInternal, "{}: tensor '{}' has {} dimensions, expected a matrix",
+             tensor.file, tensor.name, tensor.shape.size());
+    if (format == WeightFormat::kAuto)
+        fail(ErrorCode::kInternal, "PackedMatrix::pack: resolve the weight format first");
+    const Source source(tensor, layout);
+    PackedMatrix packed;
+    PackedView& v = packed.view_;
+    v.format = format;
+    v.k = source.k();
+    v.n = source.n();
+    v.panels = (v.n + kPanelWidth - 1) / kPanelWidth;
+    v.panel_bytes = format == WeightFormat::kQ8
+                        ? static_cast<std::size_t>(v.q8_blocks()) * kQ8BlockBytes
+                        : static_cast<std::size_t>(v.k) * kPanelWidth * element_bytes(format);
+    packed.storage_ = AlignedBuffer(v.panel_bytes * v.panels);
+    v.data = packed.storage_.data();
+
+    pool.parallel_for(v.panels, 4, [&](std::size_t begin, std::size_t end) {
+        std::vector<float> tile(static_cast<std::size_t>(v.k) * kPanelWidth);
+        std::vector<float> scratch;
+        for (std::size_t p = begin; p < end; ++p) {
+            const int n0 = static_cast<int>(p) * kPanelWidth;
+            const int width = std::min(kPanelWidth, v.n - n0);
+            std::fill(tile.begin(), tile.end(), 0.0f);
+            source.read_columns(n0, width, tile.data(), scratch);
+            std::byte* out = packed.storage_.data() + p * v.panel_bytes;
+            switch (format) {
+                case WeightFormat::kF32:
+                    std::memcpy(out, tile.data(), tile.size() * sizeof(float));
+                    break;
+                case WeightFormat::kF16:
+                case WeightFormat::kBF16:
+                    for (std::size_t i = 0; i < tile.size(); ++i) {
+                        const std::uint16_t half = format == WeightFormat::kF16
+                                                       ? f32_to_f16(tile[i])
+                                                       : f32_to_bf16(tile[i]);
+                        std::memcpy(out + i * sizeof(half), &half, sizeof(half));
+                    }
+                    break;
+                case WeightFormat::kQ8:
+                    quantize_panel(tile.data(), v.k, v.q8_blocks(), out);
+                    break;
+                case WeightFormat::kAuto:
+                    break;
+            }
+        }
+    });
+    return packed;
+}
+
+float PackedMatrix::element(int k, int n) const {
+    const std::byte* panel = view_.panel(n / kPanelWidth);
+    const int j = n % kPanelWidth;
+    switch (view_.format) {
+        case WeightFormat::kF32: {
+            float value;
+            std::memcpy(&value, panel + (static_cast<std::size_t>(k) * kPanelWidth + j) * 4, 4);
+            return value;
+        }
+        case WeightFormat::kF16:
+        case WeightFormat::kBF16: {
+            std::uint16_t half;
+            std::memcpy(&half, panel + (static_cast<std::size_t>(k) * kPanelWidth + j) * 2, 2);
+            return view_.format == WeightFormat::kF16 ? f16_to_f32(half) : bf16_to_f32(half);
+        }
+        case WeightFormat::kQ8: {
+            const std::byte* block = panel + static_cast<std::size_t>(k / kQ8Block) * kQ8BlockBytes;
+            std::uint16_t scale;
+            std::memcpy(&scale, block + j * 2, 2);
+            const int kk = k % kQ8Block;
+            const auto stored = static_cast<std::uint8_t>(
+                block[kQ8ScaleBytes + ((kk / 4) * kPanelWidth + j) * 4 + kk % 4]);
+            return static_cast<float>(static_cast<int>(stored) - kQ8Offset) * f16_to_f32(scale);
+        }
+        case WeightFormat::kAuto:
+            break;
+    }
+    return 0.0f;
+}
+
+void PackedMatrix::read_output(int n, float* dst) const {
+    for (int k = 0; k < view_.k; ++k) dst[k] = element(k, n);
+}
+
+}  // namespace llmserve::backend::cpu

@@ -1,0 +1,58 @@
+// Weights in the kernels' panel layout (see kernels.h): converted from a checkpoint tensor once, at
+// load, whatever its dtype and orientation.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/worker_pool.h"
+#include "io/safetensors.h"
+
+namespace llmserve::backend::cpu {
+
+// IEEE round-to-nearest-even conversions (overflow to infinity, subnormals kept, NaN stays NaN).
+std::uint16_t f32_to_f16(float value);
+std::uint16_t f32_to_bf16(float value);
+
+// Zero-filled, 64-byte aligned memory; buffers of 2 MiB and more are 2 MiB aligned and advised
+// for transparent huge pages (fewer TLB misses while streaming weights).
+class AlignedBuffer {
+  public:
+    AlignedBuffer() = default;
+    explicit AlignedBuffer(std::size_t bytes, bool zero = true);
+    std::byte* data() const { return data_.get(); }
+    std::size_t size() const { return size_; }
+
+  private:
+    struct Free {
+        std::size_t alignment;
+        void operator()(std::byte* p) const;
+    };
+    std::unique_ptr<std::byte, Free> data_{nullptr, Free{64}};
+    std::size_t size_ = 0;
+};
+
+class PackedMatrix {
+  public:
+    // Packs a 2-D f32/f16/bf16 tensor stored as `layout` into `format` (not kAuto), using `pool`
+    // for the conversion. q8: per output column and block of 32 inputs, d = max|w| / 127 rounded
+    // to f16, q = round(w / d) clamped to [-127, 127].
+    static PackedMatrix pack(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format,
+                             WorkerPool& pool);
+
+    const PackedView& view() const { return view_; }
+    std::size_t bytes() const { return storage_.size(); }
+    // The value the kernels multiply by for W[k, n] (dequantized for q8).
+    float element(int k, int n) const;
+    // element(k, n) for every k into dst[k]: row n of an [out, in] embedding table.
+    void read_output(int n, float* dst) const;
+
+  private:
+    PackedView view_;
+    AlignedBuffer storage_;
+};
+
+}  // namespace llmserve::backend::cpu
