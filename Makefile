@@ -30,7 +30,7 @@ $(BUILD_FUZZ)/build.ninja:
 	CC=clang CXX=clang++ cmake -S . -B $(BUILD_FUZZ) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLMSERVE_FUZZ=ON
 
 build-fuzz: deps $(BUILD_FUZZ)/build.ninja
-	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzzers
 
 # Every test: unit, parity and end-to-end tests; the same tests under ASan+UBSan; each fuzzer for FUZZ_SECONDS.
 test: test-unit test-asan fuzz
