@@ -5,13 +5,21 @@
 #include "common/error.h"
 
 namespace llmserve::engine {
+namespace {
 
-KvBlockManager::KvBlockManager(int num_blocks, int block_tokens)
-    : block_tokens_(block_tokens), refcount_(static_cast<std::size_t>(num_blocks), 0) {
+// `num_blocks` once checked, so that no container is sized from a negative count.
+std::size_t checked_block_count(int num_blocks, int block_tokens) {
     if (num_blocks <= 0 || block_tokens <= 0)
         fail(ErrorCode::kInvalidArgument,
              "KV cache needs at least one block of at least one token (got {} x {})", num_blocks,
              block_tokens);
+    return static_cast<std::size_t>(num_blocks);
+}
+
+}  // namespace
+
+KvBlockManager::KvBlockManager(int num_blocks, int block_tokens)
+    : block_tokens_(block_tokens), refcount_(checked_block_count(num_blocks, block_tokens), 0) {
     free_.reserve(num_blocks);
     for (int b = num_blocks - 1; b >= 0; --b) free_.push_back(b);  // hand out low indices first
 }
@@ -34,13 +42,15 @@ std::optional<int> KvBlockManager::allocate() {
 }
 
 void KvBlockManager::retain(int block) {
-    if (refcount_.at(block)++ == 0) {  // a cached block coming back into use
+    int& count = refcount_.at(block);
+    if (count == 0) {  // a cached block coming back into use
         auto it = evictable_position_.find(block);
         if (it == evictable_position_.end())
             fail(ErrorCode::kInternal, "KV block {} retained while free", block);
         evictable_.erase(it->second);
         evictable_position_.erase(it);
     }
+    ++count;
 }
 
 void KvBlockManager::release(int block) {
