@@ -5,6 +5,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <thread>
 
@@ -65,6 +66,7 @@ struct ActiveRequest {
     std::uint64_t seed = 0;
     int reserved_blocks = 0;  // worst-case KV blocks this request may hold (admission control)
     Clock::time_point submitted, scheduled, first_token, last_token;
+    bool admitted = false;  // left the queue: its reservation counts against the pool
     bool started = false;
 
     // Prefill of the shared prompt; its blocks pass to the samples when it is done.
@@ -114,6 +116,7 @@ struct Engine::State {
     void abort_request(ActiveRequest& request, FinishReason reason);
     void finish_sample(ActiveRequest& request, Sample& sample, FinishReason reason);
     void retire_finished();
+    void retire(std::vector<std::unique_ptr<ActiveRequest>>& done);
     void release(KvSequence& kv);
     void ensure_block_for(KvSequence& kv, int position);
     void start_samples(ActiveRequest& request, std::span<const float> last_prompt_logits);
@@ -122,9 +125,27 @@ struct Engine::State {
     void complete(ActiveRequest& request);
 };
 
+namespace {
+
+void check_options(const EngineOptions& options) {
+    const auto at_least_one = [](int value, std::string_view name) {
+        if (value < 1)
+            fail(ErrorCode::kInvalidArgument, "engine option {} must be at least 1, got {}", name,
+                 value);
+    };
+    at_least_one(options.max_running_sequences, "max_running_sequences");
+    at_least_one(options.max_step_tokens, "max_step_tokens");
+    at_least_one(options.max_waiting_requests, "max_waiting_requests");
+    at_least_one(options.kv_block_tokens, "kv_block_tokens");
+    at_least_one(options.max_samples_per_request, "max_samples_per_request");
+}
+
+}  // namespace
+
 Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
                std::shared_ptr<const tokenizer::Tokenizer> tokenizer, EngineOptions options)
     : state_(std::make_unique<State>()) {
+    check_options(options);
     State& s = *state_;
     s.model = std::move(model);
     s.tokenizer = std::move(tokenizer);
@@ -139,14 +160,18 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
     const std::size_t bytes_per_block =
         static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.n_embd * sizeof(float);
     const int context_blocks = ceil_div(config.n_positions, block_tokens);
-    int num_blocks;
+    std::size_t wanted_blocks;
     if (options.kv_cache_bytes > 0) {
-        num_blocks = static_cast<int>(options.kv_cache_bytes / bytes_per_block);
+        wanted_blocks = options.kv_cache_bytes / bytes_per_block;
     } else {  // every running sequence at full context, but at most 1 GiB
         constexpr std::size_t kDefaultCap = std::size_t{1} << 30;
-        num_blocks = std::min(options.max_running_sequences * context_blocks,
-                              static_cast<int>(kDefaultCap / bytes_per_block));
+        wanted_blocks =
+            std::min(static_cast<std::size_t>(options.max_running_sequences) * context_blocks,
+                     kDefaultCap / bytes_per_block);
     }
+    // Block indices are ints; a pool that large would not fit in memory anyway.
+    const int num_blocks =
+        static_cast<int>(std::min<std::size_t>(wanted_blocks, std::numeric_limits<int>::max()));
     if (num_blocks < context_blocks)
         fail(ErrorCode::kInvalidArgument,
              "KV cache of {} bytes holds {} blocks of {} tokens; one full context of {} tokens "
@@ -155,7 +180,10 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
     s.kv_storage =
         s.model->backend().allocate_kv(config.n_layer, num_blocks, block_tokens, config.n_embd);
     s.blocks = std::make_unique<KvBlockManager>(num_blocks, block_tokens);
-    const int max_rows = options.max_step_tokens + options.max_running_sequences;
+    // A step holds one decode row per running sample (at most max_running_sequences, or one
+    // request's n when it runs alone) plus prefill rows within the token budget.
+    const int max_rows = options.max_step_tokens +
+                         std::max(options.max_running_sequences, options.max_samples_per_request);
     s.workspace =
         std::make_unique<model::Workspace>(s.model->backend(), config, max_rows, max_rows);
     s.stats.kv_blocks_total = num_blocks;
@@ -268,6 +296,7 @@ void Engine::State::admit() {
         if (reserved_blocks + next.reserved_blocks > blocks->total_blocks()) break;
         reserved_blocks += next.reserved_blocks;
         running += next.request.n;
+        next.admitted = true;
         next.scheduled = Clock::now();
         active.push_back(std::move(waiting.front()));
         waiting.pop_front();
@@ -289,13 +318,35 @@ void Engine::State::ensure_block_for(KvSequence& kv, int position) {
     }
 }
 
+// Ends cancelled and expired requests, running or still queued (a queued one must not wait for
+// room to run just to be told it is over).
 void Engine::State::expire_and_cancel(Clock::time_point now) {
-    for (auto& request : active) {
-        const bool cancelled = request->handle->cancel_requested();
-        const bool expired = request->request.deadline && now >= *request->request.deadline;
-        if (!cancelled && !expired) continue;
-        abort_request(*request, cancelled ? FinishReason::kCancelled : FinishReason::kTimeout);
+    const auto reason_to_end = [now](const ActiveRequest& request) -> std::optional<FinishReason> {
+        if (request.handle->cancel_requested()) return FinishReason::kCancelled;
+        if (request.request.deadline && now >= *request.request.deadline)
+            return FinishReason::kTimeout;
+        return std::nullopt;
+    };
+    for (auto& request : active)
+        if (auto reason = reason_to_end(*request)) abort_request(*request, *reason);
+
+    std::vector<std::unique_ptr<ActiveRequest>> ended;
+    std::vector<FinishReason> reasons;
+    {
+        std::lock_guard lock(mutex);
+        for (auto it = waiting.begin(); it != waiting.end();) {
+            if (auto reason = reason_to_end(**it)) {
+                reasons.push_back(*reason);
+                ended.push_back(std::move(*it));
+                it = waiting.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        stats.waiting_requests = static_cast<int>(waiting.size());
     }
+    for (std::size_t i = 0; i < ended.size(); ++i) abort_request(*ended[i], reasons[i]);
+    retire(ended);
 }
 
 // Ends every unfinished sample of `request` with `reason`, keeping what was generated.
@@ -312,7 +363,7 @@ void Engine::State::abort_request(ActiveRequest& request, FinishReason reason) {
 
 void Engine::State::finish_sample(ActiveRequest& request, Sample& sample, FinishReason reason) {
     std::string tail;
-    if (reason != FinishReason::kStop) {
+    if (!sample.stop_matcher.matched()) {
         // Release held-back text; a stop string may still be decided here (e.g. one that waited for
         // a longer one).
         StopMatch flushed =
@@ -322,8 +373,9 @@ void Engine::State::finish_sample(ActiveRequest& request, Sample& sample, Finish
             flushed = sample.stop_matcher.finish();
             tail += flushed.emit;
         }
-        if (flushed.matched_stop_index) {
+        if (flushed.matched_stop_index) {  // the string was complete before the token came
             sample.result.matched_stop = request.request.stop.stop[*flushed.matched_stop_index];
+            sample.result.matched_stop_token.reset();
             reason = FinishReason::kStop;
         }
     }
@@ -432,6 +484,10 @@ void Engine::State::accept_token(ActiveRequest& request, Sample& sample, std::sp
                                                    std::move(sample.unsent_tokens)});
             sample.unsent_tokens.clear();
         }
+    } else {  // no text to wait for: every token is final at once
+        request.handle->push_event(
+            StreamEvent{sample.result.index, {}, std::move(sample.unsent_tokens)});
+        sample.unsent_tokens.clear();
     }
     const int generated_count = static_cast<int>(sample.result.tokens.size());
     const int length = static_cast<int>(r.prompt.size()) + generated_count;
@@ -496,8 +552,11 @@ bool Engine::State::step() {
         if (!r.started) {
             r.started = true;
             // Reuse cached full blocks of this prompt, leaving at least the last token to compute.
+            // Prompt logprobs need the logits of every prompt row, so such prompts are computed
+            // whole.
             std::lock_guard lock(mutex);
-            while ((r.published_blocks + 1) * block_tokens < prompt) {
+            while (!r.request.sampling.prompt_logprobs &&
+                   (r.published_blocks + 1) * block_tokens < prompt) {
                 std::span<const TokenId> tokens(
                     r.request.prompt.data() + r.published_blocks * block_tokens, block_tokens);
                 ++stats.prefix_cache_queries;
@@ -508,14 +567,6 @@ bool Engine::State::step() {
                 r.prompt_kv.cached += block_tokens;
                 r.prefix_hash = KvBlockManager::chain_hash(r.prefix_hash, tokens);
                 ++r.published_blocks;
-                if (r.request.sampling.prompt_logprobs)
-                    break;  // logprobs need the logits of every prompt row
-            }
-            if (r.request.sampling.prompt_logprobs &&
-                r.prompt_kv.cached > 0) {  // recompute instead
-                release(r.prompt_kv);
-                r.published_blocks = 0;
-                r.prefix_hash = 0;
             }
             r.prompt_logprobs.assign(r.request.sampling.prompt_logprobs ? prompt : 0, std::nullopt);
         }
@@ -590,10 +641,6 @@ bool Engine::State::step() {
         stats.step_tokens_total += batch.tokens.size();
         stats.step_sequences_total += sequences.size();
         stats.last_batch_sequences = static_cast<int>(sequences.size());
-        int running = 0;
-        for (const auto& r : active)
-            for (const auto& sample : r->samples) running += sample->finished ? 0 : 1;
-        stats.running_sequences = running;
     }
     retire_finished();
     return true;
@@ -620,20 +667,34 @@ void Engine::State::complete(ActiveRequest& request) {
 }
 
 void Engine::State::retire_finished() {
-    for (auto& request : active) {
-        if (!request->finished()) continue;
-        complete(*request);
-        reserved_blocks -= request->reserved_blocks;
+    std::vector<std::unique_ptr<ActiveRequest>> done;
+    for (auto& request : active)
+        if (request->finished()) done.push_back(std::move(request));
+    std::erase(active, nullptr);
+    retire(done);
+}
+
+// Accounts for finished requests (whose blocks are already released), then hands out their
+// results: a caller that reads stats() after wait() sees its request gone and its blocks free.
+void Engine::State::retire(std::vector<std::unique_ptr<ActiveRequest>>& done) {
+    {
         std::lock_guard lock(mutex);
-        ++stats.requests_finished;
-        stats.prompt_tokens_total += request->request.prompt.size();
-        const FinishReason reason = request->samples.front()->result.finish_reason;
-        if (reason == FinishReason::kCancelled) ++stats.requests_cancelled;
-        if (reason == FinishReason::kTimeout) ++stats.requests_timed_out;
+        for (const auto& request : done) {
+            if (request->admitted) reserved_blocks -= request->reserved_blocks;
+            ++stats.requests_finished;
+            stats.prompt_tokens_total += request->request.prompt.size();
+            const FinishReason reason = request->samples.front()->result.finish_reason;
+            if (reason == FinishReason::kCancelled) ++stats.requests_cancelled;
+            if (reason == FinishReason::kTimeout) ++stats.requests_timed_out;
+        }
+        int running = 0;
+        for (const auto& request : active)
+            for (const auto& sample : request->samples) running += sample->finished ? 0 : 1;
+        stats.running_sequences = running;
+        stats.kv_blocks_free = blocks->available_blocks();
     }
-    std::erase_if(active, [](const auto& r) { return r->finished(); });
-    std::lock_guard lock(mutex);
-    stats.kv_blocks_free = blocks->available_blocks();
+    for (auto& request : done) complete(*request);
+    done.clear();
 }
 
 }  // namespace llmserve::engine
