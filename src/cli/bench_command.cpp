@@ -51,7 +51,7 @@ void run_bench(const BenchOptions& options) {
     std::shared_ptr<const model::Gpt2Model> model;
     if (!options.shape.empty()) {
         model::LoadOptions load;
-        load.backend = backend::make_cpu_backend(options.model.threads);
+        load.backend = options.model.make_backend();
         load.weight_format = backend::parse_weight_format(options.model.dtype);
         const DType stored = options.weights_dtype == "f16"    ? DType::kF16
                              : options.weights_dtype == "bf16" ? DType::kBF16

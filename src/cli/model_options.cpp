@@ -1,7 +1,9 @@
 #include "cli/model_options.h"
 
 #include <cstdlib>
+#include <iostream>
 
+#include "backend/device.h"
 #include "common/error.h"
 #include "hub/hub.h"
 #include "hub/progress.h"
@@ -16,6 +18,10 @@ void ModelOptions::add_to(CLI::App& command) {
     command.add_option("--model", model_dir,
                        "Model directory or Hugging Face name, e.g. gpt2 or org/name@rev (default: "
                        "$MODEL_NAME, else the embedded model)");
+    command
+        .add_option("--device", device,
+                    "auto (CUDA when built with it and a GPU is visible), cpu, cuda, cuda:N")
+        ->capture_default_str();
     command.add_option("--threads", threads, "Worker threads (0 = one per core)")
         ->check(CLI::NonNegativeNumber);
     command.add_option("--dtype", dtype, "Weight format for compute: auto, f32")
@@ -42,9 +48,15 @@ std::string ModelOptions::resolved_model_dir() const {
 
 std::shared_ptr<const model::Gpt2Model> ModelOptions::load_model(const std::string& dir) const {
     model::LoadOptions options;
-    options.backend = backend::make_cpu_backend(threads);
+    options.backend = make_backend();
     options.weight_format = backend::parse_weight_format(dtype);
     return model::Gpt2Model::load(dir, options);
+}
+
+std::shared_ptr<backend::Backend> ModelOptions::make_backend() const {
+    backend::DeviceChoice choice = backend::select_device(device, threads);
+    std::cerr << "llmserve: " << choice.reason << "\n";
+    return choice.backend;
 }
 
 std::shared_ptr<const tokenizer::Tokenizer> load_tokenizer(const std::string& model_dir) {

@@ -15,11 +15,14 @@ namespace llmserve::cli {
 
 struct ModelOptions {
     std::string model_dir;  // a directory or Hub name; empty: $MODEL_NAME, else the embedded model
-    int threads = 0;        // 0: one per core
+    std::string device = "auto";
+    int threads = 0;  // 0: one per core
     std::string dtype = "auto";
 
     void add_to(CLI::App& command);
     std::string resolved_model_dir() const;
+    std::shared_ptr<backend::Backend> make_backend()
+        const;  // per --device, saying which and why on stderr
     std::shared_ptr<const model::Gpt2Model> load_model(
         const std::string& dir) const;  // dir: resolved_model_dir()
 };
