@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     llmserve::cli::register_generate_command(app);
     llmserve::cli::register_tokenize_commands(app);
     llmserve::cli::register_bench_command(app);
+    llmserve::cli::register_perplexity_command(app);
     llmserve::cli::register_hub_commands(app);
     try {
         app.parse(argc, argv);
