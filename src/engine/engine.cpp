@@ -76,6 +76,7 @@ struct ActiveRequest {
     int published_blocks = 0;
     std::vector<std::optional<float>> prompt_logprobs;
     std::vector<std::unique_ptr<Sample>> samples;  // empty until the prompt is prefilled
+    std::string error;                             // why the engine ended it early, if it did
 
     bool prefilling() const { return samples.empty(); }
     bool finished() const {
@@ -266,10 +267,13 @@ void Engine::State::run() {
         }
         try {
             step();
-        } catch (const std::exception&) {
-            // A failed step must not take the server down: end the requests it involved, keep
-            // serving new ones.
-            for (auto& request : active) abort_request(*request, FinishReason::kCancelled);
+        } catch (const std::exception& e) {
+            // A failed step must not take the server down: end the requests it involved with the
+            // reason, keep serving new ones.
+            for (auto& request : active) {
+                request->error = e.what();
+                abort_request(*request, FinishReason::kCancelled);
+            }
             retire_finished();
         }
     }
@@ -650,6 +654,7 @@ void Engine::State::complete(ActiveRequest& request) {
     RequestResult result;
     result.prompt_tokens = static_cast<int>(request.request.prompt.size());
     result.seed = request.seed;
+    result.error = std::move(request.error);
     result.prompt_logprobs = std::move(request.prompt_logprobs);
     for (auto& sample : request.samples) {
         result.completion_tokens += static_cast<int>(sample->result.tokens.size());

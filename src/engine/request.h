@@ -30,7 +30,8 @@ struct GenerationRequest {
 
 struct GeneratedToken {
     TokenId token;
-    float logprob = 0.0f;           // log-softmax of the raw model logits (before sampling filters)
+    float logprob = 0.0f;  // log-softmax of the raw model logits (before sampling filters); set
+                           // only when SamplingParams::logprobs asks for logprobs, else 0
     std::vector<TokenLogprob> top;  // top-N alternatives when SamplingParams::logprobs is set
 };
 
@@ -65,6 +66,7 @@ struct RequestResult {
     std::vector<std::optional<float>>
         prompt_logprobs;  // when SamplingParams::prompt_logprobs (first is nullopt)
     RequestTiming timing;
+    std::string error;  // set when the engine had to end the request because of an internal failure
 };
 
 // Shared between the engine thread (producer) and the caller (consumer). Thread-safe.
