@@ -1,9 +1,26 @@
-// `llmserve bench`: prefill and decode speed of the whole engine on a real or synthetic model.
+// `llmserve bench`: the whole engine's speed on a real or synthetic model. Prefill tokens/s,
+// decode tokens/s at batch 1 and in aggregate with several concurrent sequences, time to first
+// token and inter-token latency percentiles under a closed-loop concurrent load, peak resident
+// memory, and the machine's memory bandwidth measured on the spot, so that each decode figure is
+// also a percentage of its roofline (weight bytes read per step / bandwidth). Every figure is the
+// median of --repeats runs after a warm-up. Results as a table, and as JSON with --json.
 #include <fmt/format.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <fstream>
 #include <iostream>
+#include <mutex>
+#include <thread>
 
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/packed_matrix.h"
 #include "cli/commands.h"
 #include "cli/model_options.h"
 #include "common/error.h"
@@ -13,18 +30,39 @@
 namespace llmserve::cli {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
 struct BenchOptions {
     ModelOptions model;
     std::string shape;
     std::string weights_dtype = "f32";
     std::vector<int> prompt_lengths = {128, 512};
-    int decode_tokens = 64;
+    int decode_tokens = 128;
+    std::vector<int> concurrency = {4, 16};
+    int load_prompt = 128;
+    int load_new_tokens = 64;
+    int load_rounds = 2;  // requests per concurrent slot in the load test
     int repeats = 3;
+    std::string json_file;
 };
 
 double median(std::vector<double> values) {
+    if (values.empty()) return 0.0;
     std::sort(values.begin(), values.end());
-    return values.empty() ? 0.0 : values[values.size() / 2];
+    return values[values.size() / 2];
+}
+
+// Nearest-rank percentile of `values` (sorted here), 0 < p <= 100.
+double percentile(std::vector<double> values, double p) {
+    if (values.empty()) return 0.0;
+    std::sort(values.begin(), values.end());
+    const auto rank = static_cast<std::size_t>(std::ceil(p / 100.0 * values.size()));
+    return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
+}
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
 // A prompt of random tokens, different every call so the prefix cache never helps.
@@ -37,18 +75,184 @@ std::vector<engine::TokenId> random_prompt(int length, int vocab, std::uint64_t&
     return prompt;
 }
 
-engine::RequestResult run_once(engine::Engine& engine, std::vector<engine::TokenId> prompt,
-                               int new_tokens) {
+engine::GenerationRequest greedy_request(std::vector<engine::TokenId> prompt, int new_tokens) {
     engine::GenerationRequest request;
     request.prompt = std::move(prompt);
     request.sampling.temperature = 0.0f;
     request.stop.max_new_tokens = new_tokens;
     request.stop.ignore_eos = true;
-    return engine.submit(std::move(request))->wait();
+    return request;
+}
+
+// ---- the machine ------------------------------------------------------------------------------
+
+// Read bandwidth with `threads` threads each summing its share of a 512 MiB buffer (far beyond
+// any cache) with the CPU backend's own vector code, from memory allocated as the weights are: the
+// best of 7 passes, in bytes/s (a roofline
+// is a ceiling). Runs in a child process so that the buffer does not count in this process's peak
+// resident memory.
+double measure_bandwidth(int threads) {
+    int fds[2];
+    if (pipe(fds) != 0) fail(ErrorCode::kUnavailable, "bandwidth probe: pipe failed");
+    const pid_t child = fork();
+    if (child < 0) fail(ErrorCode::kUnavailable, "bandwidth probe: fork failed");
+    if (child == 0) {
+        const auto& kernels = backend::cpu::kernel_table(backend::cpu::default_isa());
+        constexpr std::size_t kFloats = (std::size_t{512} << 20) / sizeof(float);
+        const std::size_t share = kFloats / threads;
+        // Allocated as the weights are (huge pages where the kernel gives them).
+        const backend::cpu::AlignedBuffer storage(kFloats * sizeof(float), /*huge_pages=*/true);
+        const std::span<float> buffer(reinterpret_cast<float*>(storage.data()), kFloats);
+        std::fill(buffer.begin(), buffer.end(), 1.0f);
+        std::vector<float> sums(threads);
+        double best = 0.0;
+        for (int pass = 0; pass < 7; ++pass) {
+            const auto start = Clock::now();
+            std::vector<std::thread> workers;
+            for (int t = 0; t < threads; ++t)
+                workers.emplace_back(
+                    [&, t] { sums[t] = kernels.sum(buffer.data() + share * t, share); });
+            for (auto& worker : workers) worker.join();
+            const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+            best = std::max(best, static_cast<double>(share * threads * sizeof(float)) / seconds);
+        }
+        const double rate = sums[0] == static_cast<float>(share) ? best : 0.0;  // keeps the sums
+        const ssize_t written = write(fds[1], &rate, sizeof(rate));
+        _exit(written == sizeof(rate) && rate > 0.0 ? 0 : 1);
+    }
+    close(fds[1]);
+    double rate = 0.0;
+    const ssize_t got = read(fds[0], &rate, sizeof(rate));
+    close(fds[0]);
+    int status = 0;
+    waitpid(child, &status, 0);
+    if (got != sizeof(rate) || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail(ErrorCode::kUnavailable, "bandwidth probe: the measuring process failed");
+    return rate;
+}
+
+std::string cpu_model_name() {
+    std::ifstream in("/proc/cpuinfo");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+    return "unknown CPU";
+}
+
+std::string load_average() {
+    std::ifstream in("/proc/loadavg");
+    std::string one, five, fifteen;
+    in >> one >> five >> fifteen;
+    return one + " " + five + " " + fifteen;
+}
+
+// Peak resident memory of this process in bytes: since it started (getrusage), or since the last
+// reset_serving_peak() (VmHWM; 0 when /proc does not offer it).
+std::size_t peak_rss_bytes() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return static_cast<std::size_t>(usage.ru_maxrss) * 1024;
+}
+bool reset_serving_peak() {
+    std::ofstream clear("/proc/self/clear_refs");
+    clear << "5";  // resets VmHWM to the current resident size
+    return static_cast<bool>(clear.flush());
+}
+std::size_t serving_peak_bytes() {
+    std::ifstream in("/proc/self/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+    return 0;
+}
+
+// ---- the measurements ---------------------------------------------------------------------------
+
+struct LoadFigures {
+    int concurrency = 0;
+    int requests = 0;
+    double seconds = 0.0;
+    double tokens_per_second = 0.0;
+    std::vector<double> ttft_ms, itl_ms;
+};
+
+// Closed loop: `concurrency` clients, each submitting its next request as soon as the previous
+// one ends. TTFT: submit to the first streamed token; ITL: gaps between streamed tokens (tokens
+// that arrive together share the gap).
+LoadFigures run_load(engine::Engine& engine, const BenchOptions& options, int concurrency,
+                     int vocab) {
+    LoadFigures figures;
+    figures.concurrency = concurrency;
+    figures.requests = concurrency * options.load_rounds;
+    std::atomic<int> next{0};
+    std::atomic<long> tokens{0};
+    std::mutex mutex;
+    const auto start = Clock::now();
+    std::vector<std::thread> clients;
+    for (int c = 0; c < concurrency; ++c)
+        clients.emplace_back([&] {
+            for (int i = next++; i < figures.requests; i = next++) {
+                std::uint64_t state = 1000 + static_cast<std::uint64_t>(i);
+                const auto submitted = Clock::now();
+                auto handle = engine.submit(greedy_request(
+                    random_prompt(options.load_prompt, vocab, state), options.load_new_tokens));
+                std::vector<double> itl;
+                double ttft = -1.0;
+                auto previous = submitted;
+                while (!handle->finished()) {
+                    auto event = handle->next_event(std::chrono::milliseconds(50));
+                    if (!event || event->tokens.empty()) continue;
+                    const auto now = Clock::now();
+                    if (ttft < 0) {
+                        ttft = ms_between(submitted, now);
+                        for (std::size_t t = 1; t < event->tokens.size(); ++t) itl.push_back(0.0);
+                    } else {
+                        const double gap = ms_between(previous, now) / event->tokens.size();
+                        for (std::size_t t = 0; t < event->tokens.size(); ++t) itl.push_back(gap);
+                    }
+                    previous = now;
+                }
+                const auto result = handle->wait();
+                tokens += result.completion_tokens;
+                std::lock_guard lock(mutex);
+                if (ttft >= 0) figures.ttft_ms.push_back(ttft);
+                figures.itl_ms.insert(figures.itl_ms.end(), itl.begin(), itl.end());
+            }
+        });
+    for (auto& client : clients) client.join();
+    figures.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    figures.tokens_per_second = static_cast<double>(tokens.load()) / figures.seconds;
+    return figures;
+}
+
+// `sequences` requests submitted together, decoded in lock step: generated tokens after each
+// one's first, over the time from the last first token to the last token.
+double aggregate_decode_rate(engine::Engine& engine, int sequences, int new_tokens, int vocab,
+                             std::uint64_t& state) {
+    std::vector<std::shared_ptr<engine::RequestHandle>> handles;
+    for (int s = 0; s < sequences; ++s)
+        handles.push_back(
+            engine.submit(greedy_request(random_prompt(16, vocab, state), new_tokens)));
+    double first_token_ms = 0.0, end_ms = 0.0;
+    long decoded = 0;
+    for (auto& handle : handles) {
+        const engine::RequestResult result = handle->wait();
+        const auto& t = result.timing;
+        first_token_ms = std::max(first_token_ms, t.queue_ms + t.prefill_ms);
+        end_ms = std::max(end_ms, t.queue_ms + t.prefill_ms + t.decode_ms);
+        decoded += result.completion_tokens - 1;
+    }
+    return decoded / ((end_ms - first_token_ms) / 1000.0);
 }
 
 void run_bench(const BenchOptions& options) {
+    const auto threads_hint =
+        options.model.threads > 0
+            ? options.model.threads
+            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    // Before the model exists: the probe forks, and its buffer must not count as ours.
+    const double bandwidth = measure_bandwidth(threads_hint);
+
     std::shared_ptr<const model::Gpt2Model> model;
+    std::string tokenizer_dir;
     if (!options.shape.empty()) {
         model::LoadOptions load;
         load.backend = options.model.make_backend();
@@ -58,50 +262,195 @@ void run_bench(const BenchOptions& options) {
                                                                : DType::kF32;
         model = model::synthetic_model(model::published_shape(options.shape), stored, load,
                                        options.shape);
+        tokenizer_dir = embedded_model_dir();  // the published shapes share GPT-2's vocabulary
     } else {
-        model = options.model.load_model(options.model.resolved_model_dir());
+        tokenizer_dir = options.model.resolved_model_dir();
+        model = options.model.load_model(tokenizer_dir);
     }
     const auto& config = model->config();
-    std::cout << fmt::format(
-        "model {}: {} layers, n_embd {}, {:.1f}M parameters, stored {}, compute {}, {} on {} "
-        "threads\n",
-        model->name(), config.n_layer, config.n_embd, model->parameter_count() / 1e6,
-        model->stored_dtype(), model->dtype(), model->device_name(), model->backend().threads());
+    const bool on_cpu = model->device_name() == "cpu";
+    const auto format = backend::parse_weight_format(model->dtype());
+    // Per decode step every layer weight and the output projection are read once; of the
+    // position embeddings one row.
+    const std::size_t step_bytes =
+        on_cpu ? model->resident_weight_bytes() -
+                     backend::cpu::packed_bytes(format, config.n_embd, config.n_positions)
+               : model->weight_bytes();
+    const double roofline = bandwidth / static_cast<double>(step_bytes);  // decode steps/s
+
+    const int max_concurrency =
+        std::max(1, *std::max_element(options.concurrency.begin(), options.concurrency.end()));
     engine::EngineOptions engine_options;
-    engine_options.max_running_sequences = 4;
-    engine::Engine engine(model, nullptr, engine_options);
+    engine_options.max_running_sequences = max_concurrency;
+    // KV budget: the most any phase holds at once (whole 16-token blocks per sequence), and at
+    // least one full context, which the engine requires.
+    const int block_tokens = engine_options.kv_block_tokens;
+    auto blocks_for = [&](int sequences, int tokens) {
+        return static_cast<std::size_t>(sequences) * ((tokens + block_tokens - 1) / block_tokens);
+    };
+    std::size_t kv_blocks = blocks_for(1, config.n_positions);
+    for (int length : options.prompt_lengths)
+        kv_blocks = std::max(kv_blocks, blocks_for(1, length + 1));
+    kv_blocks = std::max(kv_blocks, blocks_for(max_concurrency, 16 + options.decode_tokens));
+    kv_blocks = std::max(
+        kv_blocks, blocks_for(max_concurrency, options.load_prompt + options.load_new_tokens));
+    const std::size_t token_bytes =
+        static_cast<std::size_t>(config.n_layer) * 2 * config.n_embd * sizeof(float);
+    engine_options.kv_cache_bytes = kv_blocks * block_tokens * token_bytes;
+    engine::Engine engine(model, load_tokenizer(tokenizer_dir), engine_options);
+    const std::size_t kv_bytes = engine_options.kv_cache_bytes;
+    const std::size_t weights_bytes =
+        on_cpu ? model->resident_weight_bytes() : model->weight_bytes();
+    const bool serving_peak_known = reset_serving_peak();
+
+    const std::string device =
+        on_cpu ? fmt::format("cpu, {} kernels, {} threads",
+                             backend::cpu::to_string(backend::cpu::default_isa()),
+                             model->backend().threads())
+               : model->device_name();
+    std::cout << fmt::format("machine: {}, {} logical CPUs, load average {}\n", cpu_model_name(),
+                             std::thread::hardware_concurrency(), load_average());
+    std::cout << fmt::format(
+        "model {}: {} layers, n_embd {}, {:.1f}M parameters, stored {}, compute {} ({})\n",
+        model->name(), config.n_layer, config.n_embd, model->parameter_count() / 1e6,
+        model->stored_dtype(), model->dtype(), device);
+    std::cout << fmt::format(
+        "memory bandwidth {:.1f} GB/s ({} threads); weights read per decode step {:.1f} MB, so "
+        "at most {:.1f} decode steps/s\n\n",
+        bandwidth / 1e9, threads_hint, step_bytes / 1e6, roofline);
+
+    json report;
+    report["machine"] = {{"cpu", cpu_model_name()},
+                         {"logical_cpus", std::thread::hardware_concurrency()},
+                         {"load_average", load_average()},
+                         {"bandwidth_gb_per_s", bandwidth / 1e9}};
+    report["model"] = {{"name", model->name()},
+                       {"layers", config.n_layer},
+                       {"n_embd", config.n_embd},
+                       {"parameters", model->parameter_count()},
+                       {"stored_dtype", model->stored_dtype()},
+                       {"compute_dtype", model->dtype()},
+                       {"device", device},
+                       {"weight_bytes_per_decode_step", step_bytes}};
+    auto row = [](const std::string& name, const std::string& value, const std::string& note) {
+        std::cout << fmt::format("{:<44} {:>18}  {}\n", name, value, note);
+    };
+    row("figure", "value", "");
     std::uint64_t state = 42;
-    run_once(engine, random_prompt(16, config.vocab_size, state), 4);  // warm-up
+    for (int i = 0; i < 2; ++i)  // warm-up: first-touch of KV pages, caches, thread wake-up
+        engine.submit(greedy_request(random_prompt(64, config.vocab_size, state), 8))->wait();
 
     for (int length : options.prompt_lengths) {
         if (length + 1 > config.n_positions) continue;
         std::vector<double> rates;
         for (int i = 0; i < options.repeats; ++i) {
             const auto result =
-                run_once(engine, random_prompt(length, config.vocab_size, state), 1);
+                engine.submit(greedy_request(random_prompt(length, config.vocab_size, state), 1))
+                    ->wait();
             rates.push_back(length / (result.timing.prefill_ms / 1000.0));
         }
-        std::cout << fmt::format("prefill  {:4d}-token prompt: {:9.1f} tokens/s (median of {})\n",
-                                 length, median(rates), options.repeats);
+        row(fmt::format("prefill, {}-token prompt", length),
+            fmt::format("{:.1f} tok/s", median(rates)), "");
+        report["prefill_tokens_per_s"][std::to_string(length)] = median(rates);
     }
-    const int decode_prompt = std::min(16, config.n_positions - options.decode_tokens - 1);
+
+    const int decode_tokens = std::min(options.decode_tokens, config.n_positions - 17);
     std::vector<double> rates;
     for (int i = 0; i < options.repeats; ++i) {
         const auto result =
-            run_once(engine, random_prompt(std::max(1, decode_prompt), config.vocab_size, state),
-                     options.decode_tokens);
+            engine
+                .submit(greedy_request(random_prompt(16, config.vocab_size, state), decode_tokens))
+                ->wait();
         rates.push_back((result.completion_tokens - 1) / (result.timing.decode_ms / 1000.0));
     }
-    std::cout << fmt::format("decode   batch 1, {} tokens:  {:9.1f} tokens/s (median of {})\n",
-                             options.decode_tokens, median(rates), options.repeats);
+    const double decode_rate = median(rates);
+    row(fmt::format("decode, batch 1 ({} tokens)", decode_tokens),
+        fmt::format("{:.1f} tok/s", decode_rate),
+        fmt::format("{:.0f}% of roofline {:.1f}", 100.0 * decode_rate / roofline, roofline));
+    report["decode_batch1_tokens_per_s"] = decode_rate;
+    report["decode_batch1_roofline_percent"] = 100.0 * decode_rate / roofline;
+
+    for (int sequences : options.concurrency) {
+        std::vector<double> aggregate;
+        for (int i = 0; i < options.repeats; ++i)
+            aggregate.push_back(
+                aggregate_decode_rate(engine, sequences, decode_tokens, config.vocab_size, state));
+        const double rate = median(aggregate);
+        const double bound = roofline * sequences;
+        row(fmt::format("decode, {} concurrent sequences (aggregate)", sequences),
+            fmt::format("{:.1f} tok/s", rate),
+            fmt::format("{:.1f}x batch 1; {:.0f}% of roofline {:.1f}", rate / decode_rate,
+                        100.0 * rate / bound, bound));
+        report["decode_aggregate"][std::to_string(sequences)] = {
+            {"tokens_per_s", rate},
+            {"times_batch1", rate / decode_rate},
+            {"roofline_percent", 100.0 * rate / bound}};
+    }
+
+    for (int concurrency : options.concurrency) {
+        const LoadFigures load = run_load(engine, options, concurrency, config.vocab_size);
+        const std::string label =
+            fmt::format("load, {} clients x {} requests ({}+{} tokens)", concurrency,
+                        options.load_rounds, options.load_prompt, options.load_new_tokens);
+        row(label, fmt::format("{:.1f} tok/s", load.tokens_per_second), "generated, all clients");
+        row("  time to first token p50 / p90 / p99",
+            fmt::format("{:.0f} / {:.0f} / {:.0f} ms", percentile(load.ttft_ms, 50),
+                        percentile(load.ttft_ms, 90), percentile(load.ttft_ms, 99)),
+            "");
+        row("  inter-token latency p50 / p90 / p99",
+            fmt::format("{:.1f} / {:.1f} / {:.1f} ms", percentile(load.itl_ms, 50),
+                        percentile(load.itl_ms, 90), percentile(load.itl_ms, 99)),
+            "");
+        report["load"][std::to_string(concurrency)] = {
+            {"requests", load.requests},
+            {"prompt_tokens", options.load_prompt},
+            {"new_tokens", options.load_new_tokens},
+            {"generated_tokens_per_s", load.tokens_per_second},
+            {"ttft_ms",
+             {{"p50", percentile(load.ttft_ms, 50)},
+              {"p90", percentile(load.ttft_ms, 90)},
+              {"p99", percentile(load.ttft_ms, 99)}}},
+            {"itl_ms",
+             {{"p50", percentile(load.itl_ms, 50)},
+              {"p90", percentile(load.itl_ms, 90)},
+              {"p99", percentile(load.itl_ms, 99)}}}};
+    }
+
+    const std::size_t peak = peak_rss_bytes();
+    const std::size_t serving_peak = serving_peak_known ? serving_peak_bytes() : 0;
+    const std::size_t budget = weights_bytes + kv_bytes;
+    row("peak resident memory (whole run)", fmt::format("{:.1f} MB", peak / 1e6),
+        "includes loading (and building synthetic weights)");
+    if (serving_peak > 0)
+        row("peak resident memory while serving", fmt::format("{:.1f} MB", serving_peak / 1e6),
+            fmt::format("{:.0f}% of weights {:.1f} MB + KV budget {:.1f} MB",
+                        100.0 * serving_peak / budget, weights_bytes / 1e6, kv_bytes / 1e6));
+    report["memory"] = {{"peak_rss_bytes", peak},
+                        {"serving_peak_rss_bytes", serving_peak},
+                        {"weight_bytes", weights_bytes},
+                        {"kv_budget_bytes", kv_bytes}};
+
+    if (!options.json_file.empty()) {
+        std::ofstream out(options.json_file);
+        if (!out)
+            fail(ErrorCode::kNotFound, "cannot write the JSON report to '{}'", options.json_file);
+        out << report.dump(2) << "\n";
+        std::cout << "\nJSON report written to " << options.json_file << "\n";
+    }
 }
 
 }  // namespace
 
 void register_bench_command(CLI::App& app) {
     auto options = std::make_shared<BenchOptions>();
-    CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode tokens/s");
+    CLI::App* cmd =
+        app.add_subcommand("bench", "Measure prefill and decode speed, latency and memory");
     options->model.add_to(*cmd);
+    // ModelOptions does not list q8 yet: accept every format parse_weight_format knows.
+    CLI::Option* dtype = cmd->get_option("--dtype");
+    dtype->get_validator()->active(false);
+    dtype->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8"}));
+    dtype->description("Weight format for compute: auto (as stored), f32, f16, bf16, q8");
     cmd->add_option("--shape", options->shape,
                     "Random weights of a published shape: gpt2, gpt2-medium, gpt2-large, gpt2-xl");
     cmd->add_option("--weights-dtype", options->weights_dtype,
@@ -111,12 +460,27 @@ void register_bench_command(CLI::App& app) {
     cmd->add_option("--prompt-lengths", options->prompt_lengths, "Prompt lengths for prefill")
         ->capture_default_str();
     cmd->add_option("--decode-tokens", options->decode_tokens,
-                    "Tokens generated for the decode figure")
+                    "Tokens generated per sequence for the decode figures")
         ->check(CLI::Range(2, 100000))
+        ->capture_default_str();
+    cmd->add_option("--concurrency", options->concurrency,
+                    "Concurrent sequences for the aggregate decode and load figures")
+        ->check(CLI::Range(1, 1024))
+        ->capture_default_str();
+    cmd->add_option("--load-prompt", options->load_prompt, "Prompt tokens per load-test request")
+        ->check(CLI::Range(1, 100000))
+        ->capture_default_str();
+    cmd->add_option("--load-new-tokens", options->load_new_tokens,
+                    "Generated tokens per load-test request")
+        ->check(CLI::Range(2, 100000))
+        ->capture_default_str();
+    cmd->add_option("--load-rounds", options->load_rounds, "Requests per client in the load test")
+        ->check(CLI::Range(1, 1000))
         ->capture_default_str();
     cmd->add_option("--repeats", options->repeats, "Runs per figure (the median is shown)")
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
+    cmd->add_option("--json", options->json_file, "Also write the figures as JSON to this file");
     cmd->callback([options] { run_bench(*options); });
 }
 

@@ -351,6 +351,17 @@ TEST(Kernels, AddIsExact) {
     }
 }
 
+TEST(Kernels, SumMatchesReference) {
+    const auto x = random_floats(1001, 0.0f, 1.0f, 4);
+    for (Isa isa : tiers())
+        for (std::size_t count : {0u, 1u, 15u, 64u, 1001u}) {
+            double expected = 0.0;
+            for (std::size_t i = 0; i < count; ++i) expected += x[i];
+            EXPECT_NEAR(kernel_table(isa).sum(x.data(), count), expected, 1e-5 * (1.0 + expected))
+                << tier_name(isa) << ", count " << count;
+        }
+}
+
 TEST(Kernels, HalfConversionsAreExactForEveryPattern) {
     std::vector<std::uint16_t> patterns(65536);
     std::iota(patterns.begin(), patterns.end(), 0);

@@ -46,7 +46,7 @@ class CpuWeight final : public Weight {
 };
 
 // Per layer and block: keys transposed [n_embd][block_tokens], then values
-// [block_tokens][n_embd] (see AttentionArgs). Pages are touched only when a block is first used.
+// [block_tokens][n_embd] (see AttentionArgs). Pages become resident only when a block is used.
 class CpuKvStorage final : public KvStorage {
   public:
     CpuKvStorage(int layers, int blocks, int block_tokens, int n_embd)
@@ -55,8 +55,7 @@ class CpuKvStorage final : public KvStorage {
           block_tokens_(block_tokens),
           n_embd_(n_embd),
           block_floats_(static_cast<std::size_t>(2) * block_tokens * n_embd),
-          storage_(static_cast<std::size_t>(layers) * blocks * block_floats_ * sizeof(float),
-                   /*zero=*/false) {}
+          storage_(static_cast<std::size_t>(layers) * blocks * block_floats_ * sizeof(float)) {}
 
     int num_blocks() const override { return blocks_; }
     int block_tokens() const override { return block_tokens_; }

@@ -100,6 +100,9 @@ struct KernelTable {
     void (*activation)(Activation kind, float* x, std::size_t count);  // in place
     void (*add)(float* x, const float* y, std::size_t count);          // x += y
     void (*attention)(const AttentionArgs& args, const AttentionTile& tile);
+    // Sum of x[0, count) in any order; streams memory at the rate the other kernels can (the
+    // bench's bandwidth probe).
+    float (*sum)(const float* x, std::size_t count);
     void (*f16_to_f32)(const std::uint16_t* src, std::size_t count, float* dst);
     void (*bf16_to_f32)(const std::uint16_t* src, std::size_t count, float* dst);
 };

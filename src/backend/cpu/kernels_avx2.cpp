@@ -451,6 +451,19 @@ void attention(const AttentionArgs& a, const AttentionTile& tile) {
     }
 }
 
+float sum(const float* x, std::size_t count) {
+    __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;  // independent chains
+    std::size_t i = 0;
+    for (; i + 32 <= count; i += 32) {
+        a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+        b = _mm256_add_ps(b, _mm256_loadu_ps(x + i + 8));
+        c = _mm256_add_ps(c, _mm256_loadu_ps(x + i + 16));
+        d = _mm256_add_ps(d, _mm256_loadu_ps(x + i + 24));
+    }
+    for (; i < count; i += 8) a = _mm256_add_ps(a, masked_load(x + i, static_cast<int>(count - i)));
+    return reduce_add(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+}
+
 // ---- conversions -----------------------------------------------------------------------------
 
 void f16_to_f32(const std::uint16_t* src, std::size_t count, float* dst) {
@@ -493,6 +506,7 @@ const KernelTable& avx2_kernels() {
         .activation = activation,
         .add = add,
         .attention = attention,
+        .sum = sum,
         .f16_to_f32 = f16_to_f32,
         .bf16_to_f32 = bf16_to_f32,
     };

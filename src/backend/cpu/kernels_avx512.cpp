@@ -479,6 +479,20 @@ void attention(const AttentionArgs& a, const AttentionTile& tile) {
     }
 }
 
+float sum(const float* x, std::size_t count) {
+    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;  // independent chains
+    std::size_t i = 0;
+    for (; i + 64 <= count; i += 64) {
+        a = _mm512_add_ps(a, _mm512_loadu_ps(x + i));
+        b = _mm512_add_ps(b, _mm512_loadu_ps(x + i + 16));
+        c = _mm512_add_ps(c, _mm512_loadu_ps(x + i + 32));
+        d = _mm512_add_ps(d, _mm512_loadu_ps(x + i + 48));
+    }
+    for (; i < count; i += 16)
+        a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(lane_mask(static_cast<int>(count - i)), x + i));
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+}
+
 // ---- conversions -----------------------------------------------------------------------------
 
 void f16_to_f32(const std::uint16_t* src, std::size_t count, float* dst) {
@@ -521,6 +535,7 @@ const KernelTable& avx512_kernels() {
         .activation = activation,
         .add = add,
         .attention = attention,
+        .sum = sum,
         .f16_to_f32 = f16_to_f32,
         .bf16_to_f32 = bf16_to_f32,
     };

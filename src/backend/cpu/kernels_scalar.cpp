@@ -185,6 +185,15 @@ void attention(const AttentionArgs& a, const AttentionTile& tile) {
     }
 }
 
+float sum(const float* x, std::size_t count) {
+    float partial[4] = {};
+    std::size_t i = 0;
+    for (; i + 4 <= count; i += 4)
+        for (int lane = 0; lane < 4; ++lane) partial[lane] += x[i + lane];
+    for (; i < count; ++i) partial[0] += x[i];
+    return (partial[0] + partial[1]) + (partial[2] + partial[3]);
+}
+
 void f16_to_f32_rows(const std::uint16_t* src, std::size_t count, float* dst) {
     for (std::size_t i = 0; i < count; ++i) dst[i] = f16_to_f32(src[i]);
 }
@@ -207,6 +216,7 @@ const KernelTable& scalar_kernels() {
         .activation = activation,
         .add = add,
         .attention = attention,
+        .sum = sum,
         .f16_to_f32 = f16_to_f32_rows,
         .bf16_to_f32 = bf16_to_f32_rows,
     };

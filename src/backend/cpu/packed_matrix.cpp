@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "common/dtype.h"
@@ -99,6 +101,13 @@ void quantize_panel(const float* tile, int k, int blocks, std::byte* out) {
 
 }  // namespace
 
+std::size_t packed_bytes(WeightFormat format, int k, int n) {
+    const std::size_t panels = (static_cast<std::size_t>(n) + kPanelWidth - 1) / kPanelWidth;
+    if (format == WeightFormat::kQ8)
+        return panels * ((static_cast<std::size_t>(k) + kQ8Block - 1) / kQ8Block) * kQ8BlockBytes;
+    return panels * static_cast<std::size_t>(k) * kPanelWidth * element_bytes(format);
+}
+
 std::uint16_t f32_to_f16(float value) {
     const std::uint32_t bits = std::bit_cast<std::uint32_t>(value);
     const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
@@ -123,18 +132,61 @@ std::uint16_t f32_to_bf16(float value) {
     return static_cast<std::uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-void AlignedBuffer::Free::operator()(std::byte* p) const {
-    ::operator delete[](p, std::align_val_t(alignment));
+AlignedBuffer::AlignedBuffer(std::size_t bytes, bool huge_pages) : size_(bytes) {
+    if (bytes < kHugePage) {
+        const std::size_t rounded = (std::max<std::size_t>(bytes, 1) + 63) / 64 * 64;
+        data_ = static_cast<std::byte*>(::operator new[](rounded, std::align_val_t(64)));
+        std::memset(data_, 0, rounded);
+        return;
+    }
+    // Map one huge page more than needed, then trim to a 2 MiB aligned range.
+    const std::size_t length = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+    void* raw = mmap(nullptr, length + kHugePage, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        fail(ErrorCode::kResourceExhausted, "cannot allocate {} bytes: {}", bytes,
+             std::strerror(errno));
+    auto* base = static_cast<std::byte*>(raw);
+    auto* aligned = reinterpret_cast<std::byte*>(
+        (reinterpret_cast<std::uintptr_t>(base) + kHugePage - 1) / kHugePage * kHugePage);
+    if (aligned > base) munmap(base, aligned - base);
+    if (aligned + length < base + length + kHugePage)
+        munmap(aligned + length, base + length + kHugePage - (aligned + length));
+    // Only whole huge pages of data: a partly used one would make up to 2 MiB resident for
+    // nothing. Advice only: failure is harmless.
+    if (huge_pages && bytes >= kHugePage)
+        madvise(aligned, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
+    data_ = aligned;
+    mapped_ = length;
 }
 
-AlignedBuffer::AlignedBuffer(std::size_t bytes, bool zero) : size_(bytes) {
-    const std::size_t alignment = bytes >= kHugePage ? kHugePage : 64;
-    const std::size_t rounded =
-        (std::max<std::size_t>(bytes, 1) + alignment - 1) / alignment * alignment;
-    auto* p = static_cast<std::byte*>(::operator new[](rounded, std::align_val_t(alignment)));
-    data_ = std::unique_ptr<std::byte, Free>(p, Free{alignment});
-    if (alignment == kHugePage) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: ignore failure
-    if (zero) std::memset(p, 0, rounded);
+AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      mapped_(std::exchange(other.mapped_, 0)) {}
+
+AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
+    if (this != &other) {
+        release();
+        data_ = std::exchange(other.data_, nullptr);
+        size_ = std::exchange(other.size_, 0);
+        mapped_ = std::exchange(other.mapped_, 0);
+    }
+    return *this;
+}
+
+AlignedBuffer::~AlignedBuffer() {
+    release();
+}
+
+void AlignedBuffer::release() noexcept {
+    if (data_ == nullptr) return;
+    if (mapped_ > 0) {
+        munmap(data_, mapped_);
+    } else {
+        ::operator delete[](data_, std::align_val_t(64));
+    }
+    data_ = nullptr;
 }
 
 PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layout,
@@ -151,10 +203,8 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
     v.k = source.k();
     v.n = source.n();
     v.panels = (v.n + kPanelWidth - 1) / kPanelWidth;
-    v.panel_bytes = format == WeightFormat::kQ8
-                        ? static_cast<std::size_t>(v.q8_blocks()) * kQ8BlockBytes
-                        : static_cast<std::size_t>(v.k) * kPanelWidth * element_bytes(format);
-    packed.storage_ = AlignedBuffer(v.panel_bytes * v.panels);
+    v.panel_bytes = packed_bytes(format, v.k, kPanelWidth);
+    packed.storage_ = AlignedBuffer(v.panel_bytes * v.panels, /*huge_pages=*/true);
     v.data = packed.storage_.data();
 
     pool.parallel_for(v.panels, 4, [&](std::size_t begin, std::size_t end) {

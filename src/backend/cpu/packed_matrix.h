@@ -17,22 +17,31 @@ namespace llmserve::backend::cpu {
 std::uint16_t f32_to_f16(float value);
 std::uint16_t f32_to_bf16(float value);
 
-// Zero-filled, 64-byte aligned memory; buffers of 2 MiB and more are 2 MiB aligned and advised
-// for transparent huge pages (fewer TLB misses while streaming weights).
+// Bytes a k x n (in x out) matrix occupies packed as `format` (not kAuto), padding included.
+std::size_t packed_bytes(WeightFormat format, int k, int n);
+
+// Zero-filled, 64-byte aligned memory. Buffers of 2 MiB and more are fresh anonymous mappings,
+// 2 MiB aligned: their pages become resident only where written (a KV cache or a logits buffer
+// costs what is used), and weights may ask for transparent huge pages (fewer TLB misses while
+// streaming them).
 class AlignedBuffer {
   public:
     AlignedBuffer() = default;
-    explicit AlignedBuffer(std::size_t bytes, bool zero = true);
-    std::byte* data() const { return data_.get(); }
+    explicit AlignedBuffer(std::size_t bytes, bool huge_pages = false);
+    AlignedBuffer(AlignedBuffer&& other) noexcept;
+    AlignedBuffer& operator=(AlignedBuffer&& other) noexcept;
+    AlignedBuffer(const AlignedBuffer&) = delete;
+    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+    ~AlignedBuffer();
+
+    std::byte* data() const { return data_; }
     std::size_t size() const { return size_; }
 
   private:
-    struct Free {
-        std::size_t alignment;
-        void operator()(std::byte* p) const;
-    };
-    std::unique_ptr<std::byte, Free> data_{nullptr, Free{64}};
+    void release() noexcept;
+    std::byte* data_ = nullptr;
     std::size_t size_ = 0;
+    std::size_t mapped_ = 0;  // length of the mapping; 0 when from the heap
 };
 
 class PackedMatrix {
