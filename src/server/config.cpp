@@ -127,9 +127,10 @@ std::string show_float(double value) {
 
 const std::vector<Setting>& settings() {
     static const std::vector<Setting> table = {
-        {{"MODEL_NAME", "--model", "model directory (config.json, weights, tokenizer)"},
+        {{"MODEL_NAME", "--model",
+          "model directory, or Hugging Face name (gpt2, org/name@revision) fetched into the cache"},
          [](ServerConfig& c, std::string_view raw) -> ParseFailure {
-             if (raw.empty()) return std::string("a model directory");
+             if (raw.empty()) return std::string("a model directory or Hugging Face name");
              c.model_name = raw;
              return std::nullopt;
          },
@@ -303,8 +304,9 @@ EnvironmentLookup process_environment() {
 }
 
 ServerConfig resolve_config(const EnvironmentLookup& environment,
-                            const std::map<std::string, std::string, std::less<>>& flags) {
-    ServerConfig config;
+                            const std::map<std::string, std::string, std::less<>>& flags,
+                            ServerConfig defaults) {
+    ServerConfig config = std::move(defaults);
     for (const auto& [name, raw] : flags) {
         const bool known = std::any_of(settings().begin(), settings().end(),
                                        [&](const Setting& s) { return s.info.env == name; });

@@ -25,10 +25,10 @@ enum class ConfigSource { kDefault, kEnvironment, kFlag };
 std::string_view to_string(ConfigSource source);
 
 struct ServerConfig {
-    std::string model_name = "models/gpt2-brown-mini";  // MODEL_NAME: a model directory
+    std::string model_name = "models/gpt2-brown-mini";  // MODEL_NAME: directory or Hub name
     int max_length = 100;                // MAX_LENGTH: default new tokens per request
-    float temperature = 0.7f;            // TEMPERATURE: default sampling temperature
-    float top_p = 0.9f;                  // TOP_P: default nucleus mass
+    double temperature = 0.7;            // TEMPERATURE: default sampling temperature
+    double top_p = 0.9;                  // TOP_P: default nucleus mass
     std::string host = "0.0.0.0";        // HOST
     int port = 8000;                     // PORT; 0 = any free port (logged at start-up)
     std::vector<std::string> api_keys;   // API_KEYS: comma-separated; empty = no authentication
@@ -65,12 +65,13 @@ const std::vector<SettingInfo>& setting_infos();
 using EnvironmentLookup = std::function<std::optional<std::string>(std::string_view name)>;
 EnvironmentLookup process_environment();
 
-// Builds the effective configuration: defaults <- environment <- flags. `flags` maps a
+// Builds the effective configuration: `defaults` <- environment <- flags. `flags` maps a
 // setting's environment name ("PORT") to the flag's raw text. Throws Error(kInvalidArgument,
 // param = the variable name) naming the variable (and flag), the value and what is allowed.
 // An environment variable that is set but empty counts as unset.
 ServerConfig resolve_config(const EnvironmentLookup& environment,
-                            const std::map<std::string, std::string, std::less<>>& flags);
+                            const std::map<std::string, std::string, std::less<>>& flags,
+                            ServerConfig defaults = {});
 
 // One line per setting: "NAME=value  (source)". API keys are never shown, only their count.
 std::string describe_config(const ServerConfig& config);

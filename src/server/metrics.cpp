@@ -69,6 +69,13 @@ void Counter::inc(double amount) {
     if (amount > 0) atomic_add(value_, amount);
 }
 
+void Counter::advance_to(double total) {
+    double current = value_.load(std::memory_order_relaxed);
+    while (total > current &&
+           !value_.compare_exchange_weak(current, total, std::memory_order_relaxed)) {
+    }
+}
+
 void Gauge::add(double amount) {
     atomic_add(value_, amount);
 }

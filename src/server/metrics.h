@@ -20,6 +20,9 @@ using Labels = std::vector<std::pair<std::string, std::string>>;
 class Counter {
   public:
     void inc(double amount = 1.0);  // amount >= 0
+    // Raises the counter to `total` (a monotonic total kept elsewhere, e.g. by the engine);
+    // never lowers it.
+    void advance_to(double total);
     double value() const { return value_.load(std::memory_order_relaxed); }
 
   private:

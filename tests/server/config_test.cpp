@@ -34,8 +34,8 @@ Error resolve_error(std::map<std::string, std::string> environment, Flags flags 
 TEST(ConfigTest, DefaultsMatchTheSeedService) {
     const ServerConfig config = resolve_config(fake_environment({}), {});
     EXPECT_EQ(config.max_length, 100);
-    EXPECT_FLOAT_EQ(config.temperature, 0.7f);
-    EXPECT_FLOAT_EQ(config.top_p, 0.9f);
+    EXPECT_DOUBLE_EQ(config.temperature, 0.7);
+    EXPECT_DOUBLE_EQ(config.top_p, 0.9);
     EXPECT_EQ(config.port, 8000);
     EXPECT_DOUBLE_EQ(config.request_timeout_s, 30.0);
     EXPECT_TRUE(config.api_keys.empty());
@@ -56,7 +56,7 @@ TEST(ConfigTest, EnvironmentOverridesDefaultsAndFlagsOverrideEnvironment) {
                        Flags{{"PORT", "9100"}, {"MAX_QUEUE", "7"}});
     EXPECT_EQ(config.port, 9100);
     EXPECT_EQ(config.sources.at("PORT"), ConfigSource::kFlag);
-    EXPECT_FLOAT_EQ(config.temperature, 0.2f);
+    EXPECT_DOUBLE_EQ(config.temperature, 0.2);
     EXPECT_EQ(config.sources.at("TEMPERATURE"), ConfigSource::kEnvironment);
     EXPECT_EQ(config.log_format, LogFormat::kJson);
     EXPECT_EQ(config.api_keys, (std::vector<std::string>{"key-one", "key-two"}));

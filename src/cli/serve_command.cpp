@@ -1,0 +1,198 @@
+#include "cli/serve_command.h"
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <thread>
+
+#include "backend/backend.h"
+#include "common/error.h"
+#include "engine/engine.h"
+#include "hub/hub.h"
+#include "hub/progress.h"
+#include "model/gpt2.h"
+#include "server/config.h"
+#include "server/logger.h"
+#include "server/server.h"
+#include "server/system_memory.h"
+#include "tokenizer/tokenizer.h"
+
+namespace llmserve::cli {
+namespace {
+
+using server::ServerConfig;
+
+// The write end of the self-pipe that the SIGINT/SIGTERM handler signals through. A signal
+// handler can reach nothing but globals; this is the only one, set once before handlers exist.
+std::atomic<int> shutdown_pipe_write{-1};
+
+extern "C" void on_shutdown_signal(int signal_number) {
+    const auto byte = static_cast<unsigned char>(signal_number);
+    const int saved_errno = errno;
+    [[maybe_unused]] const ssize_t written = ::write(shutdown_pipe_write.load(), &byte, 1);
+    errno = saved_errno;
+}
+
+// Installs the handlers; returns the read end of the pipe. Handlers (not sigwait) because
+// threads that libraries start before main (OpenBLAS) would otherwise receive the signal with
+// its default action, killing the process.
+int install_shutdown_handlers() {
+    int fds[2];
+    if (::pipe(fds) != 0) fail(ErrorCode::kInternal, "pipe() failed: {}", std::strerror(errno));
+    shutdown_pipe_write = fds[1];
+    struct sigaction action {};
+    action.sa_handler = on_shutdown_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not kill the server
+    return fds[0];
+}
+
+// Blocks until SIGINT or SIGTERM; returns its number.
+int wait_for_shutdown_signal(int pipe_read) {
+    unsigned char byte = 0;
+    while (::read(pipe_read, &byte, 1) < 0 && errno == EINTR) {
+    }
+    return byte;
+}
+
+std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::Logger& logger,
+                                            double& load_seconds) {
+    if (config.device == server::Device::kCuda) {
+        fail(ErrorCode::kUnsupported,
+             "DEVICE=cuda: this build of llmserve has no CUDA backend; use DEVICE=cpu or auto");
+    }
+    // A directory as is; a Hub name through the Hugging Face cache (CACHE_DIR an extra root),
+    // downloading when needed.
+    hub::HubOptions hub_options = hub::HubOptions::from_environment();
+    if (!config.cache_dir.empty()) hub_options.extra_cache_dirs.emplace_back(config.cache_dir);
+    const auto progress = hub::make_stderr_progress();
+    const std::filesystem::path dir =
+        hub::resolve_model(config.model_name, hub_options, progress.get());
+    const std::uint64_t needed = server::estimate_model_memory_bytes(dir);
+    if (const auto available = server::available_memory_bytes()) {
+        server::check_model_fits(dir, needed, *available);
+    }
+    const auto start = std::chrono::steady_clock::now();
+    model::LoadOptions options;
+    options.backend = backend::make_cpu_backend(config.threads);
+    auto model = model::Gpt2Model::load(dir, options);
+    auto tokenizer =
+        std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_directory(dir));
+    const int n_positions = model->config().n_positions;
+    if (config.max_length >= n_positions) {
+        fail_param("MAX_LENGTH",
+                   "MAX_LENGTH={} is invalid for model {}: expected at most {} (its context is {} "
+                   "tokens and a prompt takes at least one)",
+                   config.max_length, model->name(), n_positions - 1, n_positions);
+    }
+    engine::EngineOptions engine_options;
+    engine_options.max_running_sequences = config.max_concurrent_requests;
+    engine_options.max_waiting_requests = config.max_queue;
+    auto engine = std::make_shared<engine::Engine>(model, tokenizer, engine_options);
+    load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    logger.info("model loaded", {{"model", model->name()},
+                                 {"path", dir.string()},
+                                 {"device", model->device_name()},
+                                 {"dtype", model->dtype()},
+                                 {"parameters", model->parameter_count()},
+                                 {"load_s", std::round(load_seconds * 1000) / 1000}});
+    return engine;
+}
+
+void print_ready_banner(const ServerConfig& config, int port, const std::string& model_name) {
+    const bool any_address = config.host == "0.0.0.0" || config.host == "::";
+    const std::string host = any_address                                  ? "127.0.0.1"
+                             : config.host.find(':') != std::string::npos ? "[" + config.host + "]"
+                                                                          : config.host;
+    const std::string url = fmt::format("http://{}:{}", host, port);
+    const std::string auth =
+        config.api_keys.empty() ? "" : " -H \"Authorization: Bearer $API_KEY\"";
+    std::cout << fmt::format(
+                     "llmserve is ready: model {} at {}\n"
+                     "Try:\n"
+                     "  curl -s {}/generate -H 'Content-Type: application/json'{} \\\n"
+                     "    -d '{{\"prompt\": \"The jury said\", \"max_length\": 30}}'\n"
+                     "Stop with Ctrl+C.\n",
+                     model_name, url, url, auth)
+              << std::flush;
+}
+
+void run_serve(const ServerConfig& config) {
+    const int signal_pipe = install_shutdown_handlers();
+    server::Logger logger(config.log_level, config.log_format);
+    std::shared_ptr<engine::Engine> engine;  // outlives the server that uses it
+    server::HttpServer http(config, logger);
+    const int port = http.bind();
+    std::thread serving([&] { http.serve(); });
+    logger.info("listening", {{"host", config.host}, {"port", port}});
+
+    double load_seconds = 0;
+    try {
+        engine = load_engine(config, logger, load_seconds);
+    } catch (...) {
+        http.shutdown(std::chrono::seconds(0));
+        serving.join();
+        throw;
+    }
+    http.attach_engine(engine, load_seconds);
+    print_ready_banner(config, port, engine->model().name());
+
+    const int signal_number = wait_for_shutdown_signal(signal_pipe);
+    logger.info("shutting down",
+                {{"signal", strsignal(signal_number)}, {"grace_s", config.shutdown_grace_s}});
+    http.shutdown(std::chrono::duration<double>(config.shutdown_grace_s));
+    serving.join();
+    logger.info("stopped");
+}
+
+}  // namespace
+
+void register_serve_command(CLI::App& app) {
+    CLI::App* command = app.add_subcommand(
+        "serve",
+        "Serve the model over HTTP (/generate, /v1/completions, ...). Every flag can also be "
+        "set by the environment variable named in its description; flags win.");
+    struct Flags {
+        std::map<std::string, std::string, std::less<>> values;  // by environment name
+        std::map<std::string, CLI::Option*, std::less<>> options;
+        bool print_config = false;
+    };
+    auto flags = std::make_shared<Flags>();
+    for (const server::SettingInfo& info : server::setting_infos()) {
+        const std::string name(info.env);
+        flags->options[name] = command->add_option(std::string(info.flag), flags->values[name],
+                                                   fmt::format("{} [{}]", info.help, name));
+    }
+    command->add_flag("--print-config", flags->print_config,
+                      "Print the effective configuration and where each value came from, then "
+                      "exit");
+    command->callback([flags] {
+        std::map<std::string, std::string, std::less<>> given;
+        for (const auto& [name, option] : flags->options) {
+            if (option->count() > 0) given[name] = flags->values[name];
+        }
+        ServerConfig defaults;
+        defaults.model_name = LLMSERVE_EMBEDDED_MODEL_DIR;
+        const ServerConfig config =
+            server::resolve_config(server::process_environment(), given, defaults);
+        if (flags->print_config) {
+            std::cout << server::describe_config(config);
+            return;
+        }
+        run_serve(config);
+    });
+}
+
+}  // namespace llmserve::cli

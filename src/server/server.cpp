@@ -1,0 +1,838 @@
+#include "server/server.h"
+
+#include <fmt/format.h>
+#include <httplib.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "common/error.h"
+#include "engine/engine.h"
+#include "model/gpt2.h"
+#include "server/auth.h"
+#include "server/connection_probe.h"
+#include "server/errors.h"
+#include "server/generation.h"
+#include "server/rate_limiter.h"
+#include "server/responses.h"
+#include "server/schemas.h"
+#include "server/system_memory.h"
+#include "tokenizer/tokenizer.h"
+
+namespace llmserve::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
+
+constexpr const char* kJsonType = "application/json";
+constexpr int kMaxSamplesPerPrompt = 16;  // the engine's default bound on n
+constexpr int kMaxPromptsPerRequest = 32;
+constexpr int kMaxSequencesPerRequest = 64;
+// HTTP worker threads beyond those that can wait on generations: probes, metrics, tokenize.
+constexpr int kSpareHttpThreads = 32;
+
+std::string json_text(const Json& value) {
+    return value.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+std::string random_hex(std::size_t bytes) {
+    std::random_device device;
+    std::string out;
+    for (std::size_t i = 0; i < bytes; ++i) out += fmt::format("{:02x}", device() & 0xff);
+    return out;
+}
+
+// A client-chosen X-Request-Id is kept when it is short and cannot break a log line.
+bool acceptable_request_id(std::string_view id) {
+    return !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+               c == ':';
+    });
+}
+
+std::string truncated(std::string_view text, std::size_t limit = 200) {
+    return text.size() <= limit ? std::string(text) : std::string(text.substr(0, limit)) + "...";
+}
+
+// What one request carries through the pipeline and reports in its log line.
+struct RequestContext {
+    std::string id;
+    std::string method;
+    std::string route;  // the route's path, or "unmatched"
+    std::string path;
+    std::string client;
+    std::optional<std::size_t> key_index;
+    Clock::time_point start = Clock::now();
+    long long prompt_tokens = 0;
+    long long completion_tokens = 0;
+    std::vector<std::string> finish_reasons;
+    bool streaming = false;  // the end of the stream finishes the request
+    bool client_gone = false;
+};
+
+// A refusal decided by the server itself (auth, rate limit, not ready), with its metric reason.
+struct Rejection {
+    ApiError error;
+    std::string reason;
+};
+
+// The rejection reason /metrics counts for an error response, if it is one.
+std::optional<std::string> rejection_reason(const ApiError& error) {
+    switch (error.status) {
+        case 400:
+        case 404:
+        case 405:
+        case 422:
+            return "validation";
+        case 401:
+            return "auth";
+        case 413:
+            return "payload_too_large";
+        case 429:
+            return "rate_limit";
+        case 503:
+            return error.code == "queue_full" ? "queue_full" : error.code;
+        default:
+            return std::nullopt;
+    }
+}
+
+enum class Api { kGenerate, kCompletions };
+
+// A parsed generation request of either API.
+struct GenerationCall {
+    Api api = Api::kGenerate;
+    std::vector<Prompt> prompts;
+    GenerationOptions options;
+    bool stream = false;
+    bool echo = false;
+    bool include_usage = false;
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+    using Handler = std::function<void(const httplib::Request&, httplib::Response&,
+                                       const std::shared_ptr<RequestContext>&)>;
+    struct Route {
+        std::string method;
+        std::string path;
+        bool probe;  // /health, /ready, /metrics: never rate limited, optionally open
+        Handler handler;
+    };
+
+    // Keeps a running job in the registry that shutdown() waits on.
+    class JobLease {
+      public:
+        JobLease(Impl& impl, std::shared_ptr<GenerationJob> job) : impl_(impl), job_(job) {
+            std::lock_guard lock(impl_.jobs_mutex);
+            impl_.jobs.insert(std::move(job));
+        }
+        ~JobLease() {
+            {
+                std::lock_guard lock(impl_.jobs_mutex);
+                impl_.jobs.erase(job_);
+            }
+            impl_.jobs_changed.notify_all();
+        }
+        JobLease(const JobLease&) = delete;
+        JobLease& operator=(const JobLease&) = delete;
+
+      private:
+        Impl& impl_;
+        std::shared_ptr<GenerationJob> job_;
+    };
+
+    // Everything a streamed response needs after the handler has returned.
+    struct StreamState {
+        GenerationCall call;
+        std::shared_ptr<engine::Engine> engine;
+        std::shared_ptr<GenerationJob> job;
+        std::unique_ptr<JobLease> lease;
+        ResponseContext response;
+        CompletionIdentity identity;
+        std::shared_ptr<RequestContext> request;
+        ConnectionProbe probe;
+    };
+
+    Impl(const ServerConfig& server_config, Logger& server_logger);
+
+    void register_routes();
+    void add_route(std::string method, std::string path, bool probe, Handler handler);
+    void dispatch(const Route& route, const httplib::Request& req, httplib::Response& res);
+    httplib::Server::HandlerResponse handle_library_error(const httplib::Request& req,
+                                                          httplib::Response& res);
+    std::shared_ptr<RequestContext> make_context(const httplib::Request& req,
+                                                 std::string route) const;
+    void check_access(const Route& route, const httplib::Request& req, RequestContext& context);
+    void send_error(httplib::Response& res, const ApiError& error);
+    void finish_request(const RequestContext& context, int status);
+    void count_rejection(const std::string& reason);
+
+    std::shared_ptr<engine::Engine> require_engine() const;
+    RequestLimits request_limits(const engine::Engine& engine) const;
+
+    void handle_generate(const httplib::Request& req, httplib::Response& res,
+                         const std::shared_ptr<RequestContext>& context);
+    void handle_completions(const httplib::Request& req, httplib::Response& res,
+                            const std::shared_ptr<RequestContext>& context);
+    void run_generation(const httplib::Request& req, httplib::Response& res,
+                        const std::shared_ptr<RequestContext>& context, GenerationCall call);
+    void stream_generation(StreamState& state, httplib::DataSink& sink);
+    void record_generation(RequestContext& context,
+                           const std::vector<engine::RequestResult>& results, bool client_gone);
+    Json info_json() const;
+    void refresh_gauges();
+
+    const ServerConfig config;
+    Logger& logger;
+    MetricsRegistry metrics;
+    const ApiKeyAuthenticator auth;
+    std::optional<RateLimiter> rate_limiter;
+    httplib::Server http;
+    std::vector<Route> routes;
+    const long long started_unix;
+
+    mutable std::mutex engine_mutex;
+    std::shared_ptr<engine::Engine> engine;  // null until the model is loaded
+    double model_load_seconds = 0;
+
+    std::atomic<bool> shutting_down{false};
+    std::mutex lifecycle_mutex;  // orders serve() starting against shutdown()
+    bool serve_called = false;
+    std::atomic<bool> serve_returned{false};
+    std::mutex jobs_mutex;
+    std::condition_variable jobs_changed;
+    std::set<std::shared_ptr<GenerationJob>> jobs;
+};
+
+HttpServer::Impl::Impl(const ServerConfig& server_config, Logger& server_logger)
+    : config(server_config),
+      logger(server_logger),
+      auth(server_config.api_keys),
+      started_unix(std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count()) {
+    if (config.rate_limit_rpm > 0) {
+        rate_limiter.emplace(config.rate_limit_rpm, config.effective_rate_limit_burst());
+    }
+    const int threads = config.max_concurrent_requests + config.max_queue + kSpareHttpThreads;
+    http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    http.set_payload_max_length(static_cast<std::size_t>(config.max_body_bytes));
+    http.set_keep_alive_max_count(1000);
+    http.set_keep_alive_timeout(5);
+    http.set_read_timeout(30);
+    http.set_write_timeout(30);
+    http.set_tcp_nodelay(true);
+    http.set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request& req, httplib::Response& res) {
+            return handle_library_error(req, res);
+        }));
+    http.set_exception_handler(
+        [this](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
+            send_error(res, api_error_from(error));
+        });
+    register_routes();
+}
+
+std::shared_ptr<RequestContext> HttpServer::Impl::make_context(const httplib::Request& req,
+                                                               std::string route) const {
+    auto context = std::make_shared<RequestContext>();
+    const std::string given = req.get_header_value("X-Request-Id");
+    context->id = acceptable_request_id(given) ? given : random_hex(8);
+    context->method = req.method;
+    context->route = std::move(route);
+    context->path = truncated(req.path);
+    context->client = req.remote_addr;
+    return context;
+}
+
+void HttpServer::Impl::add_route(std::string method, std::string path, bool probe,
+                                 Handler handler) {
+    routes.push_back(Route{method, path, probe, std::move(handler)});
+    const std::size_t index = routes.size() - 1;
+    auto wrapped = [this, index](const httplib::Request& req, httplib::Response& res) {
+        dispatch(routes[index], req, res);
+    };
+    if (method == "GET") {
+        http.Get(path, wrapped);
+    } else {
+        http.Post(path, wrapped);
+    }
+}
+
+void HttpServer::Impl::dispatch(const Route& route, const httplib::Request& req,
+                                httplib::Response& res) {
+    const auto context = make_context(req, route.path);
+    res.set_header("X-Request-Id", context->id);
+    try {
+        check_access(route, req, *context);
+        route.handler(req, res, context);
+    } catch (const Rejection& rejection) {
+        count_rejection(rejection.reason);
+        send_error(res, rejection.error);
+    } catch (...) {
+        const ApiError error = api_error_from(std::current_exception());
+        if (const auto reason = rejection_reason(error)) count_rejection(*reason);
+        send_error(res, error);
+    }
+    if (!context->streaming) finish_request(*context, res.status == -1 ? 200 : res.status);
+}
+
+void HttpServer::Impl::check_access(const Route& route, const httplib::Request& req,
+                                    RequestContext& context) {
+    if (auth.enabled() && !(route.probe && config.auth_exempt_probes)) {
+        const std::string header = req.get_header_value("Authorization");
+        context.key_index = auth.authenticate(header);
+        if (!context.key_index) throw Rejection{unauthorized(!header.empty()), "auth"};
+    }
+    if (rate_limiter && !route.probe) {
+        const std::string key = context.key_index ? fmt::format("key:{}", *context.key_index)
+                                                  : "address:" + req.remote_addr;
+        const RateLimiter::Decision decision = rate_limiter->acquire(key);
+        if (!decision.allowed) throw Rejection{rate_limited(decision.retry_after_s), "rate_limit"};
+    }
+}
+
+void HttpServer::Impl::send_error(httplib::Response& res, const ApiError& error) {
+    res.status = error.status;
+    if (error.retry_after_s) res.set_header("Retry-After", std::to_string(*error.retry_after_s));
+    if (error.status == 401) res.set_header("WWW-Authenticate", "Bearer");
+    res.set_content(error.body(), kJsonType);
+}
+
+httplib::Server::HandlerResponse HttpServer::Impl::handle_library_error(const httplib::Request& req,
+                                                                        httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours already
+    const auto context = make_context(req, "unmatched");
+    ApiError error;
+    if (res.status == 404) {
+        std::string allowed;
+        for (const Route& route : routes) {
+            if (route.path == req.path) allowed += (allowed.empty() ? "" : ", ") + route.method;
+        }
+        if (allowed.empty()) {
+            error = route_not_found(req.method, context->path);
+        } else {
+            error = method_not_allowed(req.method, req.path, allowed);
+            res.set_header("Allow", allowed);
+            context->route = req.path;
+        }
+    } else if (res.status == 413) {
+        error = payload_too_large(config.max_body_bytes);
+    } else {
+        error = bad_http_request(res.status);
+    }
+    if (const auto reason = rejection_reason(error)) count_rejection(*reason);
+    res.set_header("X-Request-Id", context->id);
+    send_error(res, error);
+    finish_request(*context, res.status);
+    return httplib::Server::HandlerResponse::Handled;
+}
+
+void HttpServer::Impl::count_rejection(const std::string& reason) {
+    metrics
+        .counter("llmserve_rejected_requests_total",
+                 "Requests refused before generation, by reason.", {{"reason", reason}})
+        .inc();
+}
+
+void HttpServer::Impl::finish_request(const RequestContext& context, int status) {
+    const double seconds = std::chrono::duration<double>(Clock::now() - context.start).count();
+    metrics
+        .counter("llmserve_http_requests_total", "HTTP requests by route, method and status.",
+                 {{"route", context.route},
+                  {"method", context.method},
+                  {"status", std::to_string(status)}})
+        .inc();
+    metrics
+        .histogram("llmserve_http_request_duration_seconds",
+                   "Time from request arrival to the end of the response, by route.",
+                   latency_buckets_seconds(), {{"route", context.route}})
+        .observe(seconds);
+    LogFields fields = {{"request_id", context.id},
+                        {"method", context.method},
+                        {"path", context.path},
+                        {"status", status},
+                        {"latency_ms", std::round(seconds * 1e4) / 10},
+                        {"client", context.client}};
+    if (context.key_index) fields.emplace_back("api_key", *context.key_index);
+    if (context.prompt_tokens > 0 || context.completion_tokens > 0) {
+        fields.emplace_back("prompt_tokens", context.prompt_tokens);
+        fields.emplace_back("completion_tokens", context.completion_tokens);
+    }
+    if (!context.finish_reasons.empty()) {
+        fields.emplace_back("finish_reason",
+                            fmt::format("{}", fmt::join(context.finish_reasons, ",")));
+    }
+    if (context.client_gone) fields.emplace_back("client_gone", true);
+    logger.log(status >= 500 ? LogLevel::kWarn : LogLevel::kInfo, "request", fields);
+}
+
+std::shared_ptr<engine::Engine> HttpServer::Impl::require_engine() const {
+    if (shutting_down) throw Rejection{not_ready("the server is shutting down", 5), "not_ready"};
+    std::lock_guard lock(engine_mutex);
+    if (!engine) throw Rejection{not_ready("the model is still loading", 2), "not_ready"};
+    return engine;
+}
+
+RequestLimits HttpServer::Impl::request_limits(const engine::Engine& e) const {
+    const model::ModelConfig& model_config = e.model().config();
+    RequestLimits limits;
+    limits.model_name = e.model().name();
+    limits.vocab_size = model_config.vocab_size;
+    limits.n_positions = model_config.n_positions;
+    limits.max_n = kMaxSamplesPerPrompt;
+    limits.max_prompts = kMaxPromptsPerRequest;
+    limits.max_sequences = kMaxSequencesPerRequest;
+    limits.default_max_new_tokens = config.max_length;
+    limits.default_temperature = static_cast<float>(config.temperature);
+    limits.default_top_p = static_cast<float>(config.top_p);
+    return limits;
+}
+
+void HttpServer::Impl::handle_generate(const httplib::Request& req, httplib::Response& res,
+                                       const std::shared_ptr<RequestContext>& context) {
+    const auto e = require_engine();
+    GenerateRequest request = parse_generate_request(req.body, request_limits(*e));
+    GenerationCall call;
+    call.api = Api::kGenerate;
+    for (std::string& text : request.prompts)
+        call.prompts.push_back(Prompt{std::move(text), {}, false});
+    call.options = std::move(request.options);
+    call.stream = request.stream;
+    run_generation(req, res, context, std::move(call));
+}
+
+void HttpServer::Impl::handle_completions(const httplib::Request& req, httplib::Response& res,
+                                          const std::shared_ptr<RequestContext>& context) {
+    const auto e = require_engine();
+    CompletionRequest request = parse_completion_request(req.body, request_limits(*e));
+    GenerationCall call;
+    call.api = Api::kCompletions;
+    call.prompts = std::move(request.prompts);
+    call.options = std::move(request.options);
+    call.stream = request.stream;
+    call.echo = request.echo;
+    call.include_usage = request.include_usage;
+    run_generation(req, res, context, std::move(call));
+}
+
+void HttpServer::Impl::run_generation(const httplib::Request& req, httplib::Response& res,
+                                      const std::shared_ptr<RequestContext>& context,
+                                      GenerationCall call) {
+    auto state = std::make_shared<StreamState>();
+    state->engine = require_engine();
+    const engine::Engine& e = *state->engine;
+    const model::ModelConfig& model_config = e.model().config();
+    ResponseContext& response = state->response;
+    response.model_name = e.model().name();
+    response.tokenizer = &e.tokenizer();
+    response.prompts = tokenize_prompts(call.prompts, e.tokenizer(), model_config.bos_token_id);
+    response.n = call.options.n;
+    response.logprobs = call.options.sampling.logprobs;
+    response.prompt_logprobs = call.options.sampling.prompt_logprobs;
+    response.echo = call.echo;
+
+    const auto deadline =
+        context->start + std::chrono::duration_cast<Clock::duration>(
+                             std::chrono::duration<double>(config.request_timeout_s));
+    auto requests =
+        make_engine_requests(response.prompts, call.options, model_config.n_positions, deadline);
+    for (const TokenizedPrompt& prompt : response.prompts) {
+        context->prompt_tokens += static_cast<long long>(prompt.ids.size());
+    }
+    metrics
+        .histogram("llmserve_request_batch_size", "Sequences (prompts x samples) per request.",
+                   size_buckets())
+        .observe(static_cast<double>(requests.size()) * call.options.n);
+
+    state->job = std::make_shared<GenerationJob>(*state->engine, std::move(requests));
+    state->lease = std::make_unique<JobLease>(*this, state->job);
+    state->probe = ConnectionProbe::find(req.local_port, req.remote_addr, req.remote_port);
+    state->request = context;
+    state->identity = CompletionIdentity{"cmpl-" + random_hex(12),
+                                         std::chrono::duration_cast<std::chrono::seconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count()};
+    state->call = std::move(call);
+
+    if (!state->call.stream) {
+        GenerationJob::Callbacks callbacks;
+        callbacks.client_gone = [&] { return state->probe.client_gone(); };
+        const auto results = state->job->run(callbacks);
+        record_generation(*context, results, state->job->client_disconnected());
+        const Json body = state->call.api == Api::kGenerate
+                              ? generate_response(response, results)
+                              : completion_response(response, state->identity, results);
+        res.set_content(json_text(body), kJsonType);
+        return;
+    }
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");  // tells proxies such as nginx not to buffer
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, state](std::size_t, httplib::DataSink& sink) {
+            stream_generation(*state, sink);
+            sink.done();
+            return true;
+        },
+        [this, state](bool) {
+            // Runs when the response is destroyed: after the stream, or instead of it when the
+            // client went away before the first byte.
+            state->job->cancel();
+            state->lease.reset();
+            finish_request(*state->request, 200);
+        });
+    context->streaming = true;
+}
+
+void HttpServer::Impl::stream_generation(StreamState& state, httplib::DataSink& sink) {
+    const ResponseContext& rc = state.response;
+    const GenerationCall& call = state.call;
+    const bool openai = call.api == Api::kCompletions;
+    auto write = [&](const std::string& text) { return sink.write(text.data(), text.size()); };
+    const std::size_t choices = rc.prompts.size() * static_cast<std::size_t>(rc.n);
+    std::vector<std::size_t> streamed(choices, 0);  // text bytes sent per choice, echo excluded
+
+    bool ok = true;
+    if (openai && call.echo) {
+        for (std::size_t p = 0; p < rc.prompts.size() && ok; ++p) {
+            for (int s = 0; s < rc.n && ok; ++s) {
+                ok = write(sse_event(completion_chunk(rc, state.identity, rc.global_index(p, s),
+                                                      rc.prompts[p].text, nullptr, std::nullopt,
+                                                      call.include_usage)));
+            }
+        }
+    }
+    GenerationJob::Callbacks callbacks;
+    callbacks.client_gone = [&] { return !ok || state.probe.client_gone(); };
+    callbacks.on_event = [&](std::size_t p, const engine::StreamEvent& event) {
+        const int index = rc.global_index(p, event.index);
+        const std::size_t offset = streamed[index] + (call.echo ? rc.prompts[p].text.size() : 0);
+        streamed[index] += event.text.size();
+        if (!openai) {
+            return event.text.empty() || write(sse_event(generate_stream_piece(index, event.text)));
+        }
+        const bool with_logprobs = rc.logprobs.has_value() && !event.tokens.empty();
+        if (event.text.empty() && !with_logprobs) return true;
+        Json logprobs =
+            with_logprobs ? openai_logprobs(*rc.tokenizer, event.tokens, offset) : Json(nullptr);
+        return write(
+            sse_event(completion_chunk(rc, state.identity, index, event.text, std::move(logprobs),
+                                       std::nullopt, call.include_usage)));
+    };
+    callbacks.on_result = [&](std::size_t p, const engine::RequestResult& result) {
+        for (const engine::SequenceResult& sequence : result.sequences) {
+            const int index = rc.global_index(p, sequence.index);
+            // Whatever of the final text no event carried (normally nothing).
+            const std::string tail = sequence.text.size() > streamed[index]
+                                         ? sequence.text.substr(streamed[index])
+                                         : std::string();
+            streamed[index] += tail.size();
+            const bool written =
+                openai ? write(sse_event(completion_chunk(
+                             rc, state.identity, index, tail, nullptr,
+                             openai_finish_reason(sequence.finish_reason), call.include_usage)))
+                       : (tail.empty() || write(sse_event(generate_stream_piece(index, tail))));
+            if (!written) return false;
+        }
+        return true;
+    };
+    const auto results = state.job->run(callbacks);
+    record_generation(*state.request, results, state.job->client_disconnected());
+    if (state.job->client_disconnected()) return;
+    if (!openai) {
+        write(sse_event(generate_stream_done(rc, results)));
+    } else if (call.include_usage) {
+        write(sse_event(completion_usage_chunk(rc, state.identity, results)));
+    }
+    write(sse_done());
+}
+
+void HttpServer::Impl::record_generation(RequestContext& context,
+                                         const std::vector<engine::RequestResult>& results,
+                                         bool client_gone) {
+    const auto seconds = [](double ms) { return ms / 1000.0; };
+    for (const engine::RequestResult& result : results) {
+        context.completion_tokens += result.completion_tokens;
+        metrics.counter("llmserve_prompt_tokens_total", "Prompt tokens processed.")
+            .inc(result.prompt_tokens);
+        metrics.counter("llmserve_generation_tokens_total", "Tokens generated.")
+            .inc(result.completion_tokens);
+        metrics
+            .histogram("llmserve_request_queue_seconds",
+                       "Time a request waited before the engine scheduled it.",
+                       latency_buckets_seconds())
+            .observe(seconds(result.timing.queue_ms));
+        std::size_t longest = 0;
+        for (const engine::SequenceResult& sequence : result.sequences) {
+            longest = std::max(longest, sequence.tokens.size());
+            const std::string reason(engine::to_string(sequence.finish_reason));
+            if (std::find(context.finish_reasons.begin(), context.finish_reasons.end(), reason) ==
+                context.finish_reasons.end()) {
+                context.finish_reasons.push_back(reason);
+            }
+            metrics
+                .counter("llmserve_sequences_finished_total",
+                         "Generated sequences by finish reason.", {{"reason", reason}})
+                .inc();
+        }
+        if (longest > 0) {
+            metrics
+                .histogram("llmserve_time_to_first_token_seconds",
+                           "Time from submission to the first generated token.",
+                           latency_buckets_seconds())
+                .observe(seconds(result.timing.queue_ms + result.timing.prefill_ms));
+        }
+        if (longest > 1) {
+            metrics
+                .histogram("llmserve_inter_token_latency_seconds",
+                           "Mean time between consecutive tokens of a request.",
+                           latency_buckets_seconds())
+                .observe(seconds(result.timing.decode_ms) / static_cast<double>(longest - 1));
+        }
+    }
+    if (client_gone) {
+        context.client_gone = true;
+        metrics
+            .counter("llmserve_client_disconnects_total",
+                     "Generations cancelled because the client went away.")
+            .inc();
+    }
+}
+
+Json HttpServer::Impl::info_json() const {
+    const auto e = require_engine();
+    const model::Gpt2Model& model = e->model();
+    const model::ModelConfig& c = model.config();
+    Json model_json = {{"name", model.name()},
+                       {"path", model.directory().string()},
+                       {"architecture", "gpt2"},
+                       {"n_positions", c.n_positions},
+                       {"vocab_size", c.vocab_size},
+                       {"n_embd", c.n_embd},
+                       {"n_layer", c.n_layer},
+                       {"n_head", c.n_head},
+                       {"parameters", model.parameter_count()},
+                       {"dtype", model.dtype()},
+                       {"stored_dtype", model.stored_dtype()},
+                       {"weight_bytes", model.weight_bytes()},
+                       {"eos_token_ids", c.eos_token_ids},
+                       {"bos_token_id", c.bos_token_id ? Json(*c.bos_token_id) : Json(nullptr)},
+                       {"load_seconds", model_load_seconds}};
+    return {{"version", LLMSERVE_VERSION},
+            {"model", std::move(model_json)},
+            {"device", model.device_name()},
+            {"threads", model.backend().threads()},
+            {"defaults",
+             {{"max_length", config.max_length},
+              {"temperature", config.temperature},
+              {"top_p", config.top_p}}},
+            {"limits",
+             {{"max_body_bytes", config.max_body_bytes},
+              {"max_concurrent_requests", config.max_concurrent_requests},
+              {"max_queue", config.max_queue},
+              {"request_timeout_s", config.request_timeout_s},
+              {"max_samples_per_prompt", kMaxSamplesPerPrompt},
+              {"max_prompts_per_request", kMaxPromptsPerRequest},
+              {"max_sequences_per_request", kMaxSequencesPerRequest},
+              {"max_stop_strings", engine::kMaxStopStrings},
+              {"max_logprobs", engine::kMaxLogprobs}}},
+            {"auth", {{"enabled", auth.enabled()}, {"probes_open", config.auth_exempt_probes}}},
+            {"rate_limit",
+             {{"requests_per_minute", config.rate_limit_rpm},
+              {"burst", config.rate_limit_rpm > 0 ? config.effective_rate_limit_burst() : 0}}}};
+}
+
+void HttpServer::Impl::refresh_gauges() {
+    if (const auto rss = resident_memory_bytes()) {
+        metrics.gauge("llmserve_process_resident_memory_bytes", "Resident memory of the server.")
+            .set(static_cast<double>(*rss));
+    }
+    if (const auto available = available_memory_bytes()) {
+        metrics
+            .gauge("llmserve_system_memory_available_bytes",
+                   "Memory available to the server (MemAvailable, within any cgroup limit).")
+            .set(static_cast<double>(*available));
+    }
+    std::shared_ptr<engine::Engine> e;
+    {
+        std::lock_guard lock(engine_mutex);
+        e = engine;
+    }
+    {
+        std::lock_guard lock(jobs_mutex);
+        metrics
+            .gauge("llmserve_http_requests_in_flight",
+                   "Generation requests being served (waiting or running).")
+            .set(static_cast<double>(jobs.size()));
+    }
+    metrics.gauge("llmserve_model_loaded", "1 once the model is loaded.").set(e ? 1 : 0);
+    if (!e) return;
+    const engine::EngineStats stats = e->stats();
+    metrics.gauge("llmserve_requests_running", "Sequences the engine is decoding.")
+        .set(stats.running_sequences);
+    metrics.gauge("llmserve_requests_waiting", "Requests queued for the engine.")
+        .set(stats.waiting_requests);
+    metrics.gauge("llmserve_batch_size", "Sequences in the engine's latest step.")
+        .set(stats.last_batch_sequences);
+    metrics.counter("llmserve_engine_steps_total", "Engine steps (forward passes).")
+        .advance_to(static_cast<double>(stats.steps));
+    metrics
+        .counter("llmserve_engine_step_sequences_total",
+                 "Sum over steps of the sequences in the batch (divide by steps: mean batch "
+                 "size).")
+        .advance_to(static_cast<double>(stats.step_sequences_total));
+    metrics.gauge("llmserve_kv_cache_blocks_total", "KV cache blocks.").set(stats.kv_blocks_total);
+    metrics.gauge("llmserve_kv_cache_blocks_free", "Free KV cache blocks.")
+        .set(stats.kv_blocks_free);
+    metrics.counter("llmserve_engine_requests_cancelled_total", "Requests the engine cancelled.")
+        .advance_to(static_cast<double>(stats.requests_cancelled));
+    metrics.counter("llmserve_engine_requests_timed_out_total", "Requests that hit their deadline.")
+        .advance_to(static_cast<double>(stats.requests_timed_out));
+}
+
+void HttpServer::Impl::register_routes() {
+    add_route("GET", "/health", true, [](const auto&, httplib::Response& res, const auto&) {
+        res.set_content(R"({"status":"ok"})", kJsonType);
+    });
+    add_route("GET", "/ready", true, [this](const auto&, httplib::Response& res, const auto&) {
+        const auto e = require_engine();
+        const engine::EngineStats stats = e->stats();
+        if (stats.waiting_requests >= config.max_queue) {
+            throw Rejection{not_ready(fmt::format("the queue is full ({} waiting, MAX_QUEUE={})",
+                                                  stats.waiting_requests, config.max_queue),
+                                      1),
+                            "not_ready"};
+        }
+        res.set_content(json_text({{"status", "ready"},
+                                   {"model", e->model().name()},
+                                   {"running", stats.running_sequences},
+                                   {"waiting", stats.waiting_requests}}),
+                        kJsonType);
+    });
+    add_route("GET", "/metrics", true, [this](const auto&, httplib::Response& res, const auto&) {
+        refresh_gauges();
+        res.set_content(metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+    add_route("GET", "/info", false, [this](const auto&, httplib::Response& res, const auto&) {
+        res.set_content(json_text(info_json()), kJsonType);
+    });
+    add_route("GET", "/v1/models", false, [this](const auto&, httplib::Response& res, const auto&) {
+        const auto e = require_engine();
+        const Json model = {{"id", e->model().name()},
+                            {"object", "model"},
+                            {"created", started_unix},
+                            {"owned_by", "llmserve"},
+                            {"max_model_len", e->model().config().n_positions}};
+        res.set_content(json_text({{"object", "list"}, {"data", Json::array({model})}}), kJsonType);
+    });
+    add_route("POST", "/tokenize", false,
+              [this](const httplib::Request& req, httplib::Response& res, const auto&) {
+                  const auto e = require_engine();
+                  const TokenizeRequest request =
+                      parse_tokenize_request(req.body, request_limits(*e));
+                  const auto ids = e->tokenizer().encode(request.prompt);
+                  res.set_content(json_text({{"tokens", ids},
+                                             {"count", ids.size()},
+                                             {"max_model_len", e->model().config().n_positions}}),
+                                  kJsonType);
+              });
+    add_route("POST", "/detokenize", false,
+              [this](const httplib::Request& req, httplib::Response& res, const auto&) {
+                  const auto e = require_engine();
+                  const DetokenizeRequest request =
+                      parse_detokenize_request(req.body, request_limits(*e));
+                  res.set_content(json_text({{"prompt", e->tokenizer().decode(request.tokens)}}),
+                                  kJsonType);
+              });
+    add_route("POST", "/generate", false,
+              [this](const httplib::Request& req, httplib::Response& res, const auto& context) {
+                  handle_generate(req, res, context);
+              });
+    add_route("POST", "/v1/completions", false,
+              [this](const httplib::Request& req, httplib::Response& res, const auto& context) {
+                  handle_completions(req, res, context);
+              });
+}
+
+HttpServer::HttpServer(const ServerConfig& config, Logger& logger)
+    : impl_(std::make_unique<Impl>(config, logger)) {}
+
+HttpServer::~HttpServer() = default;
+
+int HttpServer::bind() {
+    const ServerConfig& config = impl_->config;
+    errno = 0;
+    int port = config.port;
+    bool bound = false;
+    if (config.port == 0) {
+        port = impl_->http.bind_to_any_port(config.host);
+        bound = port > 0;
+    } else {
+        bound = impl_->http.bind_to_port(config.host, config.port);
+    }
+    if (!bound) {
+        fail(ErrorCode::kUnavailable, "cannot listen on {}:{} (HOST, PORT): {}", config.host,
+             config.port, errno != 0 ? std::strerror(errno) : "address not usable");
+    }
+    return port;
+}
+
+void HttpServer::serve() {
+    {
+        std::lock_guard lock(impl_->lifecycle_mutex);
+        if (impl_->shutting_down) return;
+        impl_->serve_called = true;
+    }
+    impl_->http.listen_after_bind();
+    impl_->serve_returned = true;
+}
+
+void HttpServer::attach_engine(std::shared_ptr<engine::Engine> engine, double load_seconds) {
+    {
+        std::lock_guard lock(impl_->engine_mutex);
+        impl_->engine = std::move(engine);
+        impl_->model_load_seconds = load_seconds;
+    }
+    impl_->metrics.gauge("llmserve_model_load_seconds", "Time it took to load the model.")
+        .set(load_seconds);
+}
+
+void HttpServer::shutdown(std::chrono::duration<double> grace) {
+    Impl& impl = *impl_;
+    bool serving = false;
+    {
+        std::lock_guard lock(impl.lifecycle_mutex);
+        impl.shutting_down = true;
+        serving = impl.serve_called;
+    }
+    if (serving) {
+        // listen_after_bind() may not have started its accept loop yet; stop() is a no-op then.
+        while (!impl.http.is_running() && !impl.serve_returned) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        impl.http.stop();
+    }
+    std::unique_lock lock(impl.jobs_mutex);
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(grace);
+    if (!impl.jobs_changed.wait_until(lock, deadline, [&] { return impl.jobs.empty(); })) {
+        impl.logger.warn("shutdown grace period over: cancelling generations",
+                         {{"running", impl.jobs.size()}});
+        for (const auto& job : impl.jobs) job->cancel();
+        impl.jobs_changed.wait(lock, [&] { return impl.jobs.empty(); });
+    }
+}
+
+MetricsRegistry& HttpServer::metrics() {
+    return impl_->metrics;
+}
+
+}  // namespace llmserve::server

@@ -1,0 +1,27 @@
+// Process and system memory figures (Linux /proc and cgroup v2), for /metrics and for refusing
+// to load a model that cannot fit.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+
+namespace llmserve::server {
+
+// Resident set size of this process (VmRSS), or nullopt when /proc is unavailable.
+std::optional<std::uint64_t> resident_memory_bytes();
+
+// Memory the process can still use: MemAvailable, lowered to what the cgroup v2 limit leaves
+// (memory.max - memory.current) when the process runs in a memory-limited container.
+std::optional<std::uint64_t> available_memory_bytes();
+
+// Memory a model directory will take once loaded: the weight files, doubled for 16-bit files
+// (config.json "torch_dtype"/"dtype" float16 or bfloat16) which the CPU backend widens to f32.
+// Throws Error(kNotFound) naming the directory when it holds no weight files.
+std::uint64_t estimate_model_memory_bytes(const std::filesystem::path& model_dir);
+
+// Throws Error(kResourceExhausted) with both figures when `needed` exceeds `available`.
+void check_model_fits(const std::filesystem::path& model_dir, std::uint64_t needed,
+                      std::uint64_t available);
+
+}  // namespace llmserve::server
