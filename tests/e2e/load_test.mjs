@@ -1,0 +1,129 @@
+// Bounded load test, run by hand against a running server (no dependencies beyond Node.js):
+//   node tests/e2e/load_test.mjs --url http://127.0.0.1:8000 --duration 30 --concurrency 32 [--key K]
+// Each client loops over a mix of requests (/generate plain and streamed, /v1/completions plain and
+// streamed, /tokenize) until the time is up. Every response is checked; resident memory is sampled
+// from /metrics once a second. Exits 1 on any 5xx, invalid response or transport error.
+import { parseArgs } from 'node:util';
+
+const { values: options } = parseArgs({
+  options: {
+    url: { type: 'string', default: 'http://127.0.0.1:8000' },
+    duration: { type: 'string', default: '30' },
+    concurrency: { type: 'string', default: '32' },
+    'max-tokens': { type: 'string', default: '32' },
+    key: { type: 'string' },
+  },
+});
+const durationMs = Number(options.duration) * 1000;
+const concurrency = Number(options.concurrency);
+const maxTokens = Number(options['max-tokens']);
+const headers = { 'Content-Type': 'application/json' };
+if (options.key) headers.Authorization = `Bearer ${options.key}`;
+
+const PROMPTS = ['The jury said', 'It was a cold morning in', 'The committee reported that',
+  'In the beginning', 'She looked at the'];
+
+const stats = { requests: 0, byStatus: {}, invalid: 0, transport: 0, tokens: 0, latencies: [], ttfts: [] };
+const rssSamples = [];
+
+function parseEvents(body) {
+  const events = [];
+  let done = false;
+  for (const line of body.split('\n')) {
+    if (!line) continue;
+    if (!line.startsWith('data: ')) throw new Error(`bad SSE line: ${line}`);
+    const payload = line.slice(6);
+    if (payload === '[DONE]') { done = true; continue; }
+    events.push(JSON.parse(payload));
+  }
+  if (!done) throw new Error('stream did not end with [DONE]');
+  return events;
+}
+
+// One request of kind `n`; returns completion tokens, throws on an invalid response.
+async function oneRequest(n) {
+  const prompt = PROMPTS[n % PROMPTS.length];
+  const kind = n % 5;
+  const stream = kind === 1 || kind === 3;
+  const path = kind <= 1 ? '/generate' : kind <= 3 ? '/v1/completions' : '/tokenize';
+  const body = kind <= 1 ? { prompt, max_length: maxTokens, stream }
+    : kind <= 3 ? { prompt, max_tokens: maxTokens, stream, stream_options: stream ? { include_usage: true } : undefined }
+      : { prompt };
+  const start = performance.now();
+  const response = await fetch(options.url + path, { method: 'POST', headers, body: JSON.stringify(body) });
+  let firstByte = null;
+  let text = '';
+  const decoder = new TextDecoder();
+  for await (const chunk of response.body) {
+    if (firstByte === null) firstByte = performance.now();
+    text += decoder.decode(chunk, { stream: true });
+  }
+  const latency = performance.now() - start;
+  stats.byStatus[response.status] = (stats.byStatus[response.status] ?? 0) + 1;
+  if (response.status !== 200) {
+    const error = JSON.parse(text).error;  // every error must be our JSON shape
+    if (typeof error?.message !== 'string') throw new Error(`error without message: ${text}`);
+    return 0;
+  }
+  stats.latencies.push(latency);
+  if (stream) stats.ttfts.push(firstByte - start);
+  if (path === '/tokenize') {
+    const json = JSON.parse(text);
+    if (json.count !== json.tokens.length) throw new Error('tokenize count mismatch');
+    return 0;
+  }
+  if (path === '/generate') {
+    const json = stream ? parseEvents(text).at(-1) : JSON.parse(text);
+    if (!Array.isArray(json.results) || typeof json.results[0].text !== 'string') throw new Error('bad /generate');
+    return json.usage.completion_tokens;
+  }
+  const json = stream ? parseEvents(text).at(-1) : JSON.parse(text);
+  if (!stream && json.object !== 'text_completion') throw new Error('bad completion');
+  return json.usage.completion_tokens;
+}
+
+async function client(id, deadline) {
+  for (let n = id; performance.now() < deadline; n += concurrency) {
+    stats.requests += 1;
+    try {
+      stats.tokens += await oneRequest(n);
+    } catch (error) {
+      if (error instanceof TypeError) stats.transport += 1; else stats.invalid += 1;
+      console.error(`client ${id}: ${error.message}`);
+    }
+  }
+}
+
+async function sampleRss() {
+  const text = await (await fetch(`${options.url}/metrics`, { headers })).text();
+  const line = text.split('\n').find((l) => l.startsWith('llmserve_process_resident_memory_bytes '));
+  if (line) rssSamples.push(Number(line.split(' ')[1]));
+}
+
+function percentile(values, p) {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+await sampleRss();
+const start = performance.now();
+const deadline = start + durationMs;
+const sampler = setInterval(() => { sampleRss().catch(() => {}); }, 1000);
+await Promise.all(Array.from({ length: concurrency }, (_, i) => client(i, deadline)));
+clearInterval(sampler);
+await sampleRss();
+const seconds = (performance.now() - start) / 1000;
+const mib = (bytes) => (bytes / 1048576).toFixed(1);
+const serverErrors = Object.entries(stats.byStatus).filter(([s]) => Number(s) >= 500)
+  .reduce((sum, [, count]) => sum + count, 0);
+console.log(JSON.stringify({
+  seconds: Number(seconds.toFixed(1)), concurrency, requests: stats.requests,
+  requests_per_second: Number((stats.requests / seconds).toFixed(1)),
+  generated_tokens_per_second: Number((stats.tokens / seconds).toFixed(1)),
+  statuses: stats.byStatus, server_errors: serverErrors, invalid: stats.invalid, transport_errors: stats.transport,
+  latency_ms: { p50: percentile(stats.latencies, 50), p95: percentile(stats.latencies, 95), p99: percentile(stats.latencies, 99) },
+  stream_first_byte_ms: { p50: percentile(stats.ttfts, 50), p95: percentile(stats.ttfts, 95) },
+  rss_mib: { first: mib(rssSamples[0]), max: mib(Math.max(...rssSamples)), last: mib(rssSamples.at(-1)) },
+}, (key, value) => (typeof value === 'number' && !Number.isInteger(value) ? Number(value.toFixed(1)) : value), 2));
+process.exit(serverErrors === 0 && stats.invalid === 0 && stats.transport === 0 ? 0 : 1);
