@@ -14,7 +14,7 @@
 #include <map>
 #include <thread>
 
-#include "backend/backend.h"
+#include "backend/device.h"
 #include "common/error.h"
 #include "engine/engine.h"
 #include "hub/hub.h"
@@ -69,10 +69,6 @@ int wait_for_shutdown_signal(int pipe_read) {
 
 std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::Logger& logger,
                                             double& load_seconds) {
-    if (config.device == server::Device::kCuda) {
-        fail(ErrorCode::kUnsupported,
-             "DEVICE=cuda: this build of llmserve has no CUDA backend; use DEVICE=cpu or auto");
-    }
     // A directory as is; a Hub name through the Hugging Face cache (CACHE_DIR an extra root),
     // downloading when needed.
     hub::HubOptions hub_options = hub::HubOptions::from_environment();
@@ -85,8 +81,10 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
         server::check_model_fits(dir, needed, *available);
     }
     const auto start = std::chrono::steady_clock::now();
+    backend::DeviceChoice device = backend::select_device(config.device, config.threads);
+    logger.info("device", {{"device", device.backend->name()}, {"reason", device.reason}});
     model::LoadOptions options;
-    options.backend = backend::make_cpu_backend(config.threads);
+    options.backend = std::move(device.backend);
     auto model = model::Gpt2Model::load(dir, options);
     auto tokenizer =
         std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_directory(dir));

@@ -121,6 +121,17 @@ ParseFailure parse_cache_dir(std::string_view raw, std::string& out) {
     return std::nullopt;
 }
 
+ParseFailure parse_device(std::string_view raw, std::string& out) {
+    const auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+    const bool numbered_cuda = raw.starts_with("cuda:") && raw.size() > 5 && raw.size() <= 8 &&
+                               std::all_of(raw.begin() + 5, raw.end(), is_digit);
+    if (raw != "auto" && raw != "cpu" && raw != "cuda" && !numbered_cuda) {
+        return std::string("one of auto, cpu, cuda, cuda:N");
+    }
+    out = raw;
+    return std::nullopt;
+}
+
 std::string show_float(double value) {
     return fmt::format("{}", value);
 }
@@ -205,12 +216,10 @@ const std::vector<Setting>& settings() {
         {{"CACHE_DIR", "--cache-dir", "extra model cache directory (unset)"},
          [](ServerConfig& c, std::string_view raw) { return parse_cache_dir(raw, c.cache_dir); },
          [](const ServerConfig& c) { return c.cache_dir.empty() ? "(unset)" : c.cache_dir; }},
-        {{"DEVICE", "--device", "auto, cpu or cuda (auto)"},
-         [](ServerConfig& c, std::string_view raw) {
-             return parse_choice(raw, {"auto", "cpu", "cuda"},
-                                 {Device::kAuto, Device::kCpu, Device::kCuda}, c.device);
-         },
-         [](const ServerConfig& c) { return std::string(to_string(c.device)); }},
+        {{"DEVICE", "--device",
+          "auto (CUDA when built in and visible, else CPU), cpu, cuda, cuda:N"},
+         [](ServerConfig& c, std::string_view raw) { return parse_device(raw, c.device); },
+         [](const ServerConfig& c) { return c.device; }},
         {{"THREADS", "--threads", "compute threads, 0..1024; 0 = one per core (0)"},
          [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 0, 1024, c.threads); },
          [](const ServerConfig& c) { return std::to_string(c.threads); }},
@@ -258,18 +267,6 @@ std::string_view to_string(LogFormat format) {
     return format == LogFormat::kJson ? "json" : "text";
 }
 
-std::string_view to_string(Device device) {
-    switch (device) {
-        case Device::kAuto:
-            return "auto";
-        case Device::kCpu:
-            return "cpu";
-        case Device::kCuda:
-            return "cuda";
-    }
-    return "auto";
-}
-
 std::string_view to_string(ConfigSource source) {
     switch (source) {
         case ConfigSource::kDefault:
@@ -307,10 +304,10 @@ ServerConfig resolve_config(const EnvironmentLookup& environment,
                             const std::map<std::string, std::string, std::less<>>& flags,
                             ServerConfig defaults) {
     ServerConfig config = std::move(defaults);
-    for (const auto& [name, raw] : flags) {
+    for (const auto& flag : flags) {
         const bool known = std::any_of(settings().begin(), settings().end(),
-                                       [&](const Setting& s) { return s.info.env == name; });
-        if (!known) fail(ErrorCode::kInternal, "no setting named {} takes a flag", name);
+                                       [&](const Setting& s) { return s.info.env == flag.first; });
+        if (!known) fail(ErrorCode::kInternal, "no setting named {} takes a flag", flag.first);
     }
     for (const Setting& setting : settings()) {
         const std::string name(setting.info.env);

@@ -14,11 +14,9 @@ namespace llmserve::server {
 
 enum class LogLevel { kDebug, kInfo, kWarn, kError };
 enum class LogFormat { kText, kJson };
-enum class Device { kAuto, kCpu, kCuda };
 
 std::string_view to_string(LogLevel level);
 std::string_view to_string(LogFormat format);
-std::string_view to_string(Device device);
 
 // Where an effective value came from (shown by `llmserve serve --print-config`).
 enum class ConfigSource { kDefault, kEnvironment, kFlag };
@@ -40,7 +38,7 @@ struct ServerConfig {
     int max_queue = 128;                 // MAX_QUEUE: requests waiting beyond those; then 503
     long long max_body_bytes = 1 << 20;  // MAX_BODY_BYTES: larger request bodies get 413
     std::string cache_dir;               // CACHE_DIR: model cache (used by Hub downloads)
-    Device device = Device::kAuto;       // DEVICE
+    std::string device = "auto";         // DEVICE: auto, cpu, cuda or cuda:N
     int threads = 0;                     // THREADS: compute threads; 0 = one per core
     LogLevel log_level = LogLevel::kInfo;     // LOG_LEVEL
     LogFormat log_format = LogFormat::kText;  // LOG_FORMAT

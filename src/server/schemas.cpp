@@ -178,17 +178,18 @@ struct Field {
 // Reads every non-null field of `body` with its reader; an unknown field is a 400.
 template <typename Request>
 void read_fields(const Json& body, const std::vector<Field<Request>>& fields, Request& request) {
-    for (const auto& [name, value] : body.items()) {
+    for (const auto& item : body.items()) {
+        const std::string& name = item.key();
         const auto field = std::find_if(fields.begin(), fields.end(),
                                         [&](const Field<Request>& f) { return f.name == name; });
         if (field == fields.end()) {
             fail_malformed(name, "unknown field '{}'", name.substr(0, 64));
         }
-        if (!value.is_null()) field->read(value, request);
+        if (!item.value().is_null()) field->read(item.value(), request);
     }
 }
 
-// Controls common to both completion endpoints; `options` selects the member to fill.
+// Controls common to both completion endpoints.
 template <typename Request>
 std::vector<Field<Request>> control_fields(const RequestLimits& limits) {
     const int vocab = limits.vocab_size;

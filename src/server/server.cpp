@@ -72,6 +72,7 @@ struct RequestContext {
     long long prompt_tokens = 0;
     long long completion_tokens = 0;
     std::vector<std::string> finish_reasons;
+    bool probe = false;      // /health, /ready, /metrics
     bool streaming = false;  // the end of the stream finishes the request
     bool client_gone = false;
 };
@@ -270,6 +271,7 @@ void HttpServer::Impl::add_route(std::string method, std::string path, bool prob
 void HttpServer::Impl::dispatch(const Route& route, const httplib::Request& req,
                                 httplib::Response& res) {
     const auto context = make_context(req, route.path);
+    context->probe = route.probe;
     res.set_header("X-Request-Id", context->id);
     try {
         check_access(route, req, *context);
@@ -372,7 +374,11 @@ void HttpServer::Impl::finish_request(const RequestContext& context, int status)
                             fmt::format("{}", fmt::join(context.finish_reasons, ",")));
     }
     if (context.client_gone) fields.emplace_back("client_gone", true);
-    logger.log(status >= 500 ? LogLevel::kWarn : LogLevel::kInfo, "request", fields);
+    // Probes arrive every few seconds from load balancers: their lines are debug-level.
+    const LogLevel level = status >= 500   ? LogLevel::kWarn
+                           : context.probe ? LogLevel::kDebug
+                                           : LogLevel::kInfo;
+    logger.log(level, "request", fields);
 }
 
 std::shared_ptr<engine::Engine> HttpServer::Impl::require_engine() const {
@@ -479,16 +485,27 @@ void HttpServer::Impl::run_generation(const httplib::Request& req, httplib::Resp
     res.set_chunked_content_provider(
         "text/event-stream",
         [this, state](std::size_t, httplib::DataSink& sink) {
-            stream_generation(*state, sink);
+            // An exception must not escape into the HTTP library's worker thread.
+            try {
+                stream_generation(*state, sink);
+            } catch (const std::exception& e) {
+                logger.error("stream failed",
+                             {{"request_id", state->request->id}, {"error", e.what()}});
+                return false;  // drops the connection: the client sees a truncated stream
+            }
             sink.done();
             return true;
         },
-        [this, state](bool) {
+        [this, state](bool) noexcept {
             // Runs when the response is destroyed: after the stream, or instead of it when the
             // client went away before the first byte.
             state->job->cancel();
             state->lease.reset();
-            finish_request(*state->request, 200);
+            try {
+                finish_request(*state->request, 200);
+            } catch (const std::exception& e) {
+                logger.error("request accounting failed", {{"error", e.what()}});
+            }
         });
     context->streaming = true;
 }
@@ -704,13 +721,25 @@ void HttpServer::Impl::register_routes() {
         res.set_content(R"({"status":"ok"})", kJsonType);
     });
     add_route("GET", "/ready", true, [this](const auto&, httplib::Response& res, const auto&) {
-        const auto e = require_engine();
-        const engine::EngineStats stats = e->stats();
-        if (stats.waiting_requests >= config.max_queue) {
-            throw Rejection{not_ready(fmt::format("the queue is full ({} waiting, MAX_QUEUE={})",
-                                                  stats.waiting_requests, config.max_queue),
-                                      1),
-                            "not_ready"};
+        // Not ready is an answer, not a refused request: it is not counted as a rejection.
+        std::shared_ptr<engine::Engine> e;
+        {
+            std::lock_guard lock(engine_mutex);
+            e = engine;
+        }
+        std::string reason;
+        engine::EngineStats stats;
+        if (shutting_down) {
+            reason = "the server is shutting down";
+        } else if (!e) {
+            reason = "the model is still loading";
+        } else if (stats = e->stats(); stats.waiting_requests >= config.max_queue) {
+            reason = fmt::format("the queue is full ({} waiting, MAX_QUEUE={})",
+                                 stats.waiting_requests, config.max_queue);
+        }
+        if (!reason.empty()) {
+            send_error(res, not_ready(reason, 1));
+            return;
         }
         res.set_content(json_text({{"status", "ready"},
                                    {"model", e->model().name()},

@@ -40,6 +40,7 @@ TEST(ConfigTest, DefaultsMatchTheSeedService) {
     EXPECT_DOUBLE_EQ(config.request_timeout_s, 30.0);
     EXPECT_TRUE(config.api_keys.empty());
     EXPECT_EQ(config.log_format, LogFormat::kText);
+    EXPECT_EQ(config.device, "auto");
     for (const SettingInfo& info : setting_infos()) {
         ASSERT_TRUE(config.sources.contains(info.env)) << info.env;
         EXPECT_EQ(config.sources.at(std::string(info.env)), ConfigSource::kDefault) << info.env;
@@ -52,7 +53,8 @@ TEST(ConfigTest, EnvironmentOverridesDefaultsAndFlagsOverrideEnvironment) {
                                          {"TEMPERATURE", "0.2"},
                                          {"LOG_FORMAT", "json"},
                                          {"API_KEYS", " key-one , key-two "},
-                                         {"REQUEST_TIMEOUT_S", "1.5"}}),
+                                         {"REQUEST_TIMEOUT_S", "1.5"},
+                                         {"DEVICE", "cuda:1"}}),
                        Flags{{"PORT", "9100"}, {"MAX_QUEUE", "7"}});
     EXPECT_EQ(config.port, 9100);
     EXPECT_EQ(config.sources.at("PORT"), ConfigSource::kFlag);
@@ -61,6 +63,7 @@ TEST(ConfigTest, EnvironmentOverridesDefaultsAndFlagsOverrideEnvironment) {
     EXPECT_EQ(config.log_format, LogFormat::kJson);
     EXPECT_EQ(config.api_keys, (std::vector<std::string>{"key-one", "key-two"}));
     EXPECT_DOUBLE_EQ(config.request_timeout_s, 1.5);
+    EXPECT_EQ(config.device, "cuda:1");
     EXPECT_EQ(config.max_queue, 7);
     EXPECT_EQ(config.sources.at("MAX_QUEUE"), ConfigSource::kFlag);
     EXPECT_EQ(config.sources.at("TOP_P"), ConfigSource::kDefault);
@@ -93,7 +96,8 @@ TEST(ConfigTest, BadValuesNameTheVariableTheValueAndWhatIsAllowed) {
         {"MAX_QUEUE", "-1", "[0, 4096]"},
         {"MAX_BODY_BYTES", "10", "[64, 1073741824]"},
         {"RATE_LIMIT_RPM", "fast", "[0, 1000000]"},
-        {"DEVICE", "tpu", "auto, cpu, cuda"},
+        {"DEVICE", "tpu", "auto, cpu, cuda, cuda:N"},
+        {"DEVICE", "cuda:x", "auto, cpu, cuda, cuda:N"},
         {"LOG_LEVEL", "verbose", "debug, info, warn, error"},
         {"LOG_FORMAT", "xml", "text, json"},
         {"AUTH_EXEMPT_PROBES", "maybe", "true, false"},
