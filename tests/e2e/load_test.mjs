@@ -86,7 +86,8 @@ async function client(id, deadline) {
   for (let n = id; performance.now() < deadline; n += concurrency) {
     stats.requests += 1;
     try {
-      stats.tokens += await oneRequest(n);
+      const tokens = await oneRequest(n);  // (not `+= await`: that would lose concurrent updates)
+      stats.tokens += tokens;
     } catch (error) {
       if (error instanceof TypeError) stats.transport += 1; else stats.invalid += 1;
       console.error(`client ${id}: ${error.message}`);
@@ -124,6 +125,10 @@ console.log(JSON.stringify({
   statuses: stats.byStatus, server_errors: serverErrors, invalid: stats.invalid, transport_errors: stats.transport,
   latency_ms: { p50: percentile(stats.latencies, 50), p95: percentile(stats.latencies, 95), p99: percentile(stats.latencies, 99) },
   stream_first_byte_ms: { p50: percentile(stats.ttfts, 50), p95: percentile(stats.ttfts, 95) },
-  rss_mib: { first: mib(rssSamples[0]), max: mib(Math.max(...rssSamples)), last: mib(rssSamples.at(-1)) },
+  // Before any request, after the first 5 s (warm), the highest, and at the end.
+  rss_mib: {
+    idle: mib(rssSamples[0]), warm: mib(rssSamples[Math.min(5, rssSamples.length - 1)]),
+    max: mib(Math.max(...rssSamples)), last: mib(rssSamples.at(-1)),
+  },
 }, (key, value) => (typeof value === 'number' && !Number.isInteger(value) ? Number(value.toFixed(1)) : value), 2));
 process.exit(serverErrors === 0 && stats.invalid === 0 && stats.transport === 0 ? 0 : 1);
