@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 20
 PROMPT      ?= The jury said
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan build-fuzz test test-unit test-asan fuzz run bench format clean
+.PHONY: all deps build build-asan build-fuzz test test-unit test-asan fuzz run serve bench format clean
 
 all: build
 
@@ -48,6 +48,10 @@ fuzz: build-fuzz
 
 run: build
 	$(BUILD)/llmserve generate "$(PROMPT)" --max-new-tokens 60
+
+# The main job: the HTTP server on the embedded model (MODEL_NAME, PORT, ... override; see README).
+serve: build
+	$(BUILD)/llmserve serve
 
 bench: build
 	$(BUILD)/llmserve bench --shape gpt2

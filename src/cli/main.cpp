@@ -1,16 +1,18 @@
-// llmserve: generate, tokenize, detokenize, bench (and serve, when the server is built in).
+// llmserve: serve, generate, tokenize, detokenize, bench, perplexity, download, models.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/serve_command.h"
 #include "common/error.h"
 
 int main(int argc, char** argv) {
     CLI::App app{"llmserve: a C++ inference server for GPT-2-family language models"};
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string(LLMSERVE_VERSION));
+    llmserve::cli::register_serve_command(app);
     llmserve::cli::register_generate_command(app);
     llmserve::cli::register_tokenize_commands(app);
     llmserve::cli::register_bench_command(app);
