@@ -1,0 +1,74 @@
+// The real `llmserve` binary resolving a Hub name against the Hub stand-in: `download`, then
+// `generate` from the cache, then the same offline. Shows that `--model org/name` (and MODEL_NAME,
+// which takes the same path) works end to end without the real Hub.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "tests/common/test_paths.h"
+#include "tests/hub/hub_stand_in.h"
+
+namespace llmserve::hub::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CommandResult {
+    int status;
+    std::string output;  // stdout and stderr
+};
+
+CommandResult run(const std::string& command) {
+    CommandResult result{-1, {}};
+    FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+    if (pipe == nullptr) return result;
+    std::array<char, 4096> buffer{};
+    while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr)
+        result.output += buffer.data();
+    result.status = ::pclose(pipe);
+    return result;
+}
+
+TEST(CliHub, DownloadThenGenerateFromTheCacheThenOffline) {
+    HubStandIn hub;
+    hub.add_repo("llmserve-test/gpt2-brown-mini", llmserve::testing::embedded_model_dir());
+    const fs::path cache =
+        fs::temp_directory_path() / ("llmserve-cli-hub-" + std::to_string(::getpid()));
+    fs::remove_all(cache);
+    const std::string env =
+        "HF_ENDPOINT=" + hub.endpoint() + " HF_HUB_CACHE=" + cache.string() + " HF_TOKEN= ";
+    const std::string binary = LLMSERVE_BINARY;
+
+    const auto downloaded = run(env + binary + " download llmserve-test/gpt2-brown-mini");
+    ASSERT_EQ(downloaded.status, 0) << downloaded.output;
+    EXPECT_TRUE(fs::exists(cache / "models--llmserve-test--gpt2-brown-mini" / "refs" / "main"))
+        << downloaded.output;
+
+    hub.clear_requests();
+    const std::string generate =
+        " generate --model llmserve-test/gpt2-brown-mini --temperature 0 --max-new-tokens 5 "
+        "--device cpu 'The jury said'";
+    const auto cached = run(env + binary + generate);
+    ASSERT_EQ(cached.status, 0) << cached.output;
+    EXPECT_NE(cached.output.find("5 tokens, finish reason: length"), std::string::npos)
+        << cached.output;
+    EXPECT_TRUE(hub.requests().empty()) << "a cached model must not touch the network";
+
+    const auto offline = run("HF_HUB_OFFLINE=1 " + env + binary + generate);
+    ASSERT_EQ(offline.status, 0) << offline.output;
+    EXPECT_EQ(offline.output.substr(0, 20), cached.output.substr(0, 20));
+
+    const auto missing =
+        run("HF_HUB_OFFLINE=1 " + env + binary + " generate --model llmserve-test/absent x");
+    EXPECT_NE(missing.status, 0);
+    EXPECT_NE(missing.output.find("llmserve-test/absent"), std::string::npos) << missing.output;
+    fs::remove_all(cache);
+}
+
+}  // namespace
+}  // namespace llmserve::hub::testing
