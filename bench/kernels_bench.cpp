@@ -6,6 +6,7 @@
 //   BM_PoolLinear/<format>/M/K/N    the backend's linear() on every core (decode: M = 1)
 //   BM_Attention/<isa>/rows/context one layer's attention, 12 heads of 64: prefill (rows =
 //                                   context) or decode (1 row)
+//   BM_PoolRegion                   one parallel region with no work: the pool's fixed cost
 //   BM_LayerNorm, BM_Gelu           768 and 3072 wide rows
 // Counters: FLOP/s (2·M·K·N per product) and weight bytes streamed per second.
 #include <benchmark/benchmark.h>
@@ -129,6 +130,19 @@ void BM_PoolLinear(benchmark::State& state) {
     state.SetLabel("threads " + std::to_string(backend->threads()));
 }
 
+// One parallel region with next to no work: the fixed cost every op of a decode step pays.
+void BM_PoolRegion(benchmark::State& state) {
+    WorkerPool pool(0);
+    std::vector<int> sink(64);
+    for (auto _ : state) {
+        pool.parallel_for(sink.size(), 1, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t i = begin; i < end; ++i) ++sink[i];
+        });
+        benchmark::DoNotOptimize(sink.data());
+    }
+    state.SetLabel("threads " + std::to_string(pool.size()));
+}
+
 void BM_Attention(benchmark::State& state) {
     Isa isa;
     if (!select_isa(state, 0, isa)) return;
@@ -215,6 +229,7 @@ BENCHMARK(BM_OpenBlasSgemm)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PoolLinear)
     ->ArgsProduct({{0, 1, 2, 3}, {1, 16}, {768}, {3072}})
+    ->ArgsProduct({{0, 1, 2, 3}, {1}, {768}, {50257}})
     ->Args({0, 512, 768, 3072})
     ->Args({3, 512, 768, 3072})
     ->Unit(benchmark::kMicrosecond)
@@ -223,6 +238,7 @@ BENCHMARK(BM_Attention)
     ->ArgsProduct({{0, 1, 2}, {1}, {128, 512}})
     ->ArgsProduct({{1, 2}, {512}, {512}})
     ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_PoolRegion)->UseRealTime();
 BENCHMARK(BM_LayerNorm)->ArgsProduct({{0, 1, 2}, {768}});
 BENCHMARK(BM_Gelu)->ArgsProduct({{0, 1, 2}, {3072}});
 

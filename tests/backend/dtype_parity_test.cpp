@@ -198,11 +198,15 @@ double perplexity(const std::shared_ptr<const model::Gpt2Model>& model,
 }
 
 TEST(DtypeParity, EmbeddedModelPerplexityStaysCloseToF32) {
+#if defined(__SANITIZE_ADDRESS__)
+    // ~150 GFLOP of output projections: a minute under ASan. The kernels and formats themselves
+    // are covered there by backend_test and the fixture parity above.
+    GTEST_SKIP() << "too slow under AddressSanitizer; runs in the release build";
+#endif
     const auto dir = testing::embedded_model_dir();
     const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_directory(dir);
-    auto ids =
-        tok.encode(testing::read_text(testing::source_dir() / "tests/data/brown-heldout.txt"));
-    ids.resize(std::min<std::size_t>(ids.size(), 2000));  // a slice keeps the suite fast
+    auto ids = tok.encode(testing::read_text(testing::source_dir() / "tests/data/brown-heldout.txt")
+                              .substr(0, 10000));  // ~2000 tokens keep the suite fast
     const std::shared_ptr<backend::Backend> backend =
         backend::cpu::make_cpu_backend(0, backend::cpu::best_isa());
     const int context = 256;  // the length the model was trained on

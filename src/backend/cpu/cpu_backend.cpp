@@ -108,7 +108,7 @@ WeightFormat resolve(WeightFormat format, DType stored) {
 
 // Splits `count` items into about four chunks per thread, each at least `min_grain` long.
 std::size_t grain_for(std::size_t count, int threads, std::size_t min_grain) {
-    return std::max(min_grain, count / (static_cast<std::size_t>(threads) * 4));
+    return std::max(min_grain, count / (static_cast<std::size_t>(threads) * 16));
 }
 
 class CpuBackend final : public Backend {

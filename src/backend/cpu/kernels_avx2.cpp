@@ -333,15 +333,18 @@ void add(float* x, const float* y, std::size_t count) {
 
 // ---- attention -------------------------------------------------------------------------------
 
-// As the AVX-512 version, over 8-key chunks.
+// As the AVX-512 version, over 8-key chunks; P·V takes 32 dimensions at once for up to two rows
+// and 16 for more (16 registers).
 template <int Rows>
 void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
+    constexpr int kSets = Rows == 1 ? 4 : 2;
+    constexpr int kGroup = Rows <= 2 ? 4 : 2;
     const int hd = a.head_dim, bt = a.block_tokens;
     const int head_offset = tile.head * hd;
     const float* q[Rows];
     int position[Rows];
     float running_max[Rows], running_sum[Rows];
-    alignas(32) float out[Rows][kMaxHeadDim];
+    alignas(32) float out[Rows][kMaxHeadDim];  // whole groups: zero beyond hd
     alignas(32) float weights[Rows][8];
 #pragma GCC unroll 4
     for (int i = 0; i < Rows; ++i) {
@@ -350,10 +353,9 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         position[i] = a.positions[row];
         running_max[i] = -INFINITY;
         running_sum[i] = 0.0f;
-        for (int d = 0; d < hd; ++d) out[i][d] = 0.0f;
+        for (int d = 0; d < kMaxHeadDim; d += 8) _mm256_store_ps(out[i] + d, _mm256_setzero_ps());
     }
     const int last = position[Rows - 1];
-    const int vectors = (hd + 7) / 8;
     for (int start = 0, keys_here = 0; start <= last; start += keys_here) {
         const int block = start / bt, chunk = start % bt;
         keys_here = min_int(min_int(8, bt - chunk), last + 1 - start);
@@ -362,24 +364,28 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         const float* values = base + static_cast<std::size_t>(bt) * a.n_embd +
                               static_cast<std::size_t>(chunk) * a.n_embd + head_offset;
 
-        __m256 even[Rows], odd[Rows];
+        __m256 partial[kSets][Rows];
 #pragma GCC unroll 4
-        for (int i = 0; i < Rows; ++i) even[i] = odd[i] = _mm256_setzero_ps();
+        for (int set = 0; set < kSets; ++set)
+#pragma GCC unroll 4
+            for (int i = 0; i < Rows; ++i) partial[set][i] = _mm256_setzero_ps();
         int d = 0;
-        for (; d + 2 <= hd; d += 2) {
-            const __m256 k0 = masked_load(keys + static_cast<std::size_t>(d) * bt, keys_here);
-            const __m256 k1 = masked_load(keys + static_cast<std::size_t>(d + 1) * bt, keys_here);
+        for (; d + kSets <= hd; d += kSets) {
 #pragma GCC unroll 4
-            for (int i = 0; i < Rows; ++i) {
-                even[i] = _mm256_fmadd_ps(_mm256_set1_ps(q[i][d]), k0, even[i]);
-                odd[i] = _mm256_fmadd_ps(_mm256_set1_ps(q[i][d + 1]), k1, odd[i]);
+            for (int set = 0; set < kSets; ++set) {
+                const __m256 k =
+                    masked_load(keys + static_cast<std::size_t>(d + set) * bt, keys_here);
+#pragma GCC unroll 4
+                for (int i = 0; i < Rows; ++i)
+                    partial[set][i] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(q[i][d + set]), k, partial[set][i]);
             }
         }
-        if (d < hd) {
-            const __m256 k0 = masked_load(keys + static_cast<std::size_t>(d) * bt, keys_here);
+        for (; d < hd; ++d) {
+            const __m256 k = masked_load(keys + static_cast<std::size_t>(d) * bt, keys_here);
 #pragma GCC unroll 4
             for (int i = 0; i < Rows; ++i)
-                even[i] = _mm256_fmadd_ps(_mm256_set1_ps(q[i][d]), k0, even[i]);
+                partial[0][i] = _mm256_fmadd_ps(_mm256_set1_ps(q[i][d]), k, partial[0][i]);
         }
         float rescale[Rows];
 #pragma GCC unroll 4
@@ -390,8 +396,11 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
                 _mm256_store_ps(weights[i], _mm256_setzero_ps());
                 continue;
             }
+            __m256 dot = partial[0][i];
+#pragma GCC unroll 4
+            for (int set = 1; set < kSets; ++set) dot = _mm256_add_ps(dot, partial[set][i]);
             const __m256 valid = _mm256_castsi256_ps(lane_mask(visible));
-            const __m256 s = _mm256_mul_ps(_mm256_add_ps(even[i], odd[i]), _mm256_set1_ps(a.scale));
+            const __m256 s = _mm256_mul_ps(dot, _mm256_set1_ps(a.scale));
             const float chunk_max =
                 reduce_max(_mm256_blendv_ps(_mm256_set1_ps(-INFINITY), s, valid));
             const float new_max = chunk_max > running_max[i] ? chunk_max : running_max[i];
@@ -402,21 +411,32 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
             running_max[i] = new_max;
             _mm256_store_ps(weights[i], p);
         }
-        for (int v = 0; v < vectors; ++v) {
-            const int dims = hd - 8 * v;
-            __m256 o[Rows];
+        for (int d0 = 0; d0 < hd; d0 += 8 * kGroup) {
+            __m256 o[Rows][kGroup];
 #pragma GCC unroll 4
             for (int i = 0; i < Rows; ++i)
-                o[i] = _mm256_mul_ps(_mm256_load_ps(out[i] + 8 * v), _mm256_set1_ps(rescale[i]));
-            for (int t = 0; t < keys_here; ++t) {
-                const __m256 value =
-                    masked_load(values + static_cast<std::size_t>(t) * a.n_embd + 8 * v, dims);
 #pragma GCC unroll 4
-                for (int i = 0; i < Rows; ++i)
-                    o[i] = _mm256_fmadd_ps(_mm256_set1_ps(weights[i][t]), value, o[i]);
+                for (int v = 0; v < kGroup; ++v)
+                    o[i][v] = _mm256_mul_ps(_mm256_load_ps(out[i] + d0 + 8 * v),
+                                            _mm256_set1_ps(rescale[i]));
+            for (int t = 0; t < keys_here; ++t) {
+                const float* row = values + static_cast<std::size_t>(t) * a.n_embd + d0;
+                __m256 value[kGroup];
+#pragma GCC unroll 4
+                for (int v = 0; v < kGroup; ++v)
+                    value[v] = masked_load(row + 8 * v, hd - d0 - 8 * v);
+#pragma GCC unroll 4
+                for (int i = 0; i < Rows; ++i) {
+                    const __m256 weight = _mm256_set1_ps(weights[i][t]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < kGroup; ++v)
+                        o[i][v] = _mm256_fmadd_ps(weight, value[v], o[i][v]);
+                }
             }
 #pragma GCC unroll 4
-            for (int i = 0; i < Rows; ++i) _mm256_store_ps(out[i] + 8 * v, o[i]);
+            for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 4
+                for (int v = 0; v < kGroup; ++v) _mm256_store_ps(out[i] + d0 + 8 * v, o[i][v]);
         }
     }
 #pragma GCC unroll 4
@@ -424,9 +444,8 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         float* dst =
             a.out + static_cast<std::size_t>(tile.first_row + i) * a.out_stride + head_offset;
         const __m256 inverse = _mm256_set1_ps(1.0f / running_sum[i]);
-        for (int v = 0; v < vectors; ++v)
-            masked_store(dst + 8 * v, hd - 8 * v,
-                         _mm256_mul_ps(_mm256_load_ps(out[i] + 8 * v), inverse));
+        for (int d = 0; d < hd; d += 8)
+            masked_store(dst + d, hd - d, _mm256_mul_ps(_mm256_load_ps(out[i] + d), inverse));
     }
 }
 

@@ -20,6 +20,7 @@ namespace {
 constexpr int kGemmRows = 12;  // rows per f32/f16/bf16 tile: 24 accumulators + 2 weights + 1 x
 constexpr int kQ8Rows = 4;     // rows per q8 tile: 8 int32 + 8 float accumulators
 constexpr int kMaxHeadDim = 256;
+constexpr int kMaxDecodeContext = 4096;  // scores of one decode row kept on the stack (16 KiB)
 
 inline int min_int(int a, int b) {
     return a < b ? a : b;
@@ -357,15 +358,19 @@ void add(float* x, const float* y, std::size_t count) {
 // ---- attention -------------------------------------------------------------------------------
 
 // Flash-attention style over 16-key chunks: scores for Rows queries at once, an online softmax
-// (running max and sum per row, earlier output rescaled when the max grows), then P·V.
+// (running max and sum per row, earlier output rescaled when the max grows), then P·V. Enough
+// independent FMA chains even for one row (decode): q·k is split into kSets partial sums, and
+// P·V accumulates 64 dimensions (4 vectors) per row at once.
 template <int Rows>
 void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
+    constexpr int kSets = Rows == 1 ? 4 : 2;
+    constexpr int kGroup = 4;  // value vectors per pass: 64 dimensions
     const int hd = a.head_dim, bt = a.block_tokens;
     const int head_offset = tile.head * hd;
     const float* q[Rows];
     int position[Rows];
     float running_max[Rows], running_sum[Rows];
-    alignas(64) float out[Rows][kMaxHeadDim];
+    alignas(64) float out[Rows][kMaxHeadDim];  // whole groups: zero beyond hd
     alignas(64) float weights[Rows][16];
 #pragma GCC unroll 4
     for (int i = 0; i < Rows; ++i) {
@@ -374,10 +379,9 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         position[i] = a.positions[row];
         running_max[i] = -INFINITY;
         running_sum[i] = 0.0f;
-        for (int d = 0; d < hd; ++d) out[i][d] = 0.0f;
+        for (int d = 0; d < kMaxHeadDim; d += 16) _mm512_store_ps(out[i] + d, _mm512_setzero_ps());
     }
     const int last = position[Rows - 1];  // rows are consecutive positions: the last sees most
-    const int vectors = (hd + 15) / 16;
     for (int start = 0, keys_here = 0; start <= last; start += keys_here) {
         const int block = start / bt, chunk = start % bt;
         // A chunk never crosses a block: it ends at the block's end when bt is not a multiple
@@ -389,27 +393,29 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
                               static_cast<std::size_t>(chunk) * a.n_embd + head_offset;
         const __mmask16 key_mask = lane_mask(keys_here);
 
-        __m512 even[Rows], odd[Rows];
+        __m512 partial[kSets][Rows];
 #pragma GCC unroll 4
-        for (int i = 0; i < Rows; ++i) even[i] = odd[i] = _mm512_setzero_ps();
+        for (int set = 0; set < kSets; ++set)
+#pragma GCC unroll 4
+            for (int i = 0; i < Rows; ++i) partial[set][i] = _mm512_setzero_ps();
         int d = 0;
-        for (; d + 2 <= hd; d += 2) {
-            const __m512 k0 =
-                _mm512_maskz_loadu_ps(key_mask, keys + static_cast<std::size_t>(d) * bt);
-            const __m512 k1 =
-                _mm512_maskz_loadu_ps(key_mask, keys + static_cast<std::size_t>(d + 1) * bt);
+        for (; d + kSets <= hd; d += kSets) {
 #pragma GCC unroll 4
-            for (int i = 0; i < Rows; ++i) {
-                even[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i][d]), k0, even[i]);
-                odd[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i][d + 1]), k1, odd[i]);
+            for (int set = 0; set < kSets; ++set) {
+                const __m512 k =
+                    _mm512_maskz_loadu_ps(key_mask, keys + static_cast<std::size_t>(d + set) * bt);
+#pragma GCC unroll 4
+                for (int i = 0; i < Rows; ++i)
+                    partial[set][i] =
+                        _mm512_fmadd_ps(_mm512_set1_ps(q[i][d + set]), k, partial[set][i]);
             }
         }
-        if (d < hd) {
-            const __m512 k0 =
+        for (; d < hd; ++d) {
+            const __m512 k =
                 _mm512_maskz_loadu_ps(key_mask, keys + static_cast<std::size_t>(d) * bt);
 #pragma GCC unroll 4
             for (int i = 0; i < Rows; ++i)
-                even[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i][d]), k0, even[i]);
+                partial[0][i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i][d]), k, partial[0][i]);
         }
         float rescale[Rows];
 #pragma GCC unroll 4
@@ -420,7 +426,10 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
                 _mm512_store_ps(weights[i], _mm512_setzero_ps());
                 continue;
             }
-            const __m512 s = _mm512_mul_ps(_mm512_add_ps(even[i], odd[i]), _mm512_set1_ps(a.scale));
+            __m512 dot = partial[0][i];
+#pragma GCC unroll 4
+            for (int set = 1; set < kSets; ++set) dot = _mm512_add_ps(dot, partial[set][i]);
+            const __m512 s = _mm512_mul_ps(dot, _mm512_set1_ps(a.scale));
             const float chunk_max = _mm512_mask_reduce_max_ps(visible, s);
             const float new_max = chunk_max > running_max[i] ? chunk_max : running_max[i];
             rescale[i] = ::expf(running_max[i] - new_max);
@@ -430,21 +439,35 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
             running_max[i] = new_max;
             _mm512_store_ps(weights[i], p);
         }
-        for (int v = 0; v < vectors; ++v) {
-            const __mmask16 dim_mask = lane_mask(hd - 16 * v);
-            __m512 o[Rows];
+        for (int d0 = 0; d0 < hd; d0 += 16 * kGroup) {
+            __mmask16 dim_mask[kGroup];
+            __m512 o[Rows][kGroup];
+#pragma GCC unroll 4
+            for (int v = 0; v < kGroup; ++v) dim_mask[v] = lane_mask(hd - d0 - 16 * v);
 #pragma GCC unroll 4
             for (int i = 0; i < Rows; ++i)
-                o[i] = _mm512_mul_ps(_mm512_load_ps(out[i] + 16 * v), _mm512_set1_ps(rescale[i]));
-            for (int t = 0; t < keys_here; ++t) {
-                const __m512 value = _mm512_maskz_loadu_ps(
-                    dim_mask, values + static_cast<std::size_t>(t) * a.n_embd + 16 * v);
 #pragma GCC unroll 4
-                for (int i = 0; i < Rows; ++i)
-                    o[i] = _mm512_fmadd_ps(_mm512_set1_ps(weights[i][t]), value, o[i]);
+                for (int v = 0; v < kGroup; ++v)
+                    o[i][v] = _mm512_mul_ps(_mm512_load_ps(out[i] + d0 + 16 * v),
+                                            _mm512_set1_ps(rescale[i]));
+            for (int t = 0; t < keys_here; ++t) {
+                const float* row = values + static_cast<std::size_t>(t) * a.n_embd + d0;
+                __m512 value[kGroup];
+#pragma GCC unroll 4
+                for (int v = 0; v < kGroup; ++v)
+                    value[v] = _mm512_maskz_loadu_ps(dim_mask[v], row + 16 * v);
+#pragma GCC unroll 4
+                for (int i = 0; i < Rows; ++i) {
+                    const __m512 weight = _mm512_set1_ps(weights[i][t]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < kGroup; ++v)
+                        o[i][v] = _mm512_fmadd_ps(weight, value[v], o[i][v]);
+                }
             }
 #pragma GCC unroll 4
-            for (int i = 0; i < Rows; ++i) _mm512_store_ps(out[i] + 16 * v, o[i]);
+            for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 4
+                for (int v = 0; v < kGroup; ++v) _mm512_store_ps(out[i] + d0 + 16 * v, o[i][v]);
         }
     }
 #pragma GCC unroll 4
@@ -452,13 +475,105 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         float* dst =
             a.out + static_cast<std::size_t>(tile.first_row + i) * a.out_stride + head_offset;
         const __m512 inverse = _mm512_set1_ps(1.0f / running_sum[i]);
-        for (int v = 0; v < vectors; ++v)
-            _mm512_mask_storeu_ps(dst + 16 * v, lane_mask(hd - 16 * v),
-                                  _mm512_mul_ps(_mm512_load_ps(out[i] + 16 * v), inverse));
+        for (int d = 0; d < hd; d += 16)
+            _mm512_mask_storeu_ps(dst + d, lane_mask(hd - d),
+                                  _mm512_mul_ps(_mm512_load_ps(out[i] + d), inverse));
+    }
+}
+
+// One query row (decode) in three passes, so that no step waits on a running maximum: every
+// score (q·k split into 4 partial sums), then their softmax, then P·V with two interleaved
+// sets of 64-dimension accumulators.
+void decode_attention(const AttentionArgs& a, const AttentionTile& tile, float* scores) {
+    const int hd = a.head_dim, bt = a.block_tokens;
+    const int head_offset = tile.head * hd;
+    const float* q = a.qkv + static_cast<std::size_t>(tile.first_row) * a.qkv_stride + head_offset;
+    const int length = a.positions[tile.first_row] + 1;
+    __m512 max_v = _mm512_set1_ps(-INFINITY);
+    for (int start = 0, keys_here = 0; start < length; start += keys_here) {
+        const int chunk = start % bt;
+        keys_here = min_int(min_int(16, bt - chunk), length - start);
+        const float* keys = a.kv_blocks + tile.block_table[start / bt] * a.block_stride +
+                            static_cast<std::size_t>(head_offset) * bt + chunk;
+        const __mmask16 mask = lane_mask(keys_here);
+        __m512 partial[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                             _mm512_setzero_ps()};
+        int d = 0;
+        for (; d + 4 <= hd; d += 4)
+#pragma GCC unroll 4
+            for (int set = 0; set < 4; ++set)
+                partial[set] = _mm512_fmadd_ps(
+                    _mm512_set1_ps(q[d + set]),
+                    _mm512_maskz_loadu_ps(mask, keys + static_cast<std::size_t>(d + set) * bt),
+                    partial[set]);
+        for (; d < hd; ++d)
+            partial[0] = _mm512_fmadd_ps(
+                _mm512_set1_ps(q[d]),
+                _mm512_maskz_loadu_ps(mask, keys + static_cast<std::size_t>(d) * bt), partial[0]);
+        const __m512 s = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(partial[0], partial[1]),
+                                                     _mm512_add_ps(partial[2], partial[3])),
+                                       _mm512_set1_ps(a.scale));
+        _mm512_mask_storeu_ps(scores + start, mask, s);
+        max_v = _mm512_mask_max_ps(max_v, mask, max_v, s);
+    }
+    const __m512 max_score = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
+    __m512 sum_v = _mm512_setzero_ps();
+    for (int t = 0; t < length; t += 16) {
+        const __mmask16 mask = lane_mask(length - t);
+        const __m512 p = _mm512_maskz_mov_ps(
+            mask, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scores + t), max_score)));
+        _mm512_mask_storeu_ps(scores + t, mask, p);
+        sum_v = _mm512_add_ps(sum_v, p);
+    }
+    const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum_v));
+    float* dst = a.out + static_cast<std::size_t>(tile.first_row) * a.out_stride + head_offset;
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        __mmask16 dim_mask[4];
+        __m512 even[4], odd[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) {
+            dim_mask[v] = lane_mask(hd - d0 - 16 * v);
+            even[v] = odd[v] = _mm512_setzero_ps();
+        }
+        auto value_row = [&](int t) {
+            return a.kv_blocks + tile.block_table[t / bt] * a.block_stride +
+                   static_cast<std::size_t>(bt) * a.n_embd +
+                   static_cast<std::size_t>(t % bt) * a.n_embd + head_offset + d0;
+        };
+        int t = 0;
+        for (; t + 2 <= length; t += 2) {
+            const float* row0 = value_row(t);
+            const float* row1 = value_row(t + 1);
+            const __m512 p0 = _mm512_set1_ps(scores[t]), p1 = _mm512_set1_ps(scores[t + 1]);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; ++v) {
+                even[v] =
+                    _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(dim_mask[v], row0 + 16 * v), even[v]);
+                odd[v] =
+                    _mm512_fmadd_ps(p1, _mm512_maskz_loadu_ps(dim_mask[v], row1 + 16 * v), odd[v]);
+            }
+        }
+        if (t < length) {
+            const float* row0 = value_row(t);
+            const __m512 p0 = _mm512_set1_ps(scores[t]);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; ++v)
+                even[v] =
+                    _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(dim_mask[v], row0 + 16 * v), even[v]);
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v)
+            _mm512_mask_storeu_ps(dst + d0 + 16 * v, dim_mask[v],
+                                  _mm512_mul_ps(_mm512_add_ps(even[v], odd[v]), inverse));
     }
 }
 
 void attention(const AttentionArgs& a, const AttentionTile& tile) {
+    alignas(64) float scores[kMaxDecodeContext];
+    if (tile.rows == 1 && a.positions[tile.first_row] < kMaxDecodeContext) {
+        decode_attention(a, tile, scores);
+        return;
+    }
     if (a.head_dim > kMaxHeadDim) {
         scalar_kernels().attention(a, tile);
         return;
