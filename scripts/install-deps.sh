@@ -10,6 +10,7 @@ packages=(
   libcpp-httplib-dev libcurl4-openssl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs npm
+  chromium nginx
 )
 # Extra packages a caller asks for (e.g. make deps EXTRA_PACKAGES="linux-perf wrk").
 if [[ -n "${EXTRA_PACKAGES:-}" ]]; then read -r -a extra <<<"$EXTRA_PACKAGES"; packages+=("${extra[@]}"); fi

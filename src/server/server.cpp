@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -165,6 +166,7 @@ struct HttpServer::Impl {
     Impl(const ServerConfig& server_config, Logger& server_logger);
 
     void register_routes();
+    void mount_playground();
     void add_route(std::string method, std::string path, bool probe, Handler handler);
     void dispatch(const Route& route, const httplib::Request& req, httplib::Response& res);
     httplib::Server::HandlerResponse handle_library_error(const httplib::Request& req,
@@ -240,6 +242,18 @@ HttpServer::Impl::Impl(const ServerConfig& server_config, Logger& server_logger)
             send_error(res, api_error_from(error));
         });
     register_routes();
+    mount_playground();
+}
+
+void HttpServer::Impl::mount_playground() {
+    // The playground page is static files, served before the API routes and without auth: the page
+    // itself asks for a key when the API answers 401. WEB_DIR overrides the folder baked in at
+    // build.
+    const char* override_dir = std::getenv("WEB_DIR");
+    const std::string web_dir = override_dir && *override_dir ? override_dir : LLMSERVE_WEB_DIR;
+    if (!http.set_mount_point("/", web_dir)) {
+        logger.warn("playground not served: its folder is missing", {{"web_dir", web_dir}});
+    }
 }
 
 std::shared_ptr<RequestContext> HttpServer::Impl::make_context(const httplib::Request& req,

@@ -1,0 +1,71 @@
+// Starts the real llmserve binary on a free loopback port and waits until it is ready.
+import { spawn } from 'node:child_process';
+
+const SERVER_VARIABLES = [
+  'MODEL_NAME', 'MAX_LENGTH', 'TEMPERATURE', 'TOP_P', 'HOST', 'PORT', 'API_KEYS',
+  'AUTH_EXEMPT_PROBES', 'RATE_LIMIT_RPM', 'RATE_LIMIT_BURST', 'REQUEST_TIMEOUT_S',
+  'MAX_CONCURRENT_REQUESTS', 'MAX_QUEUE', 'MAX_BODY_BYTES', 'CACHE_DIR', 'DEVICE', 'THREADS',
+  'LOG_LEVEL', 'LOG_FORMAT', 'SHUTDOWN_GRACE_S', 'WEB_DIR',
+];
+
+// Returns {process, port, url, output(), stop()}; `variables` adds or overrides server settings.
+export async function startLlmserve(variables = {}) {
+  const env = { ...process.env };
+  for (const name of SERVER_VARIABLES) delete env[name];
+  Object.assign(env, {
+    MODEL_NAME: process.env.LLMSERVE_MODEL_DIR, HOST: '127.0.0.1', PORT: '0', LOG_FORMAT: 'json',
+    THREADS: '1', HF_HUB_OFFLINE: '1', SHUTDOWN_GRACE_S: '1',
+  }, variables);
+  const child = spawn(process.env.LLMSERVE_BINARY, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (data) => { output += data; });
+  child.stderr.on('data', (data) => { output += data; });
+  const headers = variables.API_KEYS ? { Authorization: `Bearer ${variables.API_KEYS.split(',')[0]}` } : {};
+  const deadline = Date.now() + 60_000;
+  let port = 0;
+  while (Date.now() < deadline && child.exitCode === null) {
+    if (!port) {
+      for (const line of output.split('\n')) {
+        if (!line.startsWith('{')) continue;
+        const entry = JSON.parse(line);
+        if (entry.msg === 'listening') port = entry.port;
+      }
+    }
+    if (port) {
+      const ready = await fetch(`http://127.0.0.1:${port}/ready`, { headers }).catch(() => null);
+      if (ready?.status === 200) {
+        return {
+          process: child, port, url: `http://127.0.0.1:${port}`, output: () => output,
+          stop: () => stopProcess(child),
+        };
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`llmserve did not become ready:\n${output}`);
+}
+
+// SIGTERM, then SIGKILL if it has not exited within 10 s; resolves with the exit code or signal.
+export async function stopProcess(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode ?? child.signalCode;
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  const result = await exited;
+  clearTimeout(timer);
+  return result;
+}
+
+// The sum of a Prometheus counter's samples whose labels contain every `labels` substring.
+export async function metricSum(url, name, labels = [], headers = {}) {
+  const text = await (await fetch(`${url}/metrics`, { headers })).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const [series, value] = [line.slice(0, line.lastIndexOf(' ')), line.slice(line.lastIndexOf(' ') + 1)];
+    if (series !== name && !series.startsWith(`${name}{`)) continue;
+    if (labels.every((label) => series.includes(label))) sum += Number(value);
+  }
+  return sum;
+}
