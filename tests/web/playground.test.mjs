@@ -78,9 +78,11 @@ test('streamed text appears piece by piece, then the usage and tokens/s', async 
       if (box) window.outputStates.push(box.textContent);
     }).observe(document.getElementById('outputs'), { childList: true, subtree: true, characterData: true });
   });
+  // Long enough (the model is fast) that the pieces cannot all arrive in one read.
   await page.fill('#prompt', 'The jury said');
-  await setControl('max_length', 40);
+  await setControl('max_length', 200);
   await setControl('seed', 7);
+  await page.check('#ignore_eos');
   await page.click('#generate');
   await waitIdle();
   await page.waitForSelector('.output .finish');
@@ -89,16 +91,19 @@ test('streamed text appears piece by piece, then the usage and tokens/s', async 
   const growing = new Set(states.filter((s) => s.length > 0 && final.startsWith(s)));
   assert.ok(growing.size >= 3, `expected the text to grow in several steps, saw ${growing.size}`);
   const stats = await page.textContent('#stats');
-  assert.match(stats, /completion 40 tokens/);
+  assert.match(stats, /completion 200 tokens/);
   assert.match(stats, /[\d.]+ tokens\/s/);
   // The streamed text is what the API returns for the same seed.
-  const body = { prompt: 'The jury said', max_length: 40, seed: 7, temperature: Number(await page.inputValue('#temperature')),
-    top_p: Number(await page.inputValue('#top_p')) };
+  const body = {
+    prompt: 'The jury said', max_length: 200, seed: 7, ignore_eos: true,
+    temperature: Number(await page.inputValue('#temperature')), top_p: Number(await page.inputValue('#top_p')),
+  };
   const direct = await (await fetch(`${server.url}/generate`, {
     method: 'POST', headers: { ...AUTH, 'Content-Type': 'application/json' }, body: JSON.stringify(body),
   })).json();
   assert.equal(final, direct.results[0].text);
   await page.screenshot({ path: path.join(artifacts, 'playground.png'), fullPage: true });
+  await page.uncheck('#ignore_eos');
 });
 
 test('changed parameters reach the server', async () => {
