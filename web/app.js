@@ -209,8 +209,6 @@ async function generate() {
       if (event.done) {
         showFinish(event.results);
         showStats(pieces, startedAt, event);
-      } else if (event.error) {
-        showError(0, event);
       } else {
         pieces += 1;
         outputBox(event.index).querySelector('.generated').textContent += event.text;
