@@ -3,11 +3,15 @@
 // no AVX-512 code can be merged into the rest of the program by the linker.
 // GCC 12 reports its own _mm512_undefined_* helpers as uninitialised when they are inlined
 // (GCC bug 105593); the pragma covers the intrinsic headers only.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
 
 #include <math.h>
 #include <cstring>
