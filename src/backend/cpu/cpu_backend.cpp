@@ -112,7 +112,7 @@ std::size_t grain_for(std::size_t count, int threads, std::size_t min_grain) {
     return std::max(min_grain, count / (static_cast<std::size_t>(threads) * 8));
 }
 
-constexpr std::size_t kMinChunkBytes = std::size_t{128} << 10;
+constexpr std::size_t kMinChunkBytes = std::size_t{64} << 10;
 
 class CpuBackend final : public Backend {
   public:
@@ -183,13 +183,19 @@ class CpuBackend final : public Backend {
             default:
                 break;
         }
-        // Chunks of at least ~128 KiB of weights: smaller ones cost more in claiming and in
-        // restarting the hardware prefetcher than they save in balance.
-        const std::size_t min_panels = (kMinChunkBytes + w.panel_bytes - 1) / w.panel_bytes;
-        pool_.parallel_for(w.panels, grain_for(w.panels, pool_.size(), min_panels),
-                           [&](std::size_t begin, std::size_t end) {
-                               gemm(args, static_cast<int>(begin), static_cast<int>(end));
-                           });
+        // Up to eight chunks per thread (a thread the OS deschedules for a while then delays
+        // the others little), but none under ~64 KiB of weights: smaller ones cost more in
+        // claiming and in restarting the hardware prefetcher than they gain. Chunks differ by at
+        // most one panel, so threads that run at the same speed finish together.
+        const auto threads = static_cast<std::size_t>(pool_.size());
+        const std::size_t per_thread =
+            std::clamp<std::size_t>(w.panel_bytes * w.panels / (threads * kMinChunkBytes), 1, 8);
+        const std::size_t chunks = std::min<std::size_t>(w.panels, threads * per_thread);
+        pool_.parallel_for(chunks, 1, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t chunk = begin; chunk < end; ++chunk)
+                gemm(args, static_cast<int>(chunk * w.panels / chunks),
+                     static_cast<int>((chunk + 1) * w.panels / chunks));
+        });
     }
 
     void layer_norm(MatrixView x, const DeviceBuffer& gamma, const DeviceBuffer& beta, float eps,
