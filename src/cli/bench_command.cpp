@@ -349,7 +349,7 @@ void run_bench(const BenchOptions& options) {
                     ->wait();
             rates.push_back(length / (result.timing.prefill_ms / 1000.0));
         }
-        row(fmt::format("prefill, {}-token prompt", length),
+        row(fmt::format("prefill {}-token prompt", length),
             fmt::format("{:.1f} tok/s", median(rates)), "");
         report["prefill_tokens_per_s"][std::to_string(length)] = median(rates);
     }
@@ -364,7 +364,7 @@ void run_bench(const BenchOptions& options) {
         rates.push_back((result.completion_tokens - 1) / (result.timing.decode_ms / 1000.0));
     }
     const double decode_rate = median(rates);
-    row(fmt::format("decode, batch 1 ({} tokens)", decode_tokens),
+    row(fmt::format("decode batch 1 ({} tokens)", decode_tokens),
         fmt::format("{:.1f} tok/s", decode_rate),
         fmt::format("{:.0f}% of roofline {:.1f}", 100.0 * decode_rate / roofline, roofline));
     report["decode_batch1_tokens_per_s"] = decode_rate;
@@ -377,7 +377,7 @@ void run_bench(const BenchOptions& options) {
                 aggregate_decode_rate(engine, sequences, decode_tokens, config.vocab_size, state));
         const double rate = median(aggregate);
         const double bound = roofline * sequences;
-        row(fmt::format("decode, {} concurrent sequences (aggregate)", sequences),
+        row(fmt::format("decode {} concurrent sequences (aggregate)", sequences),
             fmt::format("{:.1f} tok/s", rate),
             fmt::format("{:.1f}x batch 1; {:.0f}% of roofline {:.1f}", rate / decode_rate,
                         100.0 * rate / bound, bound));
@@ -390,7 +390,7 @@ void run_bench(const BenchOptions& options) {
     for (int concurrency : options.concurrency) {
         const LoadFigures load = run_load(engine, options, concurrency, config.vocab_size);
         const std::string label =
-            fmt::format("load, {} clients x {} requests ({}+{} tokens)", concurrency,
+            fmt::format("load {} clients x {} requests ({}+{} tokens)", concurrency,
                         options.load_rounds, options.load_prompt, options.load_new_tokens);
         row(label, fmt::format("{:.1f} tok/s", load.tokens_per_second), "generated, all clients");
         row("  time to first token p50 / p90 / p99",
