@@ -487,7 +487,7 @@ TEST(ServerE2ETest, TimeoutEndsGenerationWithWhatWasProduced) {
     ServerProcess server(Environment{{"REQUEST_TIMEOUT_S", "0.3"}});
     const auto start = std::chrono::steady_clock::now();
     const Json body = body_json(post_json(*server.client(), "/generate", long_generation()));
-    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);  // 0.3 s plus a loaded machine
     ASSERT_EQ(body["results"].size(), 1u) << body.dump();
     EXPECT_EQ(body["results"][0]["finish_reason"], "timeout");
     const int generated = body["results"][0]["generated_tokens"].get<int>();
