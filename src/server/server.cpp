@@ -724,6 +724,14 @@ void HttpServer::Impl::refresh_gauges() {
     metrics.gauge("llmserve_kv_cache_blocks_total", "KV cache blocks.").set(stats.kv_blocks_total);
     metrics.gauge("llmserve_kv_cache_blocks_free", "Free KV cache blocks.")
         .set(stats.kv_blocks_free);
+    metrics
+        .counter("llmserve_prefix_cache_queries_total",
+                 "Full prompt blocks looked up in the prefix cache.")
+        .advance_to(static_cast<double>(stats.prefix_cache_queries));
+    metrics
+        .counter("llmserve_prefix_cache_hits_total",
+                 "Full prompt blocks reused from the prefix cache instead of recomputed.")
+        .advance_to(static_cast<double>(stats.prefix_cache_hits));
     metrics.counter("llmserve_engine_requests_cancelled_total", "Requests the engine cancelled.")
         .advance_to(static_cast<double>(stats.requests_cancelled));
     metrics.counter("llmserve_engine_requests_timed_out_total", "Requests that hit their deadline.")

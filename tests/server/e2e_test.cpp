@@ -587,6 +587,27 @@ TEST(ServerE2ETest, MetricsCountRequestsAndTokens) {
     EXPECT_GT(metric_value(after, "llmserve_model_load_seconds"), 0);
 }
 
+TEST(ServerE2ETest, MetricsShowPrefixCacheHitsAndKvBlocks) {
+    ServerProcess server;
+    auto client = server.client();
+    // A prompt of several full KV blocks, sent twice: the second request reuses the first's blocks.
+    std::string prompt;
+    for (int i = 0; i < 12; ++i) prompt += "The jury said that the city was well run. ";
+    const Json request = {{"prompt", prompt}, {"max_length", 2}, {"temperature", 0}};
+    const Json first = body_json(post_json(*client, "/generate", request));
+    const std::string before = metrics_text(server);
+    const Json second = body_json(post_json(*client, "/generate", request));
+    const std::string after = metrics_text(server);
+    EXPECT_EQ(first["results"][0]["text"], second["results"][0]["text"]);
+    EXPECT_GT(metric_value(after, "llmserve_prefix_cache_hits_total"),
+              metric_value(before, "llmserve_prefix_cache_hits_total"));
+    EXPECT_GT(metric_value(after, "llmserve_prefix_cache_queries_total"), 0);
+    EXPECT_GT(metric_value(after, "llmserve_kv_cache_blocks_total"), 0);
+    // Nothing is running, so every block is free again (cached prefix blocks count as free).
+    EXPECT_EQ(metric_value(after, "llmserve_kv_cache_blocks_free"),
+              metric_value(after, "llmserve_kv_cache_blocks_total"));
+}
+
 TEST(ServerE2ETest, ConcurrentClientsAllSucceed) {
     ServerProcess server;
     std::vector<std::future<int>> statuses;
