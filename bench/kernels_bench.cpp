@@ -60,9 +60,10 @@ void BM_Gemm(benchmark::State& state) {
     const int m = static_cast<int>(state.range(2)), k = static_cast<int>(state.range(3)),
               n = static_cast<int>(state.range(4));
     WorkerPool pool(1);
+    WeightArena arena;
     const auto weights = random_values(static_cast<std::size_t>(k) * n, 0.05f, 1);
     const PackedMatrix packed =
-        PackedMatrix::pack(tensor_view(weights, k, n), MatrixLayout::kInOut, format, pool);
+        PackedMatrix::pack(tensor_view(weights, k, n), MatrixLayout::kInOut, format, pool, arena);
     const auto x = random_values(static_cast<std::size_t>(m) * k, 1.0f, 2);
     std::vector<float> y(static_cast<std::size_t>(m) * n);
     const KernelTable& kernels = kernel_table(isa);

@@ -44,9 +44,10 @@ PackedCase make_packed(int k, int n, MatrixLayout layout, WeightFormat format, u
     c.stored = random_floats(static_cast<std::size_t>(k) * n, -1.0f, 1.0f, seed);
     const auto rows = layout == MatrixLayout::kInOut ? k : n;
     const auto cols = layout == MatrixLayout::kInOut ? n : k;
+    WeightArena arena;  // the packed matrix keeps its memory alive
     c.packed =
         PackedMatrix::pack(tensor_view(std::as_bytes(std::span(c.stored)), DType::kF32, rows, cols),
-                           layout, format, pool);
+                           layout, format, pool, arena);
     return c;
 }
 
@@ -77,6 +78,24 @@ TEST(Packing, ElementsAreTheStoredValuesInTheTargetFormat) {
             for (int kk = 0; kk < k; ++kk) EXPECT_EQ(column[kk], c.packed.element(kk, n - 1));
         }
     }
+}
+
+TEST(Packing, ArenaPiecesAreAlignedDisjointAndOutliveTheArena) {
+    std::vector<std::shared_ptr<std::byte>> pieces;
+    std::vector<std::size_t> sizes = {1, 100, 4096, std::size_t{3} << 20, 65, std::size_t{20} << 20,
+                                      64};
+    {
+        WeightArena arena;
+        for (std::size_t size : sizes) pieces.push_back(arena.allocate(size));
+    }  // the pieces keep their regions alive
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+        const auto address = reinterpret_cast<std::uintptr_t>(pieces[i].get());
+        EXPECT_EQ(address % 64, 0u) << "piece " << i;
+        for (std::size_t b = 0; b < sizes[i]; b += 997) EXPECT_EQ(pieces[i].get()[b], std::byte{0});
+        std::memset(pieces[i].get(), static_cast<int>(i + 1), sizes[i]);
+    }
+    for (std::size_t i = 0; i < pieces.size(); ++i)  // nobody wrote over anybody
+        EXPECT_EQ(pieces[i].get()[sizes[i] - 1], static_cast<std::byte>(i + 1)) << "piece " << i;
 }
 
 // Each q8 weight is within half a quantization step of the original, the step being its

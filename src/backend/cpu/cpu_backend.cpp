@@ -132,7 +132,7 @@ class CpuBackend final : public Backend {
     std::unique_ptr<Weight> upload_matrix(const io::TensorView& tensor, MatrixLayout layout,
                                           WeightFormat format) override {
         auto weight = std::make_unique<CpuWeight>(
-            PackedMatrix::pack(tensor, layout, resolve(format, tensor.dtype), pool_));
+            PackedMatrix::pack(tensor, layout, resolve(format, tensor.dtype), pool_, arena_));
         release_source_pages(tensor.data);
         return weight;
     }
@@ -313,6 +313,7 @@ class CpuBackend final : public Backend {
 
     const KernelTable& kernels_;
     WorkerPool pool_;
+    WeightArena arena_;
     // Scratch reused across calls (one forward pass at a time).
     std::vector<AttentionTile> tiles_;
     std::vector<std::int8_t> q8_values_;

@@ -189,8 +189,24 @@ void AlignedBuffer::release() noexcept {
     data_ = nullptr;
 }
 
+std::shared_ptr<std::byte> WeightArena::allocate(std::size_t bytes) {
+    constexpr std::size_t kRegion = std::size_t{64} << 20;
+    const std::size_t rounded = (std::max<std::size_t>(bytes, 1) + 63) / 64 * 64;
+    if (rounded > kRegion / 4) {  // a large matrix: a region of its own
+        auto own = std::make_shared<AlignedBuffer>(rounded, /*huge_pages=*/true);
+        return {own, own->data()};
+    }
+    if (!region_ || used_ + rounded > region_->size()) {
+        region_ = std::make_shared<AlignedBuffer>(kRegion, /*huge_pages=*/true);
+        used_ = 0;
+    }
+    std::shared_ptr<std::byte> piece(region_, region_->data() + used_);
+    used_ += rounded;
+    return piece;
+}
+
 PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layout,
-                                WeightFormat format, WorkerPool& pool) {
+                                WeightFormat format, WorkerPool& pool, WeightArena& arena) {
     if (tensor.shape.size() != 2)
         fail(ErrorCode::kInternal, "{}: tensor '{}' has {} dimensions, expected a matrix",
              tensor.file, tensor.name, tensor.shape.size());
@@ -204,8 +220,9 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
     v.n = source.n();
     v.panels = (v.n + kPanelWidth - 1) / kPanelWidth;
     v.panel_bytes = packed_bytes(format, v.k, kPanelWidth);
-    packed.storage_ = AlignedBuffer(v.panel_bytes * v.panels, /*huge_pages=*/true);
-    v.data = packed.storage_.data();
+    packed.bytes_ = v.panel_bytes * v.panels;
+    packed.storage_ = arena.allocate(packed.bytes_);
+    v.data = packed.storage_.get();
 
     pool.parallel_for(v.panels, 4, [&](std::size_t begin, std::size_t end) {
         std::vector<float> tile(static_cast<std::size_t>(v.k) * kPanelWidth);
@@ -215,7 +232,7 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
             const int width = std::min(kPanelWidth, v.n - n0);
             std::fill(tile.begin(), tile.end(), 0.0f);
             source.read_columns(n0, width, tile.data(), scratch);
-            std::byte* out = packed.storage_.data() + p * v.panel_bytes;
+            std::byte* out = packed.storage_.get() + p * v.panel_bytes;
             switch (format) {
                 case WeightFormat::kF32:
                     std::memcpy(out, tile.data(), tile.size() * sizeof(float));

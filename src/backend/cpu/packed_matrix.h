@@ -44,16 +44,30 @@ class AlignedBuffer {
     std::size_t mapped_ = 0;  // length of the mapping; 0 when from the heap
 };
 
+// Memory for packed weights: regions of 64 MiB backed by transparent huge pages, handed out in
+// 64-byte aligned pieces. A matrix streamed from ordinary 4 KiB pages costs a TLB miss per page
+// and stops the hardware prefetchers at every page boundary: the small matrices of a layer, each
+// on pages of its own, streamed at two thirds of the speed of large ones. One allocation at a time.
+class WeightArena {
+  public:
+    // Zero-filled, 64-byte aligned; the memory lives as long as the returned pointer or a copy.
+    std::shared_ptr<std::byte> allocate(std::size_t bytes);
+
+  private:
+    std::shared_ptr<AlignedBuffer> region_;
+    std::size_t used_ = 0;
+};
+
 class PackedMatrix {
   public:
-    // Packs a 2-D f32/f16/bf16 tensor stored as `layout` into `format` (not kAuto), using `pool`
-    // for the conversion. q8: per output column and block of 32 inputs, d = max|w| / 127 rounded
-    // to f16, q = round(w / d) clamped to [-127, 127].
+    // Packs a 2-D f32/f16/bf16 tensor stored as `layout` into `format` (not kAuto), in memory
+    // from `arena`, using `pool` for the conversion. q8: per output column and block of 32 inputs,
+    // d = max|w| / 127 rounded to f16, q = round(w / d) clamped to [-127, 127].
     static PackedMatrix pack(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format,
-                             WorkerPool& pool);
+                             WorkerPool& pool, WeightArena& arena);
 
     const PackedView& view() const { return view_; }
-    std::size_t bytes() const { return storage_.size(); }
+    std::size_t bytes() const { return bytes_; }
     // The value the kernels multiply by for W[k, n] (dequantized for q8).
     float element(int k, int n) const;
     // element(k, n) for every k into dst[k]: row n of an [out, in] embedding table.
@@ -61,7 +75,8 @@ class PackedMatrix {
 
   private:
     PackedView view_;
-    AlignedBuffer storage_;
+    std::shared_ptr<std::byte> storage_;
+    std::size_t bytes_ = 0;
 };
 
 }  // namespace llmserve::backend::cpu
