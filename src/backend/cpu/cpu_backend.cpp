@@ -46,7 +46,8 @@ class CpuWeight final : public Weight {
 };
 
 // Per layer and block: keys transposed [n_embd][block_tokens], then values
-// [block_tokens][n_embd] (see AttentionArgs). Pages become resident only when a block is used.
+// [block_tokens][n_embd] (see AttentionArgs). Pages become resident only when a block is used;
+// huge pages where available, since attention streams whole blocks as the weights are streamed.
 class CpuKvStorage final : public KvStorage {
   public:
     CpuKvStorage(int layers, int blocks, int block_tokens, int n_embd)
@@ -55,7 +56,8 @@ class CpuKvStorage final : public KvStorage {
           block_tokens_(block_tokens),
           n_embd_(n_embd),
           block_floats_(static_cast<std::size_t>(2) * block_tokens * n_embd),
-          storage_(static_cast<std::size_t>(layers) * blocks * block_floats_ * sizeof(float)) {}
+          storage_(static_cast<std::size_t>(layers) * blocks * block_floats_ * sizeof(float),
+                   /*huge_pages=*/true) {}
 
     int num_blocks() const override { return blocks_; }
     int block_tokens() const override { return block_tokens_; }
