@@ -87,10 +87,10 @@ engine::GenerationRequest greedy_request(std::vector<engine::TokenId> prompt, in
 // ---- the machine ------------------------------------------------------------------------------
 
 // Read bandwidth with `threads` threads each summing its share of a 512 MiB buffer (far beyond
-// any cache) with the CPU backend's own vector code, from memory allocated as the weights are: the
-// best of 7 passes, in bytes/s (a roofline
-// is a ceiling). Runs in a child process so that the buffer does not count in this process's peak
-// resident memory.
+// any cache) with the CPU backend's own vector code, from memory allocated as the weights are:
+// the median of 9 passes, in bytes/s (on a shared machine single passes swing widely; the median
+// is what a decode step can expect). Runs in a child process so that the buffer does not count in
+// this process's peak resident memory.
 double measure_bandwidth(int threads) {
     int fds[2];
     if (pipe(fds) != 0) fail(ErrorCode::kUnavailable, "bandwidth probe: pipe failed");
@@ -105,8 +105,8 @@ double measure_bandwidth(int threads) {
         const std::span<float> buffer(reinterpret_cast<float*>(storage.data()), kFloats);
         std::fill(buffer.begin(), buffer.end(), 1.0f);
         std::vector<float> sums(threads);
-        double best = 0.0;
-        for (int pass = 0; pass < 7; ++pass) {
+        std::vector<double> rates;
+        for (int pass = 0; pass < 9; ++pass) {
             const auto start = Clock::now();
             std::vector<std::thread> workers;
             for (int t = 0; t < threads; ++t)
@@ -114,9 +114,10 @@ double measure_bandwidth(int threads) {
                     [&, t] { sums[t] = kernels.sum(buffer.data() + share * t, share); });
             for (auto& worker : workers) worker.join();
             const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-            best = std::max(best, static_cast<double>(share * threads * sizeof(float)) / seconds);
+            rates.push_back(static_cast<double>(share * threads * sizeof(float)) / seconds);
         }
-        const double rate = sums[0] == static_cast<float>(share) ? best : 0.0;  // keeps the sums
+        const double rate =
+            sums[0] == static_cast<float>(share) ? median(rates) : 0.0;  // keeps the sums
         const ssize_t written = write(fds[1], &rate, sizeof(rate));
         _exit(written == sizeof(rate) && rate > 0.0 ? 0 : 1);
     }
