@@ -13,6 +13,7 @@
 #include <immintrin.h>
 #endif
 #include <math.h>
+#include <stdlib.h>
 
 #include <cstring>
 
@@ -144,8 +145,44 @@ void float_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0, int
     store_rows<Rows, Vecs>(a, row0, n0, col0, acc);
 }
 
+// Every row tile of one panel whose weights are stored as F, in two 16-column halves.
+template <WeightFormat F>
+void panel_rows(const GemmArgs& a, const std::byte* panel, int n0) {
+    for (int col0 = 0; col0 < kPanelWidth; col0 += 16) {
+        int row0 = 0;
+        for (; row0 + kGemmRows <= a.m; row0 += kGemmRows)
+            float_tile<F, kGemmRows, 2>(a, panel, row0, n0, col0);
+        switch (a.m - row0) {
+            case 1:
+                float_tile<F, 1, 2>(a, panel, row0, n0, col0);
+                break;
+            case 2:
+                float_tile<F, 2, 2>(a, panel, row0, n0, col0);
+                break;
+            case 3:
+                float_tile<F, 3, 2>(a, panel, row0, n0, col0);
+                break;
+            case 4:
+                float_tile<F, 4, 2>(a, panel, row0, n0, col0);
+                break;
+            case 5:
+                float_tile<F, 5, 2>(a, panel, row0, n0, col0);
+                break;
+            default:
+                break;
+        }
+    }
+}
+
+// As the AVX-512 version: 16-bit weights widened once per panel when enough row tiles reuse them.
+constexpr int kWidenRows = 4 * kGemmRows;
+
 template <WeightFormat F>
 void gemm_float(const GemmArgs& a, int panel_begin, int panel_end) {
+    float* widened = nullptr;
+    if (F != WeightFormat::kF32 && a.m >= kWidenRows)
+        widened = static_cast<float*>(
+            aligned_alloc(64, static_cast<std::size_t>(a.w->k) * kPanelWidth * sizeof(float)));
     for (int p = panel_begin; p < panel_end; ++p) {
         const std::byte* panel = a.w->panel(p);
         const int n0 = p * kPanelWidth;
@@ -156,31 +193,17 @@ void gemm_float(const GemmArgs& a, int panel_begin, int panel_end) {
                 float_tile<F, 2, 4>(a, panel, 0, n0, 0);
             continue;
         }
-        for (int col0 = 0; col0 < kPanelWidth; col0 += 16) {
-            int row0 = 0;
-            for (; row0 + kGemmRows <= a.m; row0 += kGemmRows)
-                float_tile<F, kGemmRows, 2>(a, panel, row0, n0, col0);
-            switch (a.m - row0) {
-                case 1:
-                    float_tile<F, 1, 2>(a, panel, row0, n0, col0);
-                    break;
-                case 2:
-                    float_tile<F, 2, 2>(a, panel, row0, n0, col0);
-                    break;
-                case 3:
-                    float_tile<F, 3, 2>(a, panel, row0, n0, col0);
-                    break;
-                case 4:
-                    float_tile<F, 4, 2>(a, panel, row0, n0, col0);
-                    break;
-                case 5:
-                    float_tile<F, 5, 2>(a, panel, row0, n0, col0);
-                    break;
-                default:
-                    break;
-            }
+        if (widened == nullptr) {
+            panel_rows<F>(a, panel, n0);
+            continue;
         }
+        for (int kk = 0; kk < a.w->k; ++kk)
+            for (int col = 0; col < kPanelWidth; col += 8)
+                _mm256_store_ps(widened + static_cast<std::size_t>(kk) * kPanelWidth + col,
+                                load_weights<F>(panel, kk, col));
+        panel_rows<WeightFormat::kF32>(a, reinterpret_cast<const std::byte*>(widened), n0);
     }
+    free(widened);
 }
 
 // q8 without VNNI: |x| (unsigned) times w carrying x's sign (signed) by maddubs, which cannot

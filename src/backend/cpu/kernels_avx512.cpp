@@ -14,6 +14,7 @@
 #endif
 
 #include <math.h>
+#include <stdlib.h>
 #include <cstring>
 
 #include "backend/cpu/kernels.h"
@@ -128,52 +129,76 @@ void float_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0) {
     store_rows<Rows>(a, row0, n0, acc);
 }
 
+// Every row tile of one panel whose weights are stored as F.
+template <WeightFormat F>
+void panel_rows(const GemmArgs& a, const std::byte* panel, int n0) {
+    int row0 = 0;
+    for (; row0 + kGemmRows <= a.m; row0 += kGemmRows) float_tile<F, kGemmRows>(a, panel, row0, n0);
+    switch (a.m - row0) {
+        case 1:
+            float_tile<F, 1>(a, panel, row0, n0);
+            break;
+        case 2:
+            float_tile<F, 2>(a, panel, row0, n0);
+            break;
+        case 3:
+            float_tile<F, 3>(a, panel, row0, n0);
+            break;
+        case 4:
+            float_tile<F, 4>(a, panel, row0, n0);
+            break;
+        case 5:
+            float_tile<F, 5>(a, panel, row0, n0);
+            break;
+        case 6:
+            float_tile<F, 6>(a, panel, row0, n0);
+            break;
+        case 7:
+            float_tile<F, 7>(a, panel, row0, n0);
+            break;
+        case 8:
+            float_tile<F, 8>(a, panel, row0, n0);
+            break;
+        case 9:
+            float_tile<F, 9>(a, panel, row0, n0);
+            break;
+        case 10:
+            float_tile<F, 10>(a, panel, row0, n0);
+            break;
+        case 11:
+            float_tile<F, 11>(a, panel, row0, n0);
+            break;
+        default:
+            break;
+    }
+}
+
+// 16-bit weights are widened once per panel into an f32 copy (it stays in L2) when enough row
+// tiles reuse it; decode-sized products widen in registers instead.
+constexpr int kWidenRows = 2 * kGemmRows;
+
 template <WeightFormat F>
 void gemm_float(const GemmArgs& a, int panel_begin, int panel_end) {
+    float* widened = nullptr;
+    if (F != WeightFormat::kF32 && a.m >= kWidenRows)
+        widened = static_cast<float*>(
+            aligned_alloc(64, static_cast<std::size_t>(a.w->k) * kPanelWidth * sizeof(float)));
     for (int p = panel_begin; p < panel_end; ++p) {
         const std::byte* panel = a.w->panel(p);
         const int n0 = p * kPanelWidth;
-        int row0 = 0;
-        for (; row0 + kGemmRows <= a.m; row0 += kGemmRows)
-            float_tile<F, kGemmRows>(a, panel, row0, n0);
-        switch (a.m - row0) {
-            case 1:
-                float_tile<F, 1>(a, panel, row0, n0);
-                break;
-            case 2:
-                float_tile<F, 2>(a, panel, row0, n0);
-                break;
-            case 3:
-                float_tile<F, 3>(a, panel, row0, n0);
-                break;
-            case 4:
-                float_tile<F, 4>(a, panel, row0, n0);
-                break;
-            case 5:
-                float_tile<F, 5>(a, panel, row0, n0);
-                break;
-            case 6:
-                float_tile<F, 6>(a, panel, row0, n0);
-                break;
-            case 7:
-                float_tile<F, 7>(a, panel, row0, n0);
-                break;
-            case 8:
-                float_tile<F, 8>(a, panel, row0, n0);
-                break;
-            case 9:
-                float_tile<F, 9>(a, panel, row0, n0);
-                break;
-            case 10:
-                float_tile<F, 10>(a, panel, row0, n0);
-                break;
-            case 11:
-                float_tile<F, 11>(a, panel, row0, n0);
-                break;
-            default:
-                break;
+        if (widened == nullptr) {
+            panel_rows<F>(a, panel, n0);
+            continue;
         }
+        for (int kk = 0; kk < a.w->k; ++kk) {
+            __m512 lo, hi;
+            load_weights<F>(panel, kk, lo, hi);
+            _mm512_store_ps(widened + static_cast<std::size_t>(kk) * kPanelWidth, lo);
+            _mm512_store_ps(widened + static_cast<std::size_t>(kk) * kPanelWidth + 16, hi);
+        }
+        panel_rows<WeightFormat::kF32>(a, reinterpret_cast<const std::byte*>(widened), n0);
     }
+    free(widened);
 }
 
 // q8: per block, int32 dot products of the +128-offset weights (unsigned) with the quantized
