@@ -37,7 +37,8 @@ struct PackedView {
 };
 
 // Activation rows quantized for q8 products (in the spirit of llama.cpp's Q8_0): per row, blocks
-// of kQ8Block values q = round(x / d), d = max|x| / 127, zero-padded to whole blocks.
+// of kQ8Block values q = round(x * (127 / max|x|)) (ties to even), d = max|x| / 127, so that
+// x ~ q * d; zero-padded to whole blocks.
 struct QuantizedRows {
     int rows = 0;
     int blocks = 0;                   // per row
