@@ -1,9 +1,10 @@
-// `llmserve bench`: the whole engine's speed on a real or synthetic model. Prefill tokens/s,
-// decode tokens/s at batch 1 and in aggregate with several concurrent sequences, time to first
-// token and inter-token latency percentiles under a closed-loop concurrent load, peak resident
-// memory, and the machine's memory bandwidth measured on the spot, so that each decode figure is
-// also a percentage of its roofline (weight bytes read per step / bandwidth). Every figure is the
-// median of --repeats runs after a warm-up. Results as a table, and as JSON with --json.
+// `llmserve bench`: the whole engine's speed on a real or synthetic model. Prefill tokens/s, time
+// to first token with and without a cached prompt prefix, decode tokens/s at batch 1 and in
+// aggregate with several concurrent sequences, time to first token and inter-token latency
+// percentiles under a closed-loop concurrent load, peak resident memory, and the machine's memory
+// bandwidth measured on the spot, so that each decode figure is also a percentage of its roofline
+// (weight bytes read per step / bandwidth). Every figure is the median of --repeats runs after a
+// warm-up. Results as a table, and as JSON with --json.
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -354,6 +355,29 @@ void run_bench(const BenchOptions& options) {
             fmt::format("{:.1f} tok/s", median(rates)), "");
         report["prefill_tokens_per_s"][std::to_string(length)] = median(rates);
     }
+
+    // Prefix cache: the same prompt twice; the second reuses the first's full KV blocks and
+    // computes only the rest. Time to first token = queueing + prefill.
+    const int cached_length =
+        std::min(*std::max_element(options.prompt_lengths.begin(), options.prompt_lengths.end()),
+                 config.n_positions - 1);
+    std::vector<double> cold_ms, warm_ms;
+    for (int i = 0; i < options.repeats; ++i) {
+        const auto prompt = random_prompt(cached_length, config.vocab_size, state);
+        for (auto* times : {&cold_ms, &warm_ms}) {
+            const auto timing = engine.submit(greedy_request(prompt, 1))->wait().timing;
+            times->push_back(timing.queue_ms + timing.prefill_ms);
+        }
+    }
+    row(fmt::format("time to first token, {}-token prompt", cached_length),
+        fmt::format("{:.1f} / {:.1f} ms", median(cold_ms), median(warm_ms)),
+        fmt::format("cold / prefix cached ({:.0f}% of cold)",
+                    100.0 * median(warm_ms) / median(cold_ms)));
+    report["prefix_cache"] = {
+        {"prompt_tokens", cached_length},
+        {"ttft_cold_ms", median(cold_ms)},
+        {"ttft_cached_ms", median(warm_ms)},
+        {"cached_percent_of_cold", 100.0 * median(warm_ms) / median(cold_ms)}};
 
     const int decode_tokens = std::min(options.decode_tokens, config.n_positions - 17);
     std::vector<double> rates;
