@@ -471,11 +471,6 @@ void register_bench_command(CLI::App& app) {
     CLI::App* cmd =
         app.add_subcommand("bench", "Measure prefill and decode speed, latency and memory");
     options->model.add_to(*cmd);
-    // ModelOptions does not list q8 yet: accept every format parse_weight_format knows.
-    CLI::Option* dtype = cmd->get_option("--dtype");
-    dtype->get_validator()->active(false);
-    dtype->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8"}));
-    dtype->description("Weight format for compute: auto (as stored), f32, f16, bf16, q8");
     cmd->add_option("--shape", options->shape,
                     "Random weights of a published shape: gpt2, gpt2-medium, gpt2-large, gpt2-xl");
     cmd->add_option("--weights-dtype", options->weights_dtype,

@@ -24,8 +24,10 @@ void ModelOptions::add_to(CLI::App& command) {
         ->capture_default_str();
     command.add_option("--threads", threads, "Worker threads (0 = one per core)")
         ->check(CLI::NonNegativeNumber);
-    command.add_option("--dtype", dtype, "Weight format for compute: auto, f32")
-        ->check(CLI::IsMember({"auto", "f32", "f16", "bf16"}));
+    command
+        .add_option("--dtype", dtype,
+                    "Weight format for compute: auto (as stored), f32, f16, bf16, q8")
+        ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8"}));
 }
 
 hub::HubOptions hub_options() {

@@ -121,12 +121,6 @@ void register_perplexity_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand(
         "perplexity", "Perplexity of the model on a text file (strided evaluation)");
     options->model.add_to(*cmd);
-    // ModelOptions does not list q8 yet: accept every format parse_weight_format knows (it
-    // rejects the rest with a clear error).
-    CLI::Option* dtype = cmd->get_option("--dtype");
-    dtype->get_validator()->active(false);
-    dtype->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8"}));
-    dtype->description("Weight format for compute: auto (as stored), f32, f16, bf16, q8");
     cmd->add_option("--file", options->file, "UTF-8 text file to evaluate")->required();
     cmd->add_option("--context", options->context,
                     "Tokens per window (default: the model's context length)")
