@@ -67,6 +67,49 @@ int wait_for_shutdown_signal(int pipe_read) {
     return byte;
 }
 
+constexpr double kMiB = 1024.0 * 1024.0;
+
+// What the engine's KV pool costs for a model (mirrors the sizing in engine.cpp): a block holds
+// the keys and values of `block_tokens` positions for every layer, in f32; a context is the whole
+// blocks covering n_positions.
+struct KvCacheGeometry {
+    std::size_t block_bytes = 0;
+    std::size_t one_context_bytes = 0;
+};
+
+KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens) {
+    KvCacheGeometry geometry;
+    geometry.block_bytes =
+        static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.n_embd * sizeof(float);
+    const auto context_blocks =
+        static_cast<std::size_t>((config.n_positions + block_tokens - 1) / block_tokens);
+    geometry.one_context_bytes = context_blocks * geometry.block_bytes;
+    return geometry;
+}
+
+// Builds the engine; a KV_CACHE_MB below one full context (which the engine refuses without
+// naming the setting) is reported as that setting's error, with the minimum for this model.
+std::shared_ptr<engine::Engine> make_engine(const ServerConfig& config,
+                                            std::shared_ptr<const model::Gpt2Model> model,
+                                            std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
+                                            const engine::EngineOptions& options,
+                                            const KvCacheGeometry& kv) {
+    try {
+        return std::make_shared<engine::Engine>(model, std::move(tokenizer), options);
+    } catch (const Error& error) {
+        if (error.code() != ErrorCode::kInvalidArgument || config.kv_cache_mb == 0 ||
+            options.kv_cache_bytes >= kv.one_context_bytes) {
+            throw;
+        }
+        fail_param("KV_CACHE_MB",
+                   "KV_CACHE_MB={} is invalid for model {}: {}; expected at least {} (one full "
+                   "context of {} tokens), or 0 = auto",
+                   config.kv_cache_mb, model->name(), error.what(),
+                   static_cast<std::size_t>(std::ceil(kv.one_context_bytes / kMiB)),
+                   model->config().n_positions);
+    }
+}
+
 std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::Logger& logger,
                                             double& load_seconds) {
     // A directory as is; a Hub name through the Hugging Face cache (CACHE_DIR an extra root),
@@ -85,6 +128,7 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
     logger.info("device", {{"device", device.backend->name()}, {"reason", device.reason}});
     model::LoadOptions options;
     options.backend = std::move(device.backend);
+    options.weight_format = config.dtype;
     auto model = model::Gpt2Model::load(dir, options);
     auto tokenizer =
         std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_directory(dir));
@@ -98,14 +142,30 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
     engine::EngineOptions engine_options;
     engine_options.max_running_sequences = config.max_concurrent_requests;
     engine_options.max_waiting_requests = config.max_queue;
-    auto engine = std::make_shared<engine::Engine>(model, tokenizer, engine_options);
+    engine_options.max_step_tokens = config.max_batch_tokens;
+    const KvCacheGeometry kv = kv_cache_geometry(model->config(), engine_options.kv_block_tokens);
+    // Measured now, after the weights are in memory, so the auto budget leaves room for them.
+    engine_options.kv_cache_bytes =
+        config.kv_cache_mb > 0
+            ? static_cast<std::size_t>(config.kv_cache_mb) << 20
+            : server::auto_kv_cache_bytes(kv.one_context_bytes,
+                                          kv.one_context_bytes * config.max_concurrent_requests,
+                                          server::available_memory_bytes());
+    auto engine = make_engine(config, model, tokenizer, engine_options, kv);
     load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    logger.info("model loaded", {{"model", model->name()},
-                                 {"path", dir.string()},
-                                 {"device", model->device_name()},
-                                 {"dtype", model->dtype()},
-                                 {"parameters", model->parameter_count()},
-                                 {"load_s", std::round(load_seconds * 1000) / 1000}});
+    const int kv_blocks = engine->stats().kv_blocks_total;
+    logger.info("model loaded",
+                {{"model", model->name()},
+                 {"path", dir.string()},
+                 {"device", model->device_name()},
+                 {"dtype", model->dtype()},
+                 {"parameters", model->parameter_count()},
+                 {"kv_cache_mib", std::round(kv_blocks * kv.block_bytes / kMiB * 10) / 10},
+                 {"kv_cache_blocks", kv_blocks},
+                 {"kv_cache_tokens", kv_blocks * engine_options.kv_block_tokens},
+                 {"kv_cache_budget", config.kv_cache_mb > 0 ? "KV_CACHE_MB" : "auto"},
+                 {"max_batch_tokens", config.max_batch_tokens},
+                 {"load_s", std::round(load_seconds * 1000) / 1000}});
     return engine;
 }
 

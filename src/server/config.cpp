@@ -208,6 +208,20 @@ const std::vector<Setting>& settings() {
         {{"MAX_QUEUE", "--max-queue", "requests waiting beyond those, 0..4096; then 503 (128)"},
          [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 0, 4096, c.max_queue); },
          [](const ServerConfig& c) { return std::to_string(c.max_queue); }},
+        {{"MAX_BATCH_TOKENS", "--max-batch-tokens",
+          "tokens one engine step computes: decode rows plus prompt chunks, 16..65536; smaller = "
+          "smoother streams, larger = faster long prompts (256)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_int(raw, 16, 65536, c.max_batch_tokens);
+         },
+         [](const ServerConfig& c) { return std::to_string(c.max_batch_tokens); }},
+        {{"KV_CACHE_MB", "--kv-cache-mb",
+          "KV cache budget in MiB, 0..1048576; 0 = auto: every running sequence at full context, "
+          "at most 1 GiB and a quarter of the memory left after loading the model (0)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_int(raw, 0, 1 << 20, c.kv_cache_mb);
+         },
+         [](const ServerConfig& c) { return std::to_string(c.kv_cache_mb); }},
         {{"MAX_BODY_BYTES", "--max-body-bytes", "largest request body, 64..1073741824 (1048576)"},
          [](ServerConfig& c, std::string_view raw) {
              return parse_int(raw, 64LL, 1LL << 30, c.max_body_bytes);
@@ -223,6 +237,16 @@ const std::vector<Setting>& settings() {
         {{"THREADS", "--threads", "compute threads, 0..1024; 0 = one per core (0)"},
          [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 0, 1024, c.threads); },
          [](const ServerConfig& c) { return std::to_string(c.threads); }},
+        {{"DTYPE", "--dtype",
+          "weight format for compute: auto (as stored), f32, f16, bf16, q8 (auto)"},
+         [](ServerConfig& c, std::string_view raw) {
+             using backend::WeightFormat;
+             return parse_choice(raw, {"auto", "f32", "f16", "bf16", "q8"},
+                                 {WeightFormat::kAuto, WeightFormat::kF32, WeightFormat::kF16,
+                                  WeightFormat::kBF16, WeightFormat::kQ8},
+                                 c.dtype);
+         },
+         [](const ServerConfig& c) { return std::string(backend::to_string(c.dtype)); }},
         {{"LOG_LEVEL", "--log-level", "debug, info, warn or error (info)"},
          [](ServerConfig& c, std::string_view raw) {
              return parse_choice(
@@ -281,6 +305,15 @@ std::string_view to_string(ConfigSource source) {
 
 int ServerConfig::effective_rate_limit_burst() const {
     return rate_limit_burst > 0 ? rate_limit_burst : std::max(1, rate_limit_rpm / 6);
+}
+
+std::size_t auto_kv_cache_bytes(std::size_t one_context_bytes, std::size_t all_sequences_bytes,
+                                std::optional<std::uint64_t> available) {
+    constexpr std::size_t kEngineDefaultCap = std::size_t{1} << 30;  // the engine's own cap
+    std::size_t budget = std::min(all_sequences_bytes, kEngineDefaultCap);
+    if (available)
+        budget = static_cast<std::size_t>(std::min<std::uint64_t>(budget, *available / 4));
+    return std::max(budget, one_context_bytes);
 }
 
 const std::vector<SettingInfo>& setting_infos() {

@@ -3,12 +3,16 @@
 // value stops start-up with a message naming the variable, the value and what is allowed.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "backend/backend.h"
 
 namespace llmserve::server {
 
@@ -36,12 +40,15 @@ struct ServerConfig {
     double request_timeout_s = 30;       // REQUEST_TIMEOUT_S: generation deadline from arrival
     int max_concurrent_requests = 32;    // MAX_CONCURRENT_REQUESTS: sequences decoded together
     int max_queue = 128;                 // MAX_QUEUE: requests waiting beyond those; then 503
+    int max_batch_tokens = 256;          // MAX_BATCH_TOKENS: tokens one engine step computes
+    int kv_cache_mb = 0;                 // KV_CACHE_MB: KV cache budget in MiB; 0 = auto
     long long max_body_bytes = 1 << 20;  // MAX_BODY_BYTES: larger request bodies get 413
     std::string cache_dir;               // CACHE_DIR: model cache (used by Hub downloads)
     std::string device = "auto";         // DEVICE: auto, cpu, cuda or cuda:N
     int threads = 0;                     // THREADS: compute threads; 0 = one per core
-    LogLevel log_level = LogLevel::kInfo;     // LOG_LEVEL
-    LogFormat log_format = LogFormat::kText;  // LOG_FORMAT
+    backend::WeightFormat dtype = backend::WeightFormat::kAuto;  // DTYPE: weights for compute
+    LogLevel log_level = LogLevel::kInfo;                        // LOG_LEVEL
+    LogFormat log_format = LogFormat::kText;                     // LOG_FORMAT
     double shutdown_grace_s = 10;  // SHUTDOWN_GRACE_S: how long in-flight requests may finish
 
     // Source of each setting, keyed by its environment variable name.
@@ -58,6 +65,13 @@ struct SettingInfo {
     std::string_view help;  // one line, with the allowed values and the default
 };
 const std::vector<SettingInfo>& setting_infos();
+
+// The KV cache budget for KV_CACHE_MB=0 (auto): the engine's default, every running sequence at
+// full context (`all_sequences_bytes`) but at most 1 GiB, lowered to a quarter of the memory
+// `available` once the model is loaded (when that figure is known), yet never below one full
+// context (`one_context_bytes`), the least the engine accepts.
+std::size_t auto_kv_cache_bytes(std::size_t one_context_bytes, std::size_t all_sequences_bytes,
+                                std::optional<std::uint64_t> available);
 
 // Looks up an environment variable; nullopt when unset.
 using EnvironmentLookup = std::function<std::optional<std::string>(std::string_view name)>;

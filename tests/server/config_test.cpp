@@ -106,6 +106,14 @@ TEST(ConfigTest, BadValuesNameTheVariableTheValueAndWhatIsAllowed) {
         {"HOST", "bad host!", "IP address or host name"},
         {"THREADS", "2.5", "[0, 1024]"},
         {"CACHE_DIR", LLMSERVE_SOURCE_DIR "/CMakeLists.txt", "directory"},
+        {"DTYPE", "q4", "auto, f32, f16, bf16, q8"},
+        {"DTYPE", "F16", "auto, f32, f16, bf16, q8"},
+        {"KV_CACHE_MB", "-1", "[0, 1048576]"},
+        {"KV_CACHE_MB", "1048577", "[0, 1048576]"},
+        {"KV_CACHE_MB", "64MB", "[0, 1048576]"},
+        {"MAX_BATCH_TOKENS", "15", "[16, 65536]"},
+        {"MAX_BATCH_TOKENS", "65537", "[16, 65536]"},
+        {"MAX_BATCH_TOKENS", "256.0", "[16, 65536]"},
     };
     for (const BadValue& bad : cases) {
         const Error error = resolve_error({{bad.variable, bad.value}});
@@ -122,6 +130,86 @@ TEST(ConfigTest, BadFlagNamesTheFlag) {
     const Error error = resolve_error({}, Flags{{"PORT", "-3"}});
     EXPECT_EQ(error.param(), "PORT");
     EXPECT_NE(std::string(error.what()).find("--port"), std::string::npos) << error.what();
+}
+
+TEST(ConfigTest, EngineSettingsDefaultsEnvironmentAndFlags) {
+    const ServerConfig defaults = resolve_config(fake_environment({}), {});
+    EXPECT_EQ(defaults.dtype, backend::WeightFormat::kAuto);
+    EXPECT_EQ(defaults.kv_cache_mb, 0);
+    EXPECT_EQ(defaults.max_batch_tokens, 256);
+
+    const ServerConfig from_environment = resolve_config(
+        fake_environment({{"DTYPE", "q8"}, {"KV_CACHE_MB", "64"}, {"MAX_BATCH_TOKENS", "16"}}), {});
+    EXPECT_EQ(from_environment.dtype, backend::WeightFormat::kQ8);
+    EXPECT_EQ(from_environment.kv_cache_mb, 64);
+    EXPECT_EQ(from_environment.max_batch_tokens, 16);
+    for (const char* name : {"DTYPE", "KV_CACHE_MB", "MAX_BATCH_TOKENS"}) {
+        EXPECT_EQ(from_environment.sources.at(name), ConfigSource::kEnvironment) << name;
+    }
+
+    const ServerConfig from_flags = resolve_config(
+        fake_environment({{"DTYPE", "q8"}, {"KV_CACHE_MB", "64"}, {"MAX_BATCH_TOKENS", "16"}}),
+        Flags{{"DTYPE", "bf16"}, {"KV_CACHE_MB", "1048576"}, {"MAX_BATCH_TOKENS", "65536"}});
+    EXPECT_EQ(from_flags.dtype, backend::WeightFormat::kBF16);
+    EXPECT_EQ(from_flags.kv_cache_mb, 1048576);
+    EXPECT_EQ(from_flags.max_batch_tokens, 65536);
+    for (const char* name : {"DTYPE", "KV_CACHE_MB", "MAX_BATCH_TOKENS"}) {
+        EXPECT_EQ(from_flags.sources.at(name), ConfigSource::kFlag) << name;
+    }
+
+    // Every weight format the backend knows by name is accepted, and shown as spelled.
+    for (const char* name : {"auto", "f32", "f16", "bf16", "q8"}) {
+        const ServerConfig config = resolve_config(fake_environment({}), Flags{{"DTYPE", name}});
+        EXPECT_EQ(config.dtype, backend::parse_weight_format(name)) << name;
+        EXPECT_NE(describe_config(config).find(std::string("DTYPE=") + name), std::string::npos)
+            << name;
+    }
+}
+
+TEST(ConfigTest, BadEngineSettingFlagsNameTheFlagAndVariable) {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"DTYPE", "--dtype"},
+        {"KV_CACHE_MB", "--kv-cache-mb"},
+        {"MAX_BATCH_TOKENS", "--max-batch-tokens"}};
+    for (const auto& [variable, flag] : cases) {
+        const Error error = resolve_error({}, Flags{{variable, "nonsense"}});
+        const std::string message = error.what();
+        EXPECT_EQ(error.param(), variable) << message;
+        EXPECT_NE(message.find(flag), std::string::npos) << message;
+        EXPECT_NE(message.find(variable), std::string::npos) << message;
+        EXPECT_NE(message.find("nonsense"), std::string::npos) << message;
+    }
+}
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+constexpr std::size_t kGiB = std::size_t{1} << 30;
+
+TEST(ConfigTest, AutoKvCacheWithoutAMemoryFigureIsTheEngineDefault) {
+    // Every running sequence at full context...
+    EXPECT_EQ(auto_kv_cache_bytes(4 * kMiB, 32 * 4 * kMiB, std::nullopt), 128 * kMiB);
+    // ...at most 1 GiB...
+    EXPECT_EQ(auto_kv_cache_bytes(72 * kMiB, 64 * 72 * kMiB, std::nullopt), kGiB);
+    // ...but never less than one context, even when that is more than 1 GiB.
+    EXPECT_EQ(auto_kv_cache_bytes(3 * kGiB / 2, 8 * 3 * kGiB / 2, std::nullopt), 3 * kGiB / 2);
+}
+
+TEST(ConfigTest, AutoKvCacheWithPlentyOfMemoryKeepsTheEngineDefault) {
+    const std::uint64_t available = 64ull * kGiB;
+    EXPECT_EQ(auto_kv_cache_bytes(4 * kMiB, 32 * 4 * kMiB, available), 128 * kMiB);
+    EXPECT_EQ(auto_kv_cache_bytes(72 * kMiB, 64 * 72 * kMiB, available), kGiB);
+    // Exactly four times the need: the quarter is the need itself.
+    EXPECT_EQ(auto_kv_cache_bytes(4 * kMiB, 32 * 4 * kMiB, 4 * 128 * kMiB), 128 * kMiB);
+}
+
+TEST(ConfigTest, AutoKvCacheWithLittleMemoryTakesAQuarterButAtLeastOneContext) {
+    // 200 MiB left: a quarter is 50 MiB, below the 128 MiB every sequence would want.
+    EXPECT_EQ(auto_kv_cache_bytes(4 * kMiB, 32 * 4 * kMiB, 200 * kMiB), 50 * kMiB);
+    // 1 GiB left with a 1 GiB want: a quarter, 256 MiB.
+    EXPECT_EQ(auto_kv_cache_bytes(72 * kMiB, 64 * 72 * kMiB, kGiB), 256 * kMiB);
+    // 8 MiB left: a quarter (2 MiB) is less than one context, so one context.
+    EXPECT_EQ(auto_kv_cache_bytes(4 * kMiB, 32 * 4 * kMiB, 8 * kMiB), 4 * kMiB);
+    // Nothing left at all: still one context (the engine accepts no less).
+    EXPECT_EQ(auto_kv_cache_bytes(4 * kMiB, 32 * 4 * kMiB, 0), 4 * kMiB);
 }
 
 TEST(ConfigTest, DescribeShowsValueAndSourceButNeverKeys) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <fstream>
 #include <future>
 #include <set>
@@ -623,6 +624,58 @@ TEST(ServerE2ETest, ConcurrentClientsAllSucceed) {
         }));
     }
     for (auto& status : statuses) EXPECT_EQ(status.get(), 200);
+}
+
+TEST(ServerE2ETest, WeightFormatKvBudgetAndStepBudgetReachTheEngine) {
+    // The smallest budget the engine accepts: one full context of f32 keys and values.
+    const Json config = model_config();
+    const double context_bytes = 2.0 * sizeof(float) * config["n_layer"].get<int>() *
+                                 config["n_positions"].get<int>() * config["n_embd"].get<int>();
+    const int minimum_mb = static_cast<int>(std::ceil(context_bytes / (1 << 20)));
+
+    const auto [small_status, small_output] =
+        run_llmserve({{"KV_CACHE_MB", std::to_string(minimum_mb - 1)}, {"PORT", "0"}}, {"serve"});
+    EXPECT_EQ(small_status, 1);
+    EXPECT_NE(small_output.find("KV_CACHE_MB=" + std::to_string(minimum_mb - 1)), std::string::npos)
+        << small_output;
+    EXPECT_NE(small_output.find("at least " + std::to_string(minimum_mb)), std::string::npos)
+        << small_output;
+
+    ServerProcess server(Environment{
+        {"DTYPE", "q8"}, {"KV_CACHE_MB", std::to_string(minimum_mb)}, {"MAX_BATCH_TOKENS", "16"}});
+    auto client = server.client();
+    // A prompt longer than one step's budget is prefilled in several chunks.
+    std::string prompt;
+    for (int i = 0; i < 6; ++i) prompt += "The jury said that the city was well run. ";
+    const auto result =
+        post_json(*client, "/generate", {{"prompt", prompt}, {"max_length", 8}, {"seed", 3}});
+    ASSERT_TRUE(result);
+    ASSERT_EQ(result->status, 200) << result->body;
+    const Json body = body_json(result);
+    const int prompt_tokens = body["usage"]["prompt_tokens"].get<int>();
+    const int generated = body["results"][0]["generated_tokens"].get<int>();
+    EXPECT_GT(prompt_tokens, 16);
+    EXPECT_GE(generated, 1);
+    // 16 prompt tokens per step, then one step per further token (a 256-token budget would
+    // prefill in one step).
+    EXPECT_GE(metric_value(metrics_text(server), "llmserve_engine_steps_total"),
+              (prompt_tokens + 15) / 16 + generated - 1);
+
+    Json loaded;
+    for (const Json& line : server.log_lines()) {
+        if (line.value("msg", "") == "model loaded") loaded = line;
+    }
+    ASSERT_TRUE(loaded.is_object()) << server.output();
+    EXPECT_EQ(loaded["dtype"], "q8");
+    EXPECT_EQ(loaded["kv_cache_budget"], "KV_CACHE_MB");
+    EXPECT_EQ(loaded["max_batch_tokens"], 16);
+    EXPECT_LE(loaded["kv_cache_mib"].get<double>(), minimum_mb);
+    // The budget holds one context, not the default of one per running sequence.
+    const int kv_tokens = loaded["kv_cache_tokens"].get<int>();
+    EXPECT_GE(kv_tokens, config["n_positions"].get<int>());
+    EXPECT_LT(kv_tokens, 2 * config["n_positions"].get<int>());
+    EXPECT_EQ(metric_value(metrics_text(server), "llmserve_kv_cache_blocks_total"),
+              loaded["kv_cache_blocks"].get<double>());
 }
 
 TEST(ServerE2ETest, BadConfigurationStopsStartupNamingTheVariable) {
