@@ -38,6 +38,51 @@ const PieceCache::Shard& PieceCache::shard_for(std::string_view piece) const {
     return shards_[TransparentStringHash{}(piece) % kShardCount];
 }
 
+MergeTable::MergeTable(std::size_t expected_merges) {
+    std::size_t capacity = 16;
+    while (capacity * 2 < expected_merges * 3) capacity *= 2;
+    slots_.resize(capacity);
+}
+
+std::size_t MergeTable::slot_of(std::uint64_t key) const {
+    const std::size_t mask = slots_.size() - 1;
+    // Fibonacci hashing spreads the ids' low bits over the table; linear probing from there.
+    std::size_t slot = static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+    while (slots_[slot].key != key && slots_[slot].key != kEmpty) slot = (slot + 1) & mask;
+    return slot;
+}
+
+std::uint64_t MergeTable::key_of(TokenId left, TokenId right) {
+    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(left)) << 32) |
+           static_cast<std::uint32_t>(right);
+}
+
+void MergeTable::grow() {
+    std::vector<Slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    for (const Slot& entry : old)
+        if (entry.key != kEmpty) slots_[slot_of(entry.key)] = entry;
+}
+
+void MergeTable::insert_or_assign(TokenId left, TokenId right, MergeResult merge) {
+    const std::uint64_t key = key_of(left, right);
+    std::size_t slot = slot_of(key);
+    if (slots_[slot].key == kEmpty) {
+        if ((size_ + 1) * 3 > slots_.size() * 2) {
+            grow();
+            slot = slot_of(key);
+        }
+        ++size_;
+    }
+    slots_[slot] = {key, merge};
+}
+
+const MergeResult* MergeTable::find(TokenId left, TokenId right) const {
+    const std::uint64_t key = key_of(left, right);
+    const Slot& slot = slots_[slot_of(key)];
+    return slot.key == key ? &slot.merge : nullptr;
+}
+
 bool PieceCache::lookup(std::string_view piece, std::vector<TokenId>& out) const {
     const Shard& shard = shard_for(piece);
     std::lock_guard lock(shard.mutex);
@@ -78,10 +123,9 @@ void BpeModel::merge_piece(std::string_view piece, std::vector<TokenId>& out) co
     const auto enqueue_pair = [&](std::int32_t left) {
         const std::int32_t right = symbols[left].next;
         if (right == kNone) return;
-        const auto it = merges_.find(merge_key(symbols[left].id, symbols[right].id));
-        if (it == merges_.end()) return;
-        queue.push_back(
-            {it->second.rank, left, symbols[left].id, symbols[right].id, it->second.merged});
+        const MergeResult* merge = merges_.find(symbols[left].id, symbols[right].id);
+        if (merge == nullptr) return;
+        queue.push_back({merge->rank, left, symbols[left].id, symbols[right].id, merge->merged});
         std::push_heap(queue.begin(), queue.end(), lower_priority);
     };
     for (std::int32_t i = 0; i + 1 < count; ++i) enqueue_pair(i);

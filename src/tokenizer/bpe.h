@@ -23,13 +23,30 @@ struct MergeResult {
     TokenId merged;     // the token the pair becomes
 };
 
-// (left, right) token pair -> merge, keyed by left << 32 | right.
-using MergeMap = std::unordered_map<std::uint64_t, MergeResult>;
+// (left, right) token pair -> merge: an open-addressing table in one allocation (GPT-2's 50,000
+// merges take 2 MiB in one block where a node-based map scattered ~2.5 MB over 50,000 small
+// allocations, interleaved with the loader's short-lived ones).
+class MergeTable {
+  public:
+    explicit MergeTable(std::size_t expected_merges = 0);
+    // Sets the merge of (left, right); a repeated pair keeps the last value. Ids are >= 0.
+    void insert_or_assign(TokenId left, TokenId right, MergeResult merge);
+    const MergeResult* find(TokenId left, TokenId right) const;
+    std::size_t size() const { return size_; }
 
-constexpr std::uint64_t merge_key(TokenId left, TokenId right) {
-    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(left)) << 32) |
-           static_cast<std::uint32_t>(right);
-}
+  private:
+    static constexpr std::uint64_t kEmpty = ~std::uint64_t{0};  // no pair of ids >= 0 has it
+    struct Slot {
+        std::uint64_t key = kEmpty;  // left << 32 | right
+        MergeResult merge{};
+    };
+    static std::uint64_t key_of(TokenId left, TokenId right);
+    std::size_t slot_of(std::uint64_t key) const;  // the key's slot, or the empty one it would take
+    void grow();
+
+    std::vector<Slot> slots_;  // size a power of two, at most 2/3 full
+    std::size_t size_ = 0;
+};
 
 // Maps pieces to their token ids. Safe for concurrent use: 16 mutex-guarded shards, each holding
 // at most kShardCapacity pieces of at most kMaxPieceBytes; a full shard is emptied and refilled.
@@ -60,7 +77,7 @@ class PieceCache {
 class BpeModel {
   public:
     // byte_ids[b]: the token of the single byte b. merges: every mergeable pair.
-    BpeModel(std::array<TokenId, 256> byte_ids, MergeMap merges)
+    BpeModel(std::array<TokenId, 256> byte_ids, MergeTable merges)
         : byte_ids_(byte_ids), merges_(std::move(merges)) {}
 
     // Appends the tokens of one pre-tokenized piece (raw bytes, non-empty) to `out`. Thread-safe.
@@ -72,7 +89,7 @@ class BpeModel {
     void merge_piece(std::string_view piece, std::vector<TokenId>& out) const;
 
     std::array<TokenId, 256> byte_ids_;
-    MergeMap merges_;
+    MergeTable merges_;
     mutable PieceCache cache_;
 };
 

@@ -2,11 +2,14 @@
 // vocab.json + merges.txt (OpenAI / transformers' GPT2Tokenizer).
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <unordered_map>
 
 #include "common/error.h"
 #include "tokenizer/byte_level.h"
+#include "tokenizer/string_hash.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_state.h"
 
@@ -270,11 +273,9 @@ class StateBuilder {
         index_vocabulary();
         auto state = std::make_shared<TokenizerState>(resolve_byte_tokens(), resolve_merges());
         fill_token_table(*state);
-        state->ids_by_text = std::move(vocab_ids_);
-        for (const AddedTokenSpec& added : spec_.added) {
-            state->ids_by_text.insert_or_assign(added.content, added.id);
+        index_by_bytes(*state);
+        for (const AddedTokenSpec& added : spec_.added)
             state->added_tokens.push_back({added.content, added.id});
-        }
         return state;
     }
 
@@ -356,16 +357,15 @@ class StateBuilder {
         return byte_ids;
     }
 
-    MergeMap resolve_merges() const {
-        MergeMap merges;
-        merges.reserve(spec_.merges.size());
+    MergeTable resolve_merges() const {
+        MergeTable merges(spec_.merges.size());
         for (std::size_t rank = 0; rank < spec_.merges.size(); ++rank) {
             const MergeRule& rule = spec_.merges[rank];
             const TokenId left = vocab_id(rule.left, rule, "names");
             const TokenId right = vocab_id(rule.right, rule, "names");
             const TokenId merged = vocab_id(rule.left + rule.right, rule, "produces");
             // A repeated pair takes its last rank, as HF's map construction does.
-            merges.insert_or_assign(merge_key(left, right),
+            merges.insert_or_assign(left, right,
                                     MergeResult{static_cast<std::int32_t>(rank), merged});
         }
         return merges;
@@ -391,8 +391,31 @@ class StateBuilder {
         state.token_kinds = std::move(kinds);
     }
 
+    // The indexes token_id() searches: ids sorted by their bytes, regular and added apart.
+    static void index_by_bytes(TokenizerState& state) {
+        for (std::size_t id = 0; id < state.token_kinds.size(); ++id) {
+            switch (state.token_kinds[id]) {
+                case TokenKind::kMissing:
+                    break;
+                case TokenKind::kRegular:
+                    state.regular_ids_by_bytes.push_back(static_cast<TokenId>(id));
+                    break;
+                case TokenKind::kAdded:
+                case TokenKind::kSpecial:
+                    state.added_ids_by_content.push_back(static_cast<TokenId>(id));
+                    break;
+            }
+        }
+        for (auto* ids : {&state.regular_ids_by_bytes, &state.added_ids_by_content}) {
+            std::stable_sort(ids->begin(), ids->end(), [&state](TokenId a, TokenId b) {
+                return state.token_bytes(a) < state.token_bytes(b);
+            });
+            ids->shrink_to_fit();
+        }
+    }
+
     TokenizerSpec spec_;
-    TokenIdsByText vocab_ids_;
+    std::unordered_map<std::string, TokenId, TransparentStringHash, std::equal_to<>> vocab_ids_;
     std::unordered_map<TokenId, const AddedTokenSpec*> added_by_id_;
     std::vector<std::pair<TokenId, std::string>> vocab_bytes_;
     std::size_t vocab_size_ = 0;

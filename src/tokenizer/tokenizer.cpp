@@ -1,6 +1,9 @@
 #include "tokenizer/tokenizer.h"
 
+#include <algorithm>
+
 #include "common/error.h"
+#include "tokenizer/byte_level.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer_state.h"
 #include "tokenizer/utf8.h"
@@ -94,9 +97,20 @@ std::size_t Tokenizer::vocab_size() const {
 }
 
 std::optional<TokenId> Tokenizer::token_id(std::string_view token_text) const {
-    const auto it = state_->ids_by_text.find(token_text);
-    if (it == state_->ids_by_text.end()) return std::nullopt;
-    return it->second;
+    const TokenizerState& state = *state_;
+    auto find = [&state](const std::vector<TokenId>& ids,
+                         std::string_view bytes) -> std::optional<TokenId> {
+        const auto it = std::lower_bound(
+            ids.begin(), ids.end(), bytes,
+            [&state](TokenId id, std::string_view key) { return state.token_bytes(id) < key; });
+        if (it == ids.end() || state.token_bytes(*it) != bytes) return std::nullopt;
+        return *it;
+    };
+    // An added token is spelled as its literal content; a regular one in the byte-level alphabet.
+    if (auto id = find(state.added_ids_by_content, token_text)) return id;
+    const std::optional<std::string> bytes = vocab_text_to_bytes(token_text);
+    if (!bytes) return std::nullopt;
+    return find(state.regular_ids_by_bytes, *bytes);
 }
 
 bool Tokenizer::is_special(TokenId id) const {
