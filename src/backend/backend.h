@@ -121,6 +121,14 @@ class Backend {
     // out[i] = x[rows[i]].                                                   out: [rows.size(), C]
     virtual void gather_rows(MatrixView x, std::span<const int> rows, MatrixView out) = 0;
     virtual void copy_to_host(MatrixView x, float* host) = 0;
+    // host = x·W, delivered to host memory (the output projection, whose logits the engine
+    // samples). `staging` (y's shape) holds the product first where device memory is not host
+    // memory; a backend computing in host memory writes `host` directly and saves the copy.
+    //                                           x: [M, in]  staging: [M, out]  host: M * out floats
+    virtual void linear_to_host(MatrixView x, const Weight& w, MatrixView staging, float* host) {
+        linear(x, w, nullptr, staging);
+        copy_to_host(staging, host);
+    }
 };
 
 // The CPU backend with `threads` worker threads (0 = one per core).

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/memory.h"
 #include "engine/kv_cache.h"
 #include "engine/sampling/logits_processor.h"
 #include "engine/sampling/logprobs.h"
@@ -189,6 +190,7 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
         std::make_unique<model::Workspace>(s.model->backend(), config, max_rows, max_rows);
     s.stats.kv_blocks_total = num_blocks;
     s.stats.kv_blocks_free = num_blocks;
+    release_free_heap_memory();  // what loading the model and tokenizer freed
     s.thread = std::thread([&s] { s.run(); });
 }
 

@@ -1,5 +1,6 @@
 #include "model/gpt2.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/error.h"
@@ -37,11 +38,8 @@ Workspace::Workspace(backend::Backend& backend, const ModelConfig& config, int m
     const auto rows = static_cast<std::size_t>(max_rows);
     x_ = backend.allocate(rows * config.n_embd);
     normed_ = backend.allocate(rows * config.n_embd);
-    qkv_ = backend.allocate(rows * 3 * config.n_embd);
-    attn_ = backend.allocate(rows * config.n_embd);
     proj_ = backend.allocate(rows * config.n_embd);
-    mlp_ = backend.allocate(rows * config.n_inner);
-    selected_ = backend.allocate(static_cast<std::size_t>(max_logits_rows) * config.n_embd);
+    wide_ = backend.allocate(rows * std::max(3 * config.n_embd, config.n_inner));
     logits_ = backend.allocate(static_cast<std::size_t>(max_logits_rows) * config.vocab_size);
 }
 
@@ -52,8 +50,8 @@ std::shared_ptr<const Gpt2Model> Gpt2Model::load(const std::filesystem::path& di
         GenerationDefaults::load_if_present(dir / "generation_config.json");
     const std::string name =
         dir.filename().empty() ? dir.parent_path().filename().string() : dir.filename().string();
-    return from_weights(std::move(config), std::move(defaults),
-                        io::open_checkpoint_directory(dir), name, options);
+    return from_weights(std::move(config), std::move(defaults), io::open_checkpoint_directory(dir),
+                        name, options);
 }
 
 std::shared_ptr<const Gpt2Model> Gpt2Model::from_weights(ModelConfig config,
@@ -152,7 +150,7 @@ void Gpt2Model::forward(const Batch& batch, backend::KvStorage& kv, Workspace& w
     const int rows = static_cast<int>(batch.rows());
     const int out_rows = static_cast<int>(batch.logits_rows.size());
     if (rows == 0) return;
-    if (rows > ws.max_rows() || out_rows > ws.max_logits_rows())
+    if (rows > ws.max_rows() || out_rows > std::min(rows, ws.max_logits_rows()))
         fail(ErrorCode::kInternal,
              "batch of {} rows ({} with logits) exceeds the workspace ({} / {})", rows, out_rows,
              ws.max_rows(), ws.max_logits_rows());
@@ -175,10 +173,10 @@ void Gpt2Model::forward(const Batch& batch, backend::KvStorage& kv, Workspace& w
     const int C = c.n_embd;
     auto x = view(*ws.x_, rows, C);
     auto normed = view(*ws.normed_, rows, C);
-    auto qkv = view(*ws.qkv_, rows, 3 * C);
-    auto attn = view(*ws.attn_, rows, C);
+    auto attn = normed;  // the layer norm's output is dead once qkv is computed
     auto proj = view(*ws.proj_, rows, C);
-    auto mlp = view(*ws.mlp_, rows, c.n_inner);
+    auto qkv = view(*ws.wide_, rows, 3 * C);
+    auto mlp = view(*ws.wide_, rows, c.n_inner);  // qkv is dead once attention has run
 
     be.embedding(*wte_, batch.tokens, x);
     be.embedding(*wpe_, batch.positions, proj);
@@ -205,12 +203,11 @@ void Gpt2Model::forward(const Batch& batch, backend::KvStorage& kv, Workspace& w
         be.add(x, proj);
     }
     if (out_rows == 0) return;
-    auto selected = view(*ws.selected_, out_rows, C);
+    auto selected = view(*ws.normed_, out_rows, C);  // logits rows are a subset of the rows
     be.gather_rows(x, batch.logits_rows, selected);
     be.layer_norm(selected, *ln_f_weight_, *ln_f_bias_, c.layer_norm_epsilon, selected);
-    auto out = view(*ws.logits_, out_rows, c.vocab_size);
-    be.linear(selected, lm_head_ ? *lm_head_ : *wte_, nullptr, out);
-    be.copy_to_host(out, logits.data());
+    auto staging = view(*ws.logits_, out_rows, c.vocab_size);
+    be.linear_to_host(selected, lm_head_ ? *lm_head_ : *wte_, staging, logits.data());
 }
 
 }  // namespace llmserve::model

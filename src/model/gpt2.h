@@ -32,7 +32,8 @@ struct Batch {
 };
 
 // Scratch activations for batches of up to `max_rows` rows; owned by the caller (the engine),
-// reused every step.
+// reused every step. Buffers are shared between values whose lifetimes do not overlap, so a row
+// costs 3 * n_embd + max(3 * n_embd, n_inner) floats.
 class Workspace {
   public:
     Workspace(backend::Backend& backend, const ModelConfig& config, int max_rows,
@@ -43,8 +44,10 @@ class Workspace {
   private:
     friend class Gpt2Model;
     int max_rows_, max_logits_rows_;
-    std::unique_ptr<backend::DeviceBuffer> x_, normed_, qkv_, attn_, proj_, mlp_, selected_,
-        logits_;
+    // x_: the residual stream. normed_: a layer norm's output, then attention's output, then
+    // the final norm of the rows whose logits are wanted. proj_: a projection's output before it
+    // is added to x_. wide_: qkv, later the MLP hidden layer.
+    std::unique_ptr<backend::DeviceBuffer> x_, normed_, proj_, wide_, logits_;
 };
 
 class Gpt2Model {

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace llmserve::backend::cpu {
@@ -24,6 +25,33 @@ TEST(WorkerPool, EveryIndexRunsExactlyOnce) {
                     ASSERT_EQ(hits[i].load(), 1)
                         << "index " << i << " of " << count << ", grain " << grain;
             }
+    }
+}
+
+// A body that takes the worker index gets one in [0, size()), and never two chunks on one index
+// at once: what per-thread scratch relies on.
+TEST(WorkerPool, WorkerIndexIsInRangeAndNeverShared) {
+    for (int threads : {1, 2, 4}) {
+        WorkerPool pool(threads);
+        std::vector<std::atomic<int>> busy(threads);
+        std::vector<std::atomic<int>> chunks_run(threads);
+        std::atomic<int> overlaps{0}, out_of_range{0};
+        for (int job = 0; job < 200; ++job)
+            pool.parallel_for(64, 1, [&](int worker, std::size_t, std::size_t) {
+                if (worker < 0 || worker >= threads) {
+                    out_of_range.fetch_add(1);
+                    return;
+                }
+                if (busy[worker].exchange(1) != 0) overlaps.fetch_add(1);
+                chunks_run[worker].fetch_add(1);
+                std::this_thread::yield();  // give another thread the chance to collide
+                busy[worker].store(0);
+            });
+        EXPECT_EQ(out_of_range.load(), 0) << threads << " threads";
+        EXPECT_EQ(overlaps.load(), 0) << threads << " threads";
+        int total = 0;
+        for (auto& count : chunks_run) total += count.load();
+        EXPECT_EQ(total, 200 * 64);
     }
 }
 

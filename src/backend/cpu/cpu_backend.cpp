@@ -193,9 +193,12 @@ class CpuBackend final : public Backend {
         const std::size_t per_thread =
             std::clamp<std::size_t>(w.panel_bytes * w.panels / (threads * kMinChunkBytes), 1, 8);
         const std::size_t chunks = std::min<std::size_t>(w.panels, threads * per_thread);
-        pool_.parallel_for(chunks, 1, [&](std::size_t begin, std::size_t end) {
+        const bool sixteen_bit = w.format == WeightFormat::kF16 || w.format == WeightFormat::kBF16;
+        pool_.parallel_for(chunks, 1, [&](int worker, std::size_t begin, std::size_t end) {
+            GemmArgs chunk_args = args;
+            if (sixteen_bit) chunk_args.panel_scratch = panel_scratch(worker, w.k);
             for (std::size_t chunk = begin; chunk < end; ++chunk)
-                gemm(args, static_cast<int>(chunk * w.panels / chunks),
+                gemm(chunk_args, static_cast<int>(chunk * w.panels / chunks),
                      static_cast<int>((chunk + 1) * w.panels / chunks));
         });
     }
@@ -295,6 +298,9 @@ class CpuBackend final : public Backend {
     void copy_to_host(MatrixView x, float* host) override {
         std::memcpy(host, x.data, static_cast<std::size_t>(x.rows) * x.cols * sizeof(float));
     }
+    void linear_to_host(MatrixView x, const Weight& w, MatrixView staging, float* host) override {
+        linear(x, w, nullptr, MatrixView{host, staging.rows, staging.cols});
+    }
 
   private:
     // Quantizes x into the reusable q8 activation buffers.
@@ -313,10 +319,20 @@ class CpuBackend final : public Backend {
         return q8_rows_;
     }
 
+    // Worker `worker`'s f32 copy of one panel of k inputs, kept for the next call: allocated per
+    // call, these copies wandered through the heap's free space and left it all resident.
+    float* panel_scratch(int worker, int k) {
+        AlignedBuffer& scratch = panel_scratch_[worker];
+        const std::size_t bytes = static_cast<std::size_t>(k) * kPanelWidth * sizeof(float);
+        if (scratch.size() < bytes) scratch = AlignedBuffer(bytes);
+        return reinterpret_cast<float*>(scratch.data());
+    }
+
     const KernelTable& kernels_;
     WorkerPool pool_;
     WeightArena arena_;
     // Scratch reused across calls (one forward pass at a time).
+    std::vector<AlignedBuffer> panel_scratch_ = std::vector<AlignedBuffer>(pool_.size());
     std::vector<AttentionTile> tiles_;
     std::vector<std::int8_t> q8_values_;
     std::vector<float> q8_scales_;

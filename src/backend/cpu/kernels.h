@@ -58,6 +58,9 @@ struct GemmArgs {
     float* y = nullptr;           // [m, w->n], row stride y_stride
     int y_stride = 0;
     int m = 0;
+    // f16 / bf16: room for one panel widened to f32 (w->k * kPanelWidth floats, 64-byte
+    // aligned), private to the calling thread. Null: weights are widened in registers only.
+    float* panel_scratch = nullptr;
 };
 
 // Attention over one layer's paged KV cache. A KV block of block_tokens tokens holds its keys

@@ -179,10 +179,7 @@ constexpr int kWidenRows = 4 * kGemmRows;
 
 template <WeightFormat F>
 void gemm_float(const GemmArgs& a, int panel_begin, int panel_end) {
-    float* widened = nullptr;
-    if (F != WeightFormat::kF32 && a.m >= kWidenRows)
-        widened = static_cast<float*>(
-            aligned_alloc(64, static_cast<std::size_t>(a.w->k) * kPanelWidth * sizeof(float)));
+    float* const widened = F != WeightFormat::kF32 && a.m >= kWidenRows ? a.panel_scratch : nullptr;
     for (int p = panel_begin; p < panel_end; ++p) {
         const std::byte* panel = a.w->panel(p);
         const int n0 = p * kPanelWidth;
@@ -203,7 +200,6 @@ void gemm_float(const GemmArgs& a, int panel_begin, int panel_end) {
                                 load_weights<F>(panel, kk, col));
         panel_rows<WeightFormat::kF32>(a, reinterpret_cast<const std::byte*>(widened), n0);
     }
-    free(widened);
 }
 
 // q8 without VNNI: |x| (unsigned) times w carrying x's sign (signed) by maddubs, which cannot

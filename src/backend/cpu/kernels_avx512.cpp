@@ -179,10 +179,7 @@ constexpr int kWidenRows = 2 * kGemmRows;
 
 template <WeightFormat F>
 void gemm_float(const GemmArgs& a, int panel_begin, int panel_end) {
-    float* widened = nullptr;
-    if (F != WeightFormat::kF32 && a.m >= kWidenRows)
-        widened = static_cast<float*>(
-            aligned_alloc(64, static_cast<std::size_t>(a.w->k) * kPanelWidth * sizeof(float)));
+    float* const widened = F != WeightFormat::kF32 && a.m >= kWidenRows ? a.panel_scratch : nullptr;
     for (int p = panel_begin; p < panel_end; ++p) {
         const std::byte* panel = a.w->panel(p);
         const int n0 = p * kPanelWidth;
@@ -198,7 +195,6 @@ void gemm_float(const GemmArgs& a, int panel_begin, int panel_end) {
         }
         panel_rows<WeightFormat::kF32>(a, reinterpret_cast<const std::byte*>(widened), n0);
     }
-    free(widened);
 }
 
 // q8: per block, int32 dot products of the +128-offset weights (unsigned) with the quantized

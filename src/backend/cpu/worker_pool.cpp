@@ -41,7 +41,7 @@ void spin_until(Done done) {
 
 WorkerPool::WorkerPool(int threads) {
     if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 WorkerPool::~WorkerPool() {
@@ -52,7 +52,7 @@ WorkerPool::~WorkerPool() {
 }
 
 // Claims and runs chunks of job `generation` until none is left.
-void WorkerPool::work_on_chunks(std::uint32_t generation) {
+void WorkerPool::work_on_chunks(std::uint32_t generation, int worker) {
     std::uint64_t state = claim_.load(std::memory_order_acquire);
     while (true) {
         if (state >> 32 != generation) return;
@@ -62,7 +62,7 @@ void WorkerPool::work_on_chunks(std::uint32_t generation) {
             continue;  // `state` now holds the current value
         const std::uint32_t end = std::min(count_, begin + grain_);
         try {
-            fn_(context_, begin, end);
+            fn_(context_, worker, begin, end);
         } catch (...) {
             std::lock_guard lock(error_mutex_);
             if (!error_) error_ = std::current_exception();
@@ -72,7 +72,7 @@ void WorkerPool::work_on_chunks(std::uint32_t generation) {
     }
 }
 
-void WorkerPool::worker_loop() {
+void WorkerPool::worker_loop(int worker) {
     std::uint32_t seen = 0;
     while (true) {
         std::uint32_t current = generation_.load(std::memory_order_acquire);
@@ -92,7 +92,7 @@ void WorkerPool::worker_loop() {
         entered_.fetch_add(1);
         const std::uint64_t state = claim_.load();
         if (state >> 32 == seen && static_cast<std::uint32_t>(state) != kClosed)
-            work_on_chunks(seen);
+            work_on_chunks(seen, worker);
         entered_.fetch_sub(1, std::memory_order_release);
     }
 }
@@ -108,7 +108,7 @@ void WorkerPool::run(std::size_t count, std::size_t grain, ChunkFn fn, void* con
     grain = std::clamp<std::size_t>(grain, 1, count);
     if (workers_.empty() || count <= grain) {
         for (std::size_t begin = 0; begin < count; begin += grain)
-            fn(context, begin, std::min(count, begin + grain));
+            fn(context, 0, begin, std::min(count, begin + grain));
         return;
     }
     wait_for_workers_to_leave();  // stragglers of the previous job may still read its fields
@@ -121,7 +121,7 @@ void WorkerPool::run(std::size_t count, std::size_t grain, ChunkFn fn, void* con
     claim_.store(static_cast<std::uint64_t>(generation) << 32);
     generation_.store(generation, std::memory_order_release);
     generation_.notify_all();
-    work_on_chunks(generation);
+    work_on_chunks(generation, 0);
     spin_until([&] { return done_.load(std::memory_order_acquire) == count_; });
     claim_.store(static_cast<std::uint64_t>(generation) << 32 | kClosed);
     std::exception_ptr error;

@@ -29,19 +29,28 @@ class WorkerPool {
     // below 2^31), claimed dynamically by the caller and the workers. Returns when every chunk is
     // done, without waiting for workers that took no part (a descheduled thread delays nobody);
     // rethrows the first exception a chunk threw. One call at a time per pool.
+    // A body taking (worker, begin, end) also learns which thread runs the chunk, in [0, size()):
+    // 0 is the caller; no two chunks run on one worker index at once (per-thread scratch).
     template <typename Body>
     void parallel_for(std::size_t count, std::size_t grain, Body&& body) {
-        auto trampoline = [](void* context, std::size_t begin, std::size_t end) {
-            (*static_cast<std::remove_reference_t<Body>*>(context))(begin, end);
+        auto trampoline = [](void* context, int worker, std::size_t begin, std::size_t end) {
+            auto& chunk_body = *static_cast<std::remove_reference_t<Body>*>(context);
+            if constexpr (std::is_invocable_v<decltype(chunk_body), int, std::size_t,
+                                              std::size_t>) {
+                chunk_body(worker, begin, end);
+            } else {
+                (void)worker;
+                chunk_body(begin, end);
+            }
         };
         run(count, grain, trampoline, &body);
     }
 
   private:
-    using ChunkFn = void (*)(void* context, std::size_t begin, std::size_t end);
+    using ChunkFn = void (*)(void* context, int worker, std::size_t begin, std::size_t end);
     void run(std::size_t count, std::size_t grain, ChunkFn fn, void* context);
-    void work_on_chunks(std::uint32_t generation);
-    void worker_loop();
+    void work_on_chunks(std::uint32_t generation, int worker);
+    void worker_loop(int worker);
     void wait_for_workers_to_leave() const;
 
     std::vector<std::thread> workers_;
