@@ -296,9 +296,8 @@ void run_bench(const BenchOptions& options) {
     kv_blocks = std::max(kv_blocks, blocks_for(max_concurrency, 16 + options.decode_tokens));
     kv_blocks = std::max(
         kv_blocks, blocks_for(max_concurrency, options.load_prompt + options.load_new_tokens));
-    const std::size_t token_bytes =
-        static_cast<std::size_t>(config.n_layer) * 2 * config.n_embd * sizeof(float);
-    engine_options.kv_cache_bytes = kv_blocks * block_tokens * token_bytes;
+    engine_options.kv_cache_bytes =
+        kv_blocks * engine::kv_cache_geometry(config, block_tokens).block_bytes;
     engine::Engine engine(model, load_tokenizer(tokenizer_dir), engine_options);
     const std::size_t kv_bytes = engine_options.kv_cache_bytes;
     const std::size_t weights_bytes =

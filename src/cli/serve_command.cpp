@@ -69,43 +69,25 @@ int wait_for_shutdown_signal(int pipe_read) {
 
 constexpr double kMiB = 1024.0 * 1024.0;
 
-// What the engine's KV pool costs for a model (mirrors the sizing in engine.cpp): a block holds
-// the keys and values of `block_tokens` positions for every layer, in f32; a context is the whole
-// blocks covering n_positions.
-struct KvCacheGeometry {
-    std::size_t block_bytes = 0;
-    std::size_t one_context_bytes = 0;
-};
-
-KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens) {
-    KvCacheGeometry geometry;
-    geometry.block_bytes =
-        static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.n_embd * sizeof(float);
-    const auto context_blocks =
-        static_cast<std::size_t>((config.n_positions + block_tokens - 1) / block_tokens);
-    geometry.one_context_bytes = context_blocks * geometry.block_bytes;
-    return geometry;
-}
-
 // Builds the engine; a KV_CACHE_MB below one full context (which the engine refuses without
 // naming the setting) is reported as that setting's error, with the minimum for this model.
 std::shared_ptr<engine::Engine> make_engine(const ServerConfig& config,
                                             std::shared_ptr<const model::Gpt2Model> model,
                                             std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
                                             const engine::EngineOptions& options,
-                                            const KvCacheGeometry& kv) {
+                                            const engine::KvCacheGeometry& kv) {
     try {
         return std::make_shared<engine::Engine>(model, std::move(tokenizer), options);
     } catch (const Error& error) {
         if (error.code() != ErrorCode::kInvalidArgument || config.kv_cache_mb == 0 ||
-            options.kv_cache_bytes >= kv.one_context_bytes) {
+            options.kv_cache_bytes >= kv.one_context_bytes()) {
             throw;
         }
         fail_param("KV_CACHE_MB",
                    "KV_CACHE_MB={} is invalid for model {}: {}; expected at least {} (one full "
                    "context of {} tokens), or 0 = auto",
                    config.kv_cache_mb, model->name(), error.what(),
-                   static_cast<std::size_t>(std::ceil(kv.one_context_bytes / kMiB)),
+                   static_cast<std::size_t>(std::ceil(kv.one_context_bytes() / kMiB)),
                    model->config().n_positions);
     }
 }
@@ -119,7 +101,7 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
     const auto progress = hub::make_stderr_progress();
     const std::filesystem::path dir =
         hub::resolve_model(config.model_name, hub_options, progress.get());
-    const std::uint64_t needed = server::estimate_model_memory_bytes(dir);
+    const std::uint64_t needed = server::estimate_model_memory_bytes(dir, config.dtype);
     if (const auto available = server::available_memory_bytes()) {
         server::check_model_fits(dir, needed, *available);
     }
@@ -143,13 +125,14 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
     engine_options.max_running_sequences = config.max_concurrent_requests;
     engine_options.max_waiting_requests = config.max_queue;
     engine_options.max_step_tokens = config.max_batch_tokens;
-    const KvCacheGeometry kv = kv_cache_geometry(model->config(), engine_options.kv_block_tokens);
+    const engine::KvCacheGeometry kv =
+        engine::kv_cache_geometry(model->config(), engine_options.kv_block_tokens);
     // Measured now, after the weights are in memory, so the auto budget leaves room for them.
     engine_options.kv_cache_bytes =
         config.kv_cache_mb > 0
             ? static_cast<std::size_t>(config.kv_cache_mb) << 20
-            : server::auto_kv_cache_bytes(kv.one_context_bytes,
-                                          kv.one_context_bytes * config.max_concurrent_requests,
+            : server::auto_kv_cache_bytes(kv.one_context_bytes(),
+                                          kv.one_context_bytes() * config.max_concurrent_requests,
                                           server::available_memory_bytes());
     auto engine = make_engine(config, model, tokenizer, engine_options, kv);
     load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

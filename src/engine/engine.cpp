@@ -144,6 +144,12 @@ void check_options(const EngineOptions& options) {
 
 }  // namespace
 
+KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens) {
+    return {
+        static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.n_embd * sizeof(float),
+        ceil_div(config.n_positions, block_tokens)};
+}
+
 Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
                std::shared_ptr<const tokenizer::Tokenizer> tokenizer, EngineOptions options)
     : state_(std::make_unique<State>()) {
@@ -159,9 +165,9 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
             s.eos_ids.push_back(id);
 
     const int block_tokens = options.kv_block_tokens;
-    const std::size_t bytes_per_block =
-        static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.n_embd * sizeof(float);
-    const int context_blocks = ceil_div(config.n_positions, block_tokens);
+    const KvCacheGeometry geometry = kv_cache_geometry(config, block_tokens);
+    const std::size_t bytes_per_block = geometry.block_bytes;
+    const int context_blocks = geometry.context_blocks;
     std::size_t wanted_blocks;
     if (options.kv_cache_bytes > 0) {
         wanted_blocks = options.kv_cache_bytes / bytes_per_block;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/request.h"
+#include "model/config.h"
 
 namespace llmserve::model {
 class Gpt2Model;
@@ -36,6 +37,16 @@ struct EngineOptions {
 };
 
 // A point-in-time view for /metrics, /ready and tests.
+// What the engine's KV pool costs for a model: a block holds the keys and values of
+// `block_tokens` positions for every layer, in f32; a context takes the whole blocks covering
+// n_positions (the least memory the engine accepts).
+struct KvCacheGeometry {
+    std::size_t block_bytes = 0;
+    int context_blocks = 0;
+    std::size_t one_context_bytes() const { return block_bytes * context_blocks; }
+};
+KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens);
+
 struct EngineStats {
     int running_sequences = 0;
     int waiting_requests = 0;

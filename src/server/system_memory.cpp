@@ -73,7 +73,8 @@ std::optional<std::uint64_t> available_memory_bytes() {
     return available;
 }
 
-std::uint64_t estimate_model_memory_bytes(const std::filesystem::path& model_dir) {
+std::uint64_t estimate_model_memory_bytes(const std::filesystem::path& model_dir,
+                                          backend::WeightFormat format) {
     std::uint64_t file_bytes = 0;
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(model_dir, ec)) {
@@ -86,7 +87,24 @@ std::uint64_t estimate_model_memory_bytes(const std::filesystem::path& model_dir
              "model directory {} holds no weight files (*.safetensors or pytorch_model*.bin)",
              model_dir.string());
     }
-    return stored_in_16_bits(model_dir) ? 2 * file_bytes : file_bytes;
+    // Bytes per 32 weights, stored and computed.
+    const std::uint64_t stored = stored_in_16_bits(model_dir) ? 64 : 128;
+    std::uint64_t computed = stored;
+    switch (format) {
+        case backend::WeightFormat::kAuto:
+            break;
+        case backend::WeightFormat::kF32:
+            computed = 128;
+            break;
+        case backend::WeightFormat::kF16:
+        case backend::WeightFormat::kBF16:
+            computed = 64;
+            break;
+        case backend::WeightFormat::kQ8:
+            computed = 34;  // 32 int8 values and an f16 scale
+            break;
+    }
+    return file_bytes * computed / stored;
 }
 
 void check_model_fits(const std::filesystem::path& model_dir, std::uint64_t needed,

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <optional>
 
+#include "backend/backend.h"
+
 namespace llmserve::server {
 
 // Resident set size of this process (VmRSS), or nullopt when /proc is unavailable.
@@ -15,10 +17,12 @@ std::optional<std::uint64_t> resident_memory_bytes();
 // (memory.max - memory.current) when the process runs in a memory-limited container.
 std::optional<std::uint64_t> available_memory_bytes();
 
-// Memory a model directory will take once loaded: the weight files, doubled for 16-bit files
-// (config.json "torch_dtype"/"dtype" float16 or bfloat16) which the CPU backend widens to f32.
+// Memory a model directory's weights take once loaded in `format`: the weight files' size, scaled
+// from the stored width (config.json "torch_dtype"/"dtype": 2 bytes for float16 / bfloat16, else
+// 4) to the computed one (f32 4, f16 / bf16 2, q8 34 bytes per 32 weights; auto as stored).
 // Throws Error(kNotFound) naming the directory when it holds no weight files.
-std::uint64_t estimate_model_memory_bytes(const std::filesystem::path& model_dir);
+std::uint64_t estimate_model_memory_bytes(const std::filesystem::path& model_dir,
+                                          backend::WeightFormat format);
 
 // Throws Error(kResourceExhausted) with both figures when `needed` exceeds `available`.
 void check_model_fits(const std::filesystem::path& model_dir, std::uint64_t needed,

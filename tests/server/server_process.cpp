@@ -11,32 +11,12 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "server/config.h"
+
 extern char** environ;
 
 namespace llmserve::server::testing {
 namespace {
-
-// Variables of the server's configuration: unset in the child unless a test sets them.
-const char* const kServerVariables[] = {"MODEL_NAME",
-                                        "MAX_LENGTH",
-                                        "TEMPERATURE",
-                                        "TOP_P",
-                                        "HOST",
-                                        "PORT",
-                                        "API_KEYS",
-                                        "AUTH_EXEMPT_PROBES",
-                                        "RATE_LIMIT_RPM",
-                                        "RATE_LIMIT_BURST",
-                                        "REQUEST_TIMEOUT_S",
-                                        "MAX_CONCURRENT_REQUESTS",
-                                        "MAX_QUEUE",
-                                        "MAX_BODY_BYTES",
-                                        "CACHE_DIR",
-                                        "DEVICE",
-                                        "THREADS",
-                                        "LOG_LEVEL",
-                                        "LOG_FORMAT",
-                                        "SHUTDOWN_GRACE_S"};
 
 std::vector<std::string> child_environment(const std::map<std::string, std::string>& overrides) {
     std::map<std::string, std::string> variables;
@@ -46,7 +26,8 @@ std::vector<std::string> child_environment(const std::map<std::string, std::stri
         if (equals != std::string::npos)
             variables[text.substr(0, equals)] = text.substr(equals + 1);
     }
-    for (const char* name : kServerVariables) variables.erase(name);
+    // The server's own settings are unset in the child unless a test sets them.
+    for (const SettingInfo& setting : setting_infos()) variables.erase(std::string(setting.env));
     variables["MODEL_NAME"] = embedded_model_dir();
     variables["HOST"] = "127.0.0.1";
     variables["PORT"] = "0";
