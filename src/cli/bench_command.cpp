@@ -147,8 +147,8 @@ std::string load_average() {
     return one + " " + five + " " + fifteen;
 }
 
-// Peak resident memory of this process in bytes: since it started (getrusage), or since the last
-// reset_serving_peak() (VmHWM; 0 when /proc does not offer it).
+// Peak resident memory of this process in bytes (getrusage). Linux resets it together with VmHWM,
+// so read it before reset_serving_peak() to keep the loading peak.
 std::size_t peak_rss_bytes() {
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
@@ -302,6 +302,7 @@ void run_bench(const BenchOptions& options) {
     const std::size_t kv_bytes = engine_options.kv_cache_bytes;
     const std::size_t weights_bytes =
         on_cpu ? model->resident_weight_bytes() : model->weight_bytes();
+    const std::size_t loading_peak = peak_rss_bytes();
     const bool serving_peak_known = reset_serving_peak();
 
     const std::string device =
@@ -440,7 +441,7 @@ void run_bench(const BenchOptions& options) {
               {"p99", percentile(load.itl_ms, 99)}}}};
     }
 
-    const std::size_t peak = peak_rss_bytes();
+    const std::size_t peak = std::max(loading_peak, peak_rss_bytes());
     const std::size_t serving_peak = serving_peak_known ? serving_peak_bytes() : 0;
     const std::size_t budget = weights_bytes + kv_bytes;
     row("peak resident memory (whole run)", fmt::format("{:.1f} MB", peak / 1e6),
