@@ -22,6 +22,13 @@ WeightFormat parse_weight_format(
     std::string_view text);  // "auto", "f32", "f16", "bf16", "q8"; kInvalidArgument otherwise
 std::string_view to_string(WeightFormat format);
 
+// How the KV cache keeps keys and values. kF16 halves its memory and the bytes attention reads
+// (values rounded to 11 significant bits; arithmetic stays f32).
+enum class KvFormat { kF32, kF16 };
+KvFormat parse_kv_format(std::string_view text);  // "f32", "f16"; kInvalidArgument otherwise
+std::string_view to_string(KvFormat format);
+std::size_t element_bytes(KvFormat format);
+
 enum class Activation { kGeluNew, kGelu, kGeluFast, kRelu, kSilu };
 
 // Float32 memory on the backend's device. The model and engine hold these; only the backend reads
@@ -92,8 +99,12 @@ class Backend {
     virtual int threads() const = 0;
 
     virtual std::unique_ptr<DeviceBuffer> allocate(std::size_t floats) = 0;
+    // Throws kInvalidArgument naming the format when this backend cannot keep the cache in it.
     virtual std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens,
-                                                   int n_embd) = 0;
+                                                   int n_embd, KvFormat format) = 0;
+    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int n_embd) {
+        return allocate_kv(layers, blocks, block_tokens, n_embd, KvFormat::kF32);
+    }
 
     // Weights are read from the checkpoint view once; f32 views may be aliased, not copied, so the
     // mapping must outlive the returned object.

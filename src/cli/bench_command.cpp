@@ -284,6 +284,7 @@ void run_bench(const BenchOptions& options) {
         std::max(1, *std::max_element(options.concurrency.begin(), options.concurrency.end()));
     engine::EngineOptions engine_options;
     engine_options.max_running_sequences = max_concurrency;
+    engine_options.kv_format = options.model.kv_format();
     // KV budget: the most any phase holds at once (whole 16-token blocks per sequence), and at
     // least one full context, which the engine requires.
     const int block_tokens = engine_options.kv_block_tokens;
@@ -297,7 +298,8 @@ void run_bench(const BenchOptions& options) {
     kv_blocks = std::max(
         kv_blocks, blocks_for(max_concurrency, options.load_prompt + options.load_new_tokens));
     engine_options.kv_cache_bytes =
-        kv_blocks * engine::kv_cache_geometry(config, block_tokens).block_bytes;
+        kv_blocks *
+        engine::kv_cache_geometry(config, block_tokens, engine_options.kv_format).block_bytes;
     engine::Engine engine(model, load_tokenizer(tokenizer_dir), engine_options);
     const std::size_t kv_bytes = engine_options.kv_cache_bytes;
     const std::size_t weights_bytes =
@@ -313,9 +315,11 @@ void run_bench(const BenchOptions& options) {
     std::cout << fmt::format("machine: {}, {} logical CPUs, load average {}\n", cpu_model_name(),
                              std::thread::hardware_concurrency(), load_average());
     std::cout << fmt::format(
-        "model {}: {} layers, n_embd {}, {:.1f}M parameters, stored {}, compute {} ({})\n",
+        "model {}: {} layers, n_embd {}, {:.1f}M parameters, stored {}, compute {}, KV cache {} "
+        "({})\n",
         model->name(), config.n_layer, config.n_embd, model->parameter_count() / 1e6,
-        model->stored_dtype(), model->dtype(), device);
+        model->stored_dtype(), model->dtype(), backend::to_string(engine_options.kv_format),
+        device);
     std::cout << fmt::format(
         "memory bandwidth {:.1f} GB/s ({} threads); weights read per decode step {:.1f} MB, so "
         "at most {:.1f} decode steps/s\n\n",
@@ -332,6 +336,7 @@ void run_bench(const BenchOptions& options) {
                        {"parameters", model->parameter_count()},
                        {"stored_dtype", model->stored_dtype()},
                        {"compute_dtype", model->dtype()},
+                       {"kv_cache_dtype", backend::to_string(engine_options.kv_format)},
                        {"device", device},
                        {"weight_bytes_per_decode_step", step_bytes}};
     auto row = [](const std::string& name, const std::string& value, const std::string& note) {

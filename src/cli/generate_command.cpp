@@ -48,7 +48,9 @@ void run_generate(GenerateOptions& options) {
         request.sampling.logit_bias.push_back(parse_bias(bias));
     for (engine::TokenId id : options.bad_word_ids) request.sampling.bad_words_ids.push_back({id});
 
-    engine::Engine engine(model, tokenizer, {});
+    engine::EngineOptions engine_options;
+    engine_options.kv_format = options.model.kv_format();
+    engine::Engine engine(model, tokenizer, engine_options);
     auto handle = engine.submit(std::move(request));
     const bool several = options.request.n > 1;
     while (!handle->finished()) {

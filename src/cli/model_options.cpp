@@ -28,6 +28,11 @@ void ModelOptions::add_to(CLI::App& command) {
         .add_option("--dtype", dtype,
                     "Weight format for compute: auto (as stored), f32, f16, bf16, q8")
         ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8"}));
+    command
+        .add_option("--kv-cache-dtype", kv_cache_dtype,
+                    "KV cache format: f32, or f16 (half the memory and attention traffic)")
+        ->check(CLI::IsMember({"f32", "f16"}))
+        ->capture_default_str();
 }
 
 hub::HubOptions hub_options() {

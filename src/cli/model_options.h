@@ -1,5 +1,5 @@
 // Options shared by the commands that load a model: where it is, how many threads, which weight
-// format.
+// and KV cache formats.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -18,6 +18,7 @@ struct ModelOptions {
     std::string device = "auto";
     int threads = 0;  // 0: one per core
     std::string dtype = "auto";
+    std::string kv_cache_dtype = "f32";
 
     void add_to(CLI::App& command);
     std::string resolved_model_dir() const;
@@ -25,6 +26,7 @@ struct ModelOptions {
         const;  // per --device, saying which and why on stderr
     std::shared_ptr<const model::Gpt2Model> load_model(
         const std::string& dir) const;  // dir: resolved_model_dir()
+    backend::KvFormat kv_format() const { return backend::parse_kv_format(kv_cache_dtype); }
 };
 
 // Hub settings from HF_* variables, with the service's CACHE_DIR as an extra cache root.

@@ -62,7 +62,8 @@ void run_perplexity(const PerplexityOptions& options) {
 
     backend::Backend& backend = model->backend();
     const int blocks = (context + kBlockTokens - 1) / kBlockTokens;
-    auto kv = backend.allocate_kv(config.n_layer, blocks, kBlockTokens, config.n_embd);
+    auto kv = backend.allocate_kv(config.n_layer, blocks, kBlockTokens, config.n_embd,
+                                  options.model.kv_format());
     std::vector<int> table(blocks);
     for (int b = 0; b < blocks; ++b) table[b] = b;
     const int chunk_rows = std::min(kChunkRows, context);
@@ -110,8 +111,9 @@ void run_perplexity(const PerplexityOptions& options) {
             ? fmt::format("cpu ({} kernels, {} threads)",
                           backend::cpu::to_string(backend::cpu::default_isa()), backend.threads())
             : backend.name();
-    std::cout << fmt::format("model {}, weights {} (stored {}), {}, {:.1f} s\n", model->name(),
-                             model->dtype(), model->stored_dtype(), device, seconds);
+    std::cout << fmt::format("model {}, weights {} (stored {}), KV cache {}, {}, {:.1f} s\n",
+                             model->name(), model->dtype(), model->stored_dtype(),
+                             options.model.kv_cache_dtype, device, seconds);
 }
 
 }  // namespace

@@ -125,8 +125,9 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
     engine_options.max_running_sequences = config.max_concurrent_requests;
     engine_options.max_waiting_requests = config.max_queue;
     engine_options.max_step_tokens = config.max_batch_tokens;
-    const engine::KvCacheGeometry kv =
-        engine::kv_cache_geometry(model->config(), engine_options.kv_block_tokens);
+    engine_options.kv_format = config.kv_cache_dtype;
+    const engine::KvCacheGeometry kv = engine::kv_cache_geometry(
+        model->config(), engine_options.kv_block_tokens, engine_options.kv_format);
     // Measured now, after the weights are in memory, so the auto budget leaves room for them.
     engine_options.kv_cache_bytes =
         config.kv_cache_mb > 0
@@ -147,6 +148,7 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
                  {"kv_cache_blocks", kv_blocks},
                  {"kv_cache_tokens", kv_blocks * engine_options.kv_block_tokens},
                  {"kv_cache_budget", config.kv_cache_mb > 0 ? "KV_CACHE_MB" : "auto"},
+                 {"kv_cache_dtype", backend::to_string(engine_options.kv_format)},
                  {"max_batch_tokens", config.max_batch_tokens},
                  {"load_s", std::round(load_seconds * 1000) / 1000}});
     return engine;

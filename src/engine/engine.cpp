@@ -144,10 +144,11 @@ void check_options(const EngineOptions& options) {
 
 }  // namespace
 
-KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens) {
-    return {
-        static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.n_embd * sizeof(float),
-        ceil_div(config.n_positions, block_tokens)};
+KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens,
+                                  backend::KvFormat format) {
+    return {static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.n_embd *
+                backend::element_bytes(format),
+            ceil_div(config.n_positions, block_tokens)};
 }
 
 Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
@@ -165,7 +166,7 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
             s.eos_ids.push_back(id);
 
     const int block_tokens = options.kv_block_tokens;
-    const KvCacheGeometry geometry = kv_cache_geometry(config, block_tokens);
+    const KvCacheGeometry geometry = kv_cache_geometry(config, block_tokens, options.kv_format);
     const std::size_t bytes_per_block = geometry.block_bytes;
     const int context_blocks = geometry.context_blocks;
     std::size_t wanted_blocks;
@@ -185,8 +186,8 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
              "KV cache of {} bytes holds {} blocks of {} tokens; one full context of {} tokens "
              "needs {} blocks",
              options.kv_cache_bytes, num_blocks, block_tokens, config.n_positions, context_blocks);
-    s.kv_storage =
-        s.model->backend().allocate_kv(config.n_layer, num_blocks, block_tokens, config.n_embd);
+    s.kv_storage = s.model->backend().allocate_kv(config.n_layer, num_blocks, block_tokens,
+                                                  config.n_embd, options.kv_format);
     s.blocks = std::make_unique<KvBlockManager>(num_blocks, block_tokens);
     // A step holds one decode row per running sample (at most max_running_sequences, or one
     // request's n when it runs alone) plus prefill rows within the token budget.

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "engine/request.h"
 #include "model/config.h"
 
@@ -32,21 +33,23 @@ struct EngineOptions {
     int max_waiting_requests = 256;  // queue bound: submit() beyond it throws kResourceExhausted
     std::size_t kv_cache_bytes =
         0;  // 0 = enough for max_running_sequences full contexts, capped by memory
-    int kv_block_tokens = 16;          // tokens per KV cache block
-    int max_samples_per_request = 16;  // bound on GenerationRequest::n
+    int kv_block_tokens = 16;                               // tokens per KV cache block
+    backend::KvFormat kv_format = backend::KvFormat::kF32;  // f16: twice the tokens per byte
+    int max_samples_per_request = 16;                       // bound on GenerationRequest::n
 };
 
-// A point-in-time view for /metrics, /ready and tests.
 // What the engine's KV pool costs for a model: a block holds the keys and values of
-// `block_tokens` positions for every layer, in f32; a context takes the whole blocks covering
-// n_positions (the least memory the engine accepts).
+// `block_tokens` positions for every layer, in `format`; a context takes the whole blocks
+// covering n_positions (the least memory the engine accepts).
 struct KvCacheGeometry {
     std::size_t block_bytes = 0;
     int context_blocks = 0;
     std::size_t one_context_bytes() const { return block_bytes * context_blocks; }
 };
-KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens);
+KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens,
+                                  backend::KvFormat format);
 
+// A point-in-time view for /metrics, /ready and tests.
 struct EngineStats {
     int running_sequences = 0;
     int waiting_requests = 0;

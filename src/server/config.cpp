@@ -222,6 +222,15 @@ const std::vector<Setting>& settings() {
              return parse_int(raw, 0, 1 << 20, c.kv_cache_mb);
          },
          [](const ServerConfig& c) { return std::to_string(c.kv_cache_mb); }},
+        {{"KV_CACHE_DTYPE", "--kv-cache-dtype",
+          "KV cache format: f32, or f16 (twice the tokens per MiB, less attention traffic; "
+          "CPU only) (f32)"},
+         [](ServerConfig& c, std::string_view raw) {
+             using backend::KvFormat;
+             return parse_choice(raw, {"f32", "f16"}, {KvFormat::kF32, KvFormat::kF16},
+                                 c.kv_cache_dtype);
+         },
+         [](const ServerConfig& c) { return std::string(backend::to_string(c.kv_cache_dtype)); }},
         {{"MAX_BODY_BYTES", "--max-body-bytes", "largest request body, 64..1073741824 (1048576)"},
          [](ServerConfig& c, std::string_view raw) {
              return parse_int(raw, 64LL, 1LL << 30, c.max_body_bytes);

@@ -28,20 +28,21 @@ std::string_view to_string(ConfigSource source);
 
 struct ServerConfig {
     std::string model_name = "models/gpt2-brown-mini";  // MODEL_NAME: directory or Hub name
-    int max_length = 100;                // MAX_LENGTH: default new tokens per request
-    double temperature = 0.7;            // TEMPERATURE: default sampling temperature
-    double top_p = 0.9;                  // TOP_P: default nucleus mass
-    std::string host = "0.0.0.0";        // HOST
-    int port = 8000;                     // PORT; 0 = any free port (logged at start-up)
-    std::vector<std::string> api_keys;   // API_KEYS: comma-separated; empty = no authentication
-    bool auth_exempt_probes = false;     // AUTH_EXEMPT_PROBES: /health, /ready, /metrics open
-    int rate_limit_rpm = 0;              // RATE_LIMIT_RPM: requests per minute per client; 0 = off
-    int rate_limit_burst = 0;            // RATE_LIMIT_BURST: bucket size; 0 = max(1, rpm / 6)
-    double request_timeout_s = 30;       // REQUEST_TIMEOUT_S: generation deadline from arrival
-    int max_concurrent_requests = 32;    // MAX_CONCURRENT_REQUESTS: sequences decoded together
-    int max_queue = 128;                 // MAX_QUEUE: requests waiting beyond those; then 503
-    int max_batch_tokens = 256;          // MAX_BATCH_TOKENS: tokens one engine step computes
-    int kv_cache_mb = 0;                 // KV_CACHE_MB: KV cache budget in MiB; 0 = auto
+    int max_length = 100;               // MAX_LENGTH: default new tokens per request
+    double temperature = 0.7;           // TEMPERATURE: default sampling temperature
+    double top_p = 0.9;                 // TOP_P: default nucleus mass
+    std::string host = "0.0.0.0";       // HOST
+    int port = 8000;                    // PORT; 0 = any free port (logged at start-up)
+    std::vector<std::string> api_keys;  // API_KEYS: comma-separated; empty = no authentication
+    bool auth_exempt_probes = false;    // AUTH_EXEMPT_PROBES: /health, /ready, /metrics open
+    int rate_limit_rpm = 0;             // RATE_LIMIT_RPM: requests per minute per client; 0 = off
+    int rate_limit_burst = 0;           // RATE_LIMIT_BURST: bucket size; 0 = max(1, rpm / 6)
+    double request_timeout_s = 30;      // REQUEST_TIMEOUT_S: generation deadline from arrival
+    int max_concurrent_requests = 32;   // MAX_CONCURRENT_REQUESTS: sequences decoded together
+    int max_queue = 128;                // MAX_QUEUE: requests waiting beyond those; then 503
+    int max_batch_tokens = 256;         // MAX_BATCH_TOKENS: tokens one engine step computes
+    int kv_cache_mb = 0;                // KV_CACHE_MB: KV cache budget in MiB; 0 = auto
+    backend::KvFormat kv_cache_dtype = backend::KvFormat::kF32;  // KV_CACHE_DTYPE
     long long max_body_bytes = 1 << 20;  // MAX_BODY_BYTES: larger request bodies get 413
     std::string cache_dir;               // CACHE_DIR: model cache (used by Hub downloads)
     std::string device = "auto";         // DEVICE: auto, cpu, cuda or cuda:N

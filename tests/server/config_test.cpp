@@ -111,6 +111,7 @@ TEST(ConfigTest, BadValuesNameTheVariableTheValueAndWhatIsAllowed) {
         {"KV_CACHE_MB", "-1", "[0, 1048576]"},
         {"KV_CACHE_MB", "1048577", "[0, 1048576]"},
         {"KV_CACHE_MB", "64MB", "[0, 1048576]"},
+        {"KV_CACHE_DTYPE", "bf16", "f32, f16"},
         {"MAX_BATCH_TOKENS", "15", "[16, 65536]"},
         {"MAX_BATCH_TOKENS", "65537", "[16, 65536]"},
         {"MAX_BATCH_TOKENS", "256.0", "[16, 65536]"},
@@ -137,13 +138,19 @@ TEST(ConfigTest, EngineSettingsDefaultsEnvironmentAndFlags) {
     EXPECT_EQ(defaults.dtype, backend::WeightFormat::kAuto);
     EXPECT_EQ(defaults.kv_cache_mb, 0);
     EXPECT_EQ(defaults.max_batch_tokens, 256);
+    EXPECT_EQ(defaults.kv_cache_dtype, backend::KvFormat::kF32);
 
-    const ServerConfig from_environment = resolve_config(
-        fake_environment({{"DTYPE", "q8"}, {"KV_CACHE_MB", "64"}, {"MAX_BATCH_TOKENS", "16"}}), {});
+    const ServerConfig from_environment =
+        resolve_config(fake_environment({{"DTYPE", "q8"},
+                                         {"KV_CACHE_MB", "64"},
+                                         {"MAX_BATCH_TOKENS", "16"},
+                                         {"KV_CACHE_DTYPE", "f16"}}),
+                       {});
     EXPECT_EQ(from_environment.dtype, backend::WeightFormat::kQ8);
+    EXPECT_EQ(from_environment.kv_cache_dtype, backend::KvFormat::kF16);
     EXPECT_EQ(from_environment.kv_cache_mb, 64);
     EXPECT_EQ(from_environment.max_batch_tokens, 16);
-    for (const char* name : {"DTYPE", "KV_CACHE_MB", "MAX_BATCH_TOKENS"}) {
+    for (const char* name : {"DTYPE", "KV_CACHE_MB", "MAX_BATCH_TOKENS", "KV_CACHE_DTYPE"}) {
         EXPECT_EQ(from_environment.sources.at(name), ConfigSource::kEnvironment) << name;
     }
 
@@ -170,6 +177,7 @@ TEST(ConfigTest, BadEngineSettingFlagsNameTheFlagAndVariable) {
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"DTYPE", "--dtype"},
         {"KV_CACHE_MB", "--kv-cache-mb"},
+        {"KV_CACHE_DTYPE", "--kv-cache-dtype"},
         {"MAX_BATCH_TOKENS", "--max-batch-tokens"}};
     for (const auto& [variable, flag] : cases) {
         const Error error = resolve_error({}, Flags{{variable, "nonsense"}});

@@ -678,6 +678,35 @@ TEST(ServerE2ETest, WeightFormatKvBudgetAndStepBudgetReachTheEngine) {
               loaded["kv_cache_blocks"].get<double>());
 }
 
+// The same budget holds twice the tokens in an f16 cache, and the server generates from it.
+TEST(ServerE2ETest, HalfPrecisionKvCacheHoldsTwiceTheTokens) {
+    auto loaded_line = [](ServerProcess& server) {
+        Json loaded;
+        for (const Json& line : server.log_lines())
+            if (line.value("msg", "") == "model loaded") loaded = line;
+        return loaded;
+    };
+    int tokens[2] = {0, 0};
+    int index = 0;
+    for (const char* format : {"f32", "f16"}) {
+        ServerProcess server(Environment{{"KV_CACHE_MB", "16"}, {"KV_CACHE_DTYPE", format}});
+        auto client = server.client();
+        const auto result = post_json(
+            *client, "/generate", {{"prompt", "The jury said"}, {"max_length", 6}, {"seed", 1}});
+        ASSERT_TRUE(result);
+        ASSERT_EQ(result->status, 200) << result->body;
+        EXPECT_GE(body_json(result)["results"][0]["generated_tokens"].get<int>(), 1);
+        const Json loaded = loaded_line(server);
+        ASSERT_TRUE(loaded.is_object()) << server.output();
+        EXPECT_EQ(loaded["kv_cache_dtype"], format);
+        tokens[index++] = loaded["kv_cache_tokens"].get<int>();
+    }
+    // Whole blocks of 16 tokens: halving the block's bytes fits at most one block more.
+    EXPECT_GT(tokens[0], 0);
+    EXPECT_GE(tokens[1], 2 * tokens[0]);
+    EXPECT_LE(tokens[1], 2 * tokens[0] + 16);
+}
+
 TEST(ServerE2ETest, BadConfigurationStopsStartupNamingTheVariable) {
     const auto [status, output] = run_llmserve({{"PORT", "eighty"}}, {"serve"});
     EXPECT_EQ(status, 1);

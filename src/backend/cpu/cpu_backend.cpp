@@ -46,40 +46,56 @@ class CpuWeight final : public Weight {
 };
 
 // Per layer and block: keys transposed [n_embd][block_tokens], then values
-// [block_tokens][n_embd] (see AttentionArgs). Pages become resident only when a block is used;
-// huge pages where available, since attention streams whole blocks as the weights are streamed.
+// [block_tokens][n_embd] (see AttentionArgs), as f32 or f16 elements. Pages become resident only
+// when a block is used; huge pages where available, since attention streams whole blocks as the
+// weights are streamed.
 class CpuKvStorage final : public KvStorage {
   public:
-    CpuKvStorage(int layers, int blocks, int block_tokens, int n_embd)
+    CpuKvStorage(int layers, int blocks, int block_tokens, int n_embd, KvFormat format)
         : layers_(layers),
           blocks_(blocks),
           block_tokens_(block_tokens),
           n_embd_(n_embd),
-          block_floats_(static_cast<std::size_t>(2) * block_tokens * n_embd),
-          storage_(static_cast<std::size_t>(layers) * blocks * block_floats_ * sizeof(float),
-                   /*huge_pages=*/true) {}
+          format_(format),
+          block_elements_(static_cast<std::size_t>(2) * block_tokens * n_embd),
+          storage_(static_cast<std::size_t>(layers) * blocks * block_bytes(), /*huge_pages=*/true) {
+    }
 
     int num_blocks() const override { return blocks_; }
     int block_tokens() const override { return block_tokens_; }
     int n_embd() const { return n_embd_; }
+    KvFormat format() const { return format_; }
     std::size_t bytes() const override { return storage_.size(); }
     void copy_block(int from, int to) override {
         for (int layer = 0; layer < layers_; ++layer)
-            std::memcpy(block(layer, to), block(layer, from), block_floats_ * sizeof(float));
+            std::memcpy(block(layer, to), block(layer, from), block_bytes());
     }
 
-    std::size_t block_stride() const { return block_floats_; }
-    float* layer_blocks(int layer) {
-        return reinterpret_cast<float*>(storage_.data()) +
-               static_cast<std::size_t>(layer) * blocks_ * block_floats_;
+    std::size_t block_stride() const { return block_elements_; }  // elements
+    std::byte* layer_blocks(int layer) {
+        return storage_.data() + static_cast<std::size_t>(layer) * blocks_ * block_bytes();
     }
-    float* block(int layer, int b) { return layer_blocks(layer) + b * block_floats_; }
+    std::byte* block(int layer, int b) { return layer_blocks(layer) + b * block_bytes(); }
 
   private:
+    std::size_t block_bytes() const { return block_elements_ * element_bytes(format_); }
+
     int layers_, blocks_, block_tokens_, n_embd_;
-    std::size_t block_floats_;
+    KvFormat format_;
+    std::size_t block_elements_;
     AlignedBuffer storage_;
 };
+
+// Writes one position's key (transposed: element c at c * block_tokens + offset) and value (row
+// `offset` after the keys) into a KV block.                         k_and_v: [2 n_embd] (k | v)
+template <typename Element>
+void store_kv_row(const Element* k_and_v, Element* block, int offset, int block_tokens,
+                  int n_embd) {
+    for (int c = 0; c < n_embd; ++c)
+        block[static_cast<std::size_t>(c) * block_tokens + offset] = k_and_v[c];
+    std::memcpy(block + static_cast<std::size_t>(block_tokens + offset) * n_embd, k_and_v + n_embd,
+                n_embd * sizeof(Element));
+}
 
 const CpuWeight& as_cpu(const Weight& w) {
     return static_cast<const CpuWeight&>(w);
@@ -126,9 +142,10 @@ class CpuBackend final : public Backend {
     std::unique_ptr<DeviceBuffer> allocate(std::size_t floats) override {
         return std::make_unique<CpuBuffer>(floats);
     }
-    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens,
-                                           int n_embd) override {
-        return std::make_unique<CpuKvStorage>(layers, blocks, block_tokens, n_embd);
+    using Backend::allocate_kv;
+    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int n_embd,
+                                           KvFormat format) override {
+        return std::make_unique<CpuKvStorage>(layers, blocks, block_tokens, n_embd, format);
     }
 
     std::unique_ptr<Weight> upload_matrix(const io::TensorView& tensor, MatrixLayout layout,
@@ -245,16 +262,21 @@ class CpuBackend final : public Backend {
         };
         // Store every row's key (transposed) and value first: rows attend to earlier rows of
         // the same batch.
+        const bool half = kv.format() == KvFormat::kF16;
         pool_.parallel_for(qkv.rows, 32, [&](std::size_t begin, std::size_t end) {
+            std::vector<std::uint16_t> halves(half ? 2 * n_embd : 0);
             for (std::size_t r = begin; r < end; ++r) {
                 const int row = static_cast<int>(r);
                 const int offset = batch.positions[row] % bt;
-                float* keys = kv.block(layer, block_of(row));
-                float* values = keys + static_cast<std::size_t>(bt) * n_embd + offset * n_embd;
-                const float* k = qkv.row(row) + n_embd;
-                for (int c = 0; c < n_embd; ++c)
-                    keys[static_cast<std::size_t>(c) * bt + offset] = k[c];
-                std::memcpy(values, k + n_embd, n_embd * sizeof(float));
+                const float* k_and_v = qkv.row(row) + n_embd;
+                std::byte* block = kv.block(layer, block_of(row));
+                if (half) {
+                    kernels_.f32_to_f16(k_and_v, halves.size(), halves.data());
+                    store_kv_row(halves.data(), reinterpret_cast<std::uint16_t*>(block), offset, bt,
+                                 n_embd);
+                } else {
+                    store_kv_row(k_and_v, reinterpret_cast<float*>(block), offset, bt, n_embd);
+                }
             }
         });
 
@@ -278,6 +300,7 @@ class CpuBackend final : public Backend {
         args.out_stride = out.cols;
         args.positions = batch.positions.data();
         args.kv_blocks = kv.layer_blocks(layer);
+        args.kv_format = kv.format();
         args.block_stride = kv.block_stride();
         args.block_tokens = bt;
         args.n_embd = n_embd;
@@ -347,6 +370,20 @@ std::unique_ptr<Backend> make_cpu_backend(int threads, Isa isa) {
 }
 
 }  // namespace cpu
+
+KvFormat parse_kv_format(std::string_view text) {
+    if (text == "f32") return KvFormat::kF32;
+    if (text == "f16") return KvFormat::kF16;
+    fail_param("kv_cache_dtype", "KV cache dtype must be f32 or f16; got '{}'", text);
+}
+
+std::string_view to_string(KvFormat format) {
+    return format == KvFormat::kF16 ? "f16" : "f32";
+}
+
+std::size_t element_bytes(KvFormat format) {
+    return format == KvFormat::kF16 ? sizeof(std::uint16_t) : sizeof(float);
+}
 
 WeightFormat parse_weight_format(std::string_view text) {
     if (text == "auto") return WeightFormat::kAuto;

@@ -64,20 +64,21 @@ struct GemmArgs {
 };
 
 // Attention over one layer's paged KV cache. A KV block of block_tokens tokens holds its keys
-// transposed, [n_embd][block_tokens], then its values, [block_tokens][n_embd]; blocks are
-// block_stride floats apart.
+// transposed, [n_embd][block_tokens], then its values, [block_tokens][n_embd], as f32 or f16
+// elements (kv_format); blocks are block_stride elements apart.
 struct AttentionArgs {
     const float* qkv = nullptr;  // row r: q | k | v, each n_embd; only q is read here
     int qkv_stride = 0;
     float* out = nullptr;  // [rows, n_embd]
     int out_stride = 0;
-    const int* positions = nullptr;  // [rows]
-    const float* kv_blocks = nullptr;
-    std::size_t block_stride = 0;
+    const int* positions = nullptr;   // [rows]
+    const void* kv_blocks = nullptr;  // elements of kv_format
+    std::size_t block_stride = 0;     // elements
     int block_tokens = 0;
     int n_embd = 0;
     int head_dim = 0;
     float scale = 1.0f;
+    KvFormat kv_format = KvFormat::kF32;
 };
 
 // Up to kAttentionTileRows consecutive rows of one sequence (consecutive positions) and one head.
@@ -109,6 +110,8 @@ struct KernelTable {
     float (*sum)(const float* x, std::size_t count);
     void (*f16_to_f32)(const std::uint16_t* src, std::size_t count, float* dst);
     void (*bf16_to_f32)(const std::uint16_t* src, std::size_t count, float* dst);
+    // Rounds to the nearest f16 (ties to even), as f32_to_f16() does.
+    void (*f32_to_f16)(const float* src, std::size_t count, std::uint16_t* dst);
 };
 
 // The table of `isa`; kUnsupported when this CPU (or this build) lacks it.

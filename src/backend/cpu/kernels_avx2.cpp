@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/packed_matrix.h"
 
 namespace llmserve::backend::cpu {
 namespace {
@@ -35,6 +36,14 @@ inline __m256i lane_mask(int count) {  // all-ones in the first `count` lanes
 
 inline __m256 masked_load(const float* p, int count) {
     return count >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask(count));
+}
+
+// The first `count` (at most 8 read) f16 values of p, widened; zeros in the other lanes.
+inline __m256 masked_load(const std::uint16_t* p, int count) {
+    if (count >= 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    alignas(16) std::uint16_t part[8] = {};
+    for (int i = 0; i < count; ++i) part[i] = p[i];
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(part)));
 }
 
 inline void masked_store(float* p, int count, __m256 v) {
@@ -358,7 +367,7 @@ void add(float* x, const float* y, std::size_t count) {
 
 // As the AVX-512 version, over 8-key chunks; P·V takes 32 dimensions at once for up to two rows
 // and 16 for more (16 registers).
-template <int Rows>
+template <typename Element, int Rows>
 void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
     constexpr int kSets = Rows == 1 ? 4 : 2;
     constexpr int kGroup = Rows <= 2 ? 4 : 2;
@@ -382,10 +391,11 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
     for (int start = 0, keys_here = 0; start <= last; start += keys_here) {
         const int block = start / bt, chunk = start % bt;
         keys_here = min_int(min_int(8, bt - chunk), last + 1 - start);
-        const float* base = a.kv_blocks + tile.block_table[block] * a.block_stride;
-        const float* keys = base + static_cast<std::size_t>(head_offset) * bt + chunk;
-        const float* values = base + static_cast<std::size_t>(bt) * a.n_embd +
-                              static_cast<std::size_t>(chunk) * a.n_embd + head_offset;
+        const Element* base =
+            static_cast<const Element*>(a.kv_blocks) + tile.block_table[block] * a.block_stride;
+        const Element* keys = base + static_cast<std::size_t>(head_offset) * bt + chunk;
+        const Element* values = base + static_cast<std::size_t>(bt) * a.n_embd +
+                                static_cast<std::size_t>(chunk) * a.n_embd + head_offset;
 
         __m256 partial[kSets][Rows];
 #pragma GCC unroll 4
@@ -443,7 +453,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
                     o[i][v] = _mm256_mul_ps(_mm256_load_ps(out[i] + d0 + 8 * v),
                                             _mm256_set1_ps(rescale[i]));
             for (int t = 0; t < keys_here; ++t) {
-                const float* row = values + static_cast<std::size_t>(t) * a.n_embd + d0;
+                const Element* row = values + static_cast<std::size_t>(t) * a.n_embd + d0;
                 __m256 value[kGroup];
 #pragma GCC unroll 4
                 for (int v = 0; v < kGroup; ++v)
@@ -472,25 +482,33 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
     }
 }
 
+template <typename Element>
+void attention_rows(const AttentionArgs& a, const AttentionTile& tile) {
+    switch (tile.rows) {
+        case 1:
+            attention_tile<Element, 1>(a, tile);
+            break;
+        case 2:
+            attention_tile<Element, 2>(a, tile);
+            break;
+        case 3:
+            attention_tile<Element, 3>(a, tile);
+            break;
+        default:
+            attention_tile<Element, 4>(a, tile);
+            break;
+    }
+}
+
 void attention(const AttentionArgs& a, const AttentionTile& tile) {
     if (a.head_dim > kMaxHeadDim) {
         scalar_kernels().attention(a, tile);
         return;
     }
-    switch (tile.rows) {
-        case 1:
-            attention_tile<1>(a, tile);
-            break;
-        case 2:
-            attention_tile<2>(a, tile);
-            break;
-        case 3:
-            attention_tile<3>(a, tile);
-            break;
-        default:
-            attention_tile<4>(a, tile);
-            break;
-    }
+    if (a.kv_format == KvFormat::kF16)
+        attention_rows<std::uint16_t>(a, tile);
+    else
+        attention_rows<float>(a, tile);
 }
 
 float sum(const float* x, std::size_t count) {
@@ -514,11 +532,17 @@ void f16_to_f32(const std::uint16_t* src, std::size_t count, float* dst) {
         _mm256_storeu_ps(
             dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
     if (i < count) {
-        alignas(16) std::uint16_t rest[8] = {};
-        std::memcpy(rest, src + i, (count - i) * sizeof(std::uint16_t));
-        masked_store(dst + i, static_cast<int>(count - i),
-                     _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(rest))));
+        const int rest = static_cast<int>(count - i);
+        masked_store(dst + i, rest, masked_load(src + i, rest));
     }
+}
+
+void f32_to_f16(const float* src, std::size_t count, std::uint16_t* dst) {
+    std::size_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < count; ++i) dst[i] = cpu::f32_to_f16(src[i]);
 }
 
 void bf16_to_f32(const std::uint16_t* src, std::size_t count, float* dst) {
@@ -551,6 +575,7 @@ const KernelTable& avx2_kernels() {
         .sum = sum,
         .f16_to_f32 = f16_to_f32,
         .bf16_to_f32 = bf16_to_f32,
+        .f32_to_f16 = f32_to_f16,
     };
     return table;
 }

@@ -382,11 +382,19 @@ void add(float* x, const float* y, std::size_t count) {
 
 // ---- attention -------------------------------------------------------------------------------
 
+// Up to 16 KV elements (lanes outside `mask` are zero and not read), as f32.
+inline __m512 load_kv(__mmask16 mask, const float* p) {
+    return _mm512_maskz_loadu_ps(mask, p);
+}
+inline __m512 load_kv(__mmask16 mask, const std::uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
+}
+
 // Flash-attention style over 16-key chunks: scores for Rows queries at once, an online softmax
 // (running max and sum per row, earlier output rescaled when the max grows), then P·V. Enough
 // independent FMA chains even for one row (decode): q·k is split into kSets partial sums, and
 // P·V accumulates 64 dimensions (4 vectors) per row at once.
-template <int Rows>
+template <typename Element, int Rows>
 void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
     constexpr int kSets = Rows == 1 ? 4 : 2;
     constexpr int kGroup = 4;  // value vectors per pass: 64 dimensions
@@ -412,10 +420,11 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         // A chunk never crosses a block: it ends at the block's end when bt is not a multiple
         // of 16.
         keys_here = min_int(min_int(16, bt - chunk), last + 1 - start);
-        const float* base = a.kv_blocks + tile.block_table[block] * a.block_stride;
-        const float* keys = base + static_cast<std::size_t>(head_offset) * bt + chunk;
-        const float* values = base + static_cast<std::size_t>(bt) * a.n_embd +
-                              static_cast<std::size_t>(chunk) * a.n_embd + head_offset;
+        const Element* base =
+            static_cast<const Element*>(a.kv_blocks) + tile.block_table[block] * a.block_stride;
+        const Element* keys = base + static_cast<std::size_t>(head_offset) * bt + chunk;
+        const Element* values = base + static_cast<std::size_t>(bt) * a.n_embd +
+                                static_cast<std::size_t>(chunk) * a.n_embd + head_offset;
         const __mmask16 key_mask = lane_mask(keys_here);
 
         __m512 partial[kSets][Rows];
@@ -427,8 +436,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         for (; d + kSets <= hd; d += kSets) {
 #pragma GCC unroll 4
             for (int set = 0; set < kSets; ++set) {
-                const __m512 k =
-                    _mm512_maskz_loadu_ps(key_mask, keys + static_cast<std::size_t>(d + set) * bt);
+                const __m512 k = load_kv(key_mask, keys + static_cast<std::size_t>(d + set) * bt);
 #pragma GCC unroll 4
                 for (int i = 0; i < Rows; ++i)
                     partial[set][i] =
@@ -436,8 +444,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
             }
         }
         for (; d < hd; ++d) {
-            const __m512 k =
-                _mm512_maskz_loadu_ps(key_mask, keys + static_cast<std::size_t>(d) * bt);
+            const __m512 k = load_kv(key_mask, keys + static_cast<std::size_t>(d) * bt);
 #pragma GCC unroll 4
             for (int i = 0; i < Rows; ++i)
                 partial[0][i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i][d]), k, partial[0][i]);
@@ -476,11 +483,10 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
                     o[i][v] = _mm512_mul_ps(_mm512_load_ps(out[i] + d0 + 16 * v),
                                             _mm512_set1_ps(rescale[i]));
             for (int t = 0; t < keys_here; ++t) {
-                const float* row = values + static_cast<std::size_t>(t) * a.n_embd + d0;
+                const Element* row = values + static_cast<std::size_t>(t) * a.n_embd + d0;
                 __m512 value[kGroup];
 #pragma GCC unroll 4
-                for (int v = 0; v < kGroup; ++v)
-                    value[v] = _mm512_maskz_loadu_ps(dim_mask[v], row + 16 * v);
+                for (int v = 0; v < kGroup; ++v) value[v] = load_kv(dim_mask[v], row + 16 * v);
 #pragma GCC unroll 4
                 for (int i = 0; i < Rows; ++i) {
                     const __m512 weight = _mm512_set1_ps(weights[i][t]);
@@ -509,6 +515,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
 // One query row (decode) in three passes, so that no step waits on a running maximum: every
 // score (q·k split into 4 partial sums), then their softmax, then P·V with two interleaved
 // sets of 64-dimension accumulators.
+template <typename Element>
 void decode_attention(const AttentionArgs& a, const AttentionTile& tile, float* scores) {
     const int hd = a.head_dim, bt = a.block_tokens;
     const int head_offset = tile.head * hd;
@@ -518,8 +525,9 @@ void decode_attention(const AttentionArgs& a, const AttentionTile& tile, float* 
     for (int start = 0, keys_here = 0; start < length; start += keys_here) {
         const int chunk = start % bt;
         keys_here = min_int(min_int(16, bt - chunk), length - start);
-        const float* keys = a.kv_blocks + tile.block_table[start / bt] * a.block_stride +
-                            static_cast<std::size_t>(head_offset) * bt + chunk;
+        const Element* keys = static_cast<const Element*>(a.kv_blocks) +
+                              tile.block_table[start / bt] * a.block_stride +
+                              static_cast<std::size_t>(head_offset) * bt + chunk;
         const __mmask16 mask = lane_mask(keys_here);
         __m512 partial[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                              _mm512_setzero_ps()};
@@ -529,12 +537,11 @@ void decode_attention(const AttentionArgs& a, const AttentionTile& tile, float* 
             for (int set = 0; set < 4; ++set)
                 partial[set] = _mm512_fmadd_ps(
                     _mm512_set1_ps(q[d + set]),
-                    _mm512_maskz_loadu_ps(mask, keys + static_cast<std::size_t>(d + set) * bt),
-                    partial[set]);
+                    load_kv(mask, keys + static_cast<std::size_t>(d + set) * bt), partial[set]);
         for (; d < hd; ++d)
-            partial[0] = _mm512_fmadd_ps(
-                _mm512_set1_ps(q[d]),
-                _mm512_maskz_loadu_ps(mask, keys + static_cast<std::size_t>(d) * bt), partial[0]);
+            partial[0] =
+                _mm512_fmadd_ps(_mm512_set1_ps(q[d]),
+                                load_kv(mask, keys + static_cast<std::size_t>(d) * bt), partial[0]);
         const __m512 s = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(partial[0], partial[1]),
                                                      _mm512_add_ps(partial[2], partial[3])),
                                        _mm512_set1_ps(a.scale));
@@ -561,30 +568,28 @@ void decode_attention(const AttentionArgs& a, const AttentionTile& tile, float* 
             even[v] = odd[v] = _mm512_setzero_ps();
         }
         auto value_row = [&](int t) {
-            return a.kv_blocks + tile.block_table[t / bt] * a.block_stride +
+            return static_cast<const Element*>(a.kv_blocks) +
+                   tile.block_table[t / bt] * a.block_stride +
                    static_cast<std::size_t>(bt) * a.n_embd +
                    static_cast<std::size_t>(t % bt) * a.n_embd + head_offset + d0;
         };
         int t = 0;
         for (; t + 2 <= length; t += 2) {
-            const float* row0 = value_row(t);
-            const float* row1 = value_row(t + 1);
+            const Element* row0 = value_row(t);
+            const Element* row1 = value_row(t + 1);
             const __m512 p0 = _mm512_set1_ps(scores[t]), p1 = _mm512_set1_ps(scores[t + 1]);
 #pragma GCC unroll 4
             for (int v = 0; v < 4; ++v) {
-                even[v] =
-                    _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(dim_mask[v], row0 + 16 * v), even[v]);
-                odd[v] =
-                    _mm512_fmadd_ps(p1, _mm512_maskz_loadu_ps(dim_mask[v], row1 + 16 * v), odd[v]);
+                even[v] = _mm512_fmadd_ps(p0, load_kv(dim_mask[v], row0 + 16 * v), even[v]);
+                odd[v] = _mm512_fmadd_ps(p1, load_kv(dim_mask[v], row1 + 16 * v), odd[v]);
             }
         }
         if (t < length) {
-            const float* row0 = value_row(t);
+            const Element* row0 = value_row(t);
             const __m512 p0 = _mm512_set1_ps(scores[t]);
 #pragma GCC unroll 4
             for (int v = 0; v < 4; ++v)
-                even[v] =
-                    _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(dim_mask[v], row0 + 16 * v), even[v]);
+                even[v] = _mm512_fmadd_ps(p0, load_kv(dim_mask[v], row0 + 16 * v), even[v]);
         }
 #pragma GCC unroll 4
         for (int v = 0; v < 4; ++v)
@@ -593,10 +598,11 @@ void decode_attention(const AttentionArgs& a, const AttentionTile& tile, float* 
     }
 }
 
-void attention(const AttentionArgs& a, const AttentionTile& tile) {
+template <typename Element>
+void attention_rows(const AttentionArgs& a, const AttentionTile& tile) {
     alignas(64) float scores[kMaxDecodeContext];
     if (tile.rows == 1 && a.positions[tile.first_row] < kMaxDecodeContext) {
-        decode_attention(a, tile, scores);
+        decode_attention<Element>(a, tile, scores);
         return;
     }
     if (a.head_dim > kMaxHeadDim) {
@@ -605,18 +611,25 @@ void attention(const AttentionArgs& a, const AttentionTile& tile) {
     }
     switch (tile.rows) {
         case 1:
-            attention_tile<1>(a, tile);
+            attention_tile<Element, 1>(a, tile);
             break;
         case 2:
-            attention_tile<2>(a, tile);
+            attention_tile<Element, 2>(a, tile);
             break;
         case 3:
-            attention_tile<3>(a, tile);
+            attention_tile<Element, 3>(a, tile);
             break;
         default:
-            attention_tile<4>(a, tile);
+            attention_tile<Element, 4>(a, tile);
             break;
     }
+}
+
+void attention(const AttentionArgs& a, const AttentionTile& tile) {
+    if (a.kv_format == KvFormat::kF16)
+        attention_rows<std::uint16_t>(a, tile);
+    else
+        attention_rows<float>(a, tile);
 }
 
 float sum(const float* x, std::size_t count) {
@@ -643,7 +656,20 @@ void f16_to_f32(const std::uint16_t* src, std::size_t count, float* dst) {
             _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
     if (i < count) {
         const __mmask16 m = lane_mask(static_cast<int>(count - i));
-        _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));
+        _mm512_mask_storeu_ps(dst + i, m, load_kv(m, src + i));
+    }
+}
+
+void f32_to_f16(const float* src, std::size_t count, std::uint16_t* dst) {
+    std::size_t i = 0;
+    for (; i + 16 <= count; i += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < count) {
+        const __mmask16 m = lane_mask(static_cast<int>(count - i));
+        _mm256_mask_storeu_epi16(
+            dst + i, m,
+            _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT));
     }
 }
 
@@ -678,6 +704,7 @@ const KernelTable& avx512_kernels() {
         .sum = sum,
         .f16_to_f32 = f16_to_f32,
         .bf16_to_f32 = bf16_to_f32,
+        .f32_to_f16 = f32_to_f16,
     };
     return table;
 }

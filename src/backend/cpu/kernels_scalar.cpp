@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/packed_matrix.h"
 #include "common/dtype.h"
 
 namespace llmserve::backend::cpu {
@@ -148,8 +149,17 @@ void add(float* x, const float* y, std::size_t count) {
     for (std::size_t i = 0; i < count; ++i) x[i] += y[i];
 }
 
-void attention(const AttentionArgs& a, const AttentionTile& tile) {
+float kv_float(float element) {
+    return element;
+}
+float kv_float(std::uint16_t element) {
+    return f16_to_f32(element);
+}
+
+template <typename Element>
+void attention_rows(const AttentionArgs& a, const AttentionTile& tile) {
     const int bt = a.block_tokens;
+    const auto* blocks = static_cast<const Element*>(a.kv_blocks);
     std::vector<float> scores;
     for (int i = 0; i < tile.rows; ++i) {
         const int row = tile.first_row + i;
@@ -159,11 +169,13 @@ void attention(const AttentionArgs& a, const AttentionTile& tile) {
         scores.resize(length);
         float max_score = -INFINITY;
         for (int t = 0; t < length; ++t) {
-            const float* keys = a.kv_blocks + tile.block_table[t / bt] * a.block_stride;
+            const Element* keys = blocks + tile.block_table[t / bt] * a.block_stride;
             float dot = 0.0f;
             for (int d = 0; d < a.head_dim; ++d)
                 dot +=
-                    q[d] * keys[static_cast<std::size_t>(tile.head * a.head_dim + d) * bt + t % bt];
+                    q[d] *
+                    kv_float(
+                        keys[static_cast<std::size_t>(tile.head * a.head_dim + d) * bt + t % bt]);
             scores[t] = dot * a.scale;
             max_score = std::max(max_score, scores[t]);
         }
@@ -176,13 +188,20 @@ void attention(const AttentionArgs& a, const AttentionTile& tile) {
         std::fill_n(o, a.head_dim, 0.0f);
         for (int t = 0; t < length; ++t) {
             const float weight = scores[t] / sum;
-            const float* values = a.kv_blocks + tile.block_table[t / bt] * a.block_stride +
-                                  static_cast<std::size_t>(bt) * a.n_embd +
-                                  static_cast<std::size_t>(t % bt) * a.n_embd +
-                                  tile.head * a.head_dim;
-            for (int d = 0; d < a.head_dim; ++d) o[d] += weight * values[d];
+            const Element* values = blocks + tile.block_table[t / bt] * a.block_stride +
+                                    static_cast<std::size_t>(bt) * a.n_embd +
+                                    static_cast<std::size_t>(t % bt) * a.n_embd +
+                                    tile.head * a.head_dim;
+            for (int d = 0; d < a.head_dim; ++d) o[d] += weight * kv_float(values[d]);
         }
     }
+}
+
+void attention(const AttentionArgs& a, const AttentionTile& tile) {
+    if (a.kv_format == KvFormat::kF16)
+        attention_rows<std::uint16_t>(a, tile);
+    else
+        attention_rows<float>(a, tile);
 }
 
 float sum(const float* x, std::size_t count) {
@@ -202,6 +221,10 @@ void bf16_to_f32_rows(const std::uint16_t* src, std::size_t count, float* dst) {
     for (std::size_t i = 0; i < count; ++i) dst[i] = bf16_to_f32(src[i]);
 }
 
+void f32_to_f16_rows(const float* src, std::size_t count, std::uint16_t* dst) {
+    for (std::size_t i = 0; i < count; ++i) dst[i] = f32_to_f16(src[i]);
+}
+
 }  // namespace
 
 const KernelTable& scalar_kernels() {
@@ -219,6 +242,7 @@ const KernelTable& scalar_kernels() {
         .sum = sum,
         .f16_to_f32 = f16_to_f32_rows,
         .bf16_to_f32 = bf16_to_f32_rows,
+        .f32_to_f16 = f32_to_f16_rows,
     };
     return table;
 }

@@ -330,8 +330,14 @@ class CudaBackend final : public Backend {
         return std::make_unique<CudaBuffer>(context_, floats);
     }
 
-    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens,
-                                           int n_embd) override {
+    using Backend::allocate_kv;
+    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int n_embd,
+                                           KvFormat format) override {
+        if (format != KvFormat::kF32)
+            fail_param("kv_cache_dtype",
+                       "the CUDA backend keeps its KV cache in f32; KV cache dtype {} is not "
+                       "supported on {}",
+                       to_string(format), name());
         if (layers <= 0 || blocks <= 0 || block_tokens <= 0 || n_embd <= 0)
             fail(ErrorCode::kInternal,
                  "allocate_kv: layers {}, blocks {}, block_tokens {}, n_embd {} must be positive",
