@@ -17,12 +17,12 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <fstream>
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine/sampling/logprobs.h"
 #include "model/gpt2.h"
+#include "tests/common/model_runs.h"
 #include "tests/common/test_paths.h"
 #include "tokenizer/tokenizer.h"
 
@@ -52,69 +52,6 @@ Tolerance tolerance(WeightFormat format) {
 constexpr WeightFormat kFormats[] = {WeightFormat::kF32, WeightFormat::kF16, WeightFormat::kBF16,
                                      WeightFormat::kQ8};
 
-std::vector<float> read_f32(const std::filesystem::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    EXPECT_TRUE(in) << "cannot open " << file;
-    in.seekg(0, std::ios::end);
-    std::vector<float> values(static_cast<std::size_t>(in.tellg()) / sizeof(float));
-    in.seekg(0);
-    in.read(reinterpret_cast<char*>(values.data()),
-            static_cast<std::streamsize>(values.size() * sizeof(float)));
-    return values;
-}
-
-// Logits of every position of `ids` from one forward pass of `ids` starting at position 0;
-// blocks of the KV cache are reused between calls.
-class Runner {
-  public:
-    explicit Runner(std::shared_ptr<const model::Gpt2Model> model, int max_rows)
-        : model_(std::move(model)),
-          blocks_((max_rows + kBlockTokens - 1) / kBlockTokens),
-          kv_(model_->backend().allocate_kv(model_->config().n_layer, blocks_, kBlockTokens,
-                                            model_->config().n_embd)),
-          workspace_(model_->backend(), model_->config(), max_rows, max_rows),
-          table_(blocks_) {
-        for (int b = 0; b < blocks_; ++b) table_[b] = b;
-    }
-
-    // Logits of positions [first_logits, ids.size()) of one forward pass of `ids` from position 0.
-    std::vector<float> logits(std::span<const std::int32_t> ids, int first_logits = 0) {
-        model::Batch batch;
-        batch.tokens.assign(ids.begin(), ids.end());
-        for (int i = 0; i < static_cast<int>(ids.size()); ++i) {
-            batch.positions.push_back(i);
-            batch.row_sequence.push_back(0);
-            if (i >= first_logits) batch.logits_rows.push_back(i);
-        }
-        batch.block_tables.emplace_back(table_);
-        std::vector<float> out(batch.logits_rows.size() *
-                               static_cast<std::size_t>(model_->config().vocab_size));
-        model_->forward(batch, *kv_, workspace_, out);
-        return out;
-    }
-
-  private:
-    static constexpr int kBlockTokens = 16;
-    std::shared_ptr<const model::Gpt2Model> model_;
-    int blocks_;
-    std::unique_ptr<backend::KvStorage> kv_;
-    model::Workspace workspace_;
-    std::vector<int> table_;
-};
-
-std::vector<std::int32_t> greedy(engine::Engine& engine, const std::vector<std::int32_t>& prompt,
-                                 int new_tokens) {
-    engine::GenerationRequest request;
-    request.prompt = prompt;
-    request.sampling.temperature = 0.0f;
-    request.stop.max_new_tokens = new_tokens;
-    request.stop.ignore_eos = true;
-    auto result = engine.submit(request)->wait();
-    std::vector<std::int32_t> tokens;
-    for (const auto& t : result.sequences.at(0).tokens) tokens.push_back(t.token);
-    return tokens;
-}
-
 void check_folder(const std::filesystem::path& dir, Isa isa, WeightFormat format, int& cases) {
     SCOPED_TRACE(dir.filename().string() + ", " + std::string(backend::to_string(format)) + " on " +
                  std::string(backend::cpu::to_string(isa)));
@@ -123,11 +60,11 @@ void check_folder(const std::filesystem::path& dir, Isa isa, WeightFormat format
     const auto model = model::Gpt2Model::load(dir, {backend, format});
     EXPECT_EQ(model->dtype(), backend::to_string(format));
     const int vocab = model->config().vocab_size;
-    Runner runner(model, model->config().n_positions);
+    testing::ForwardPass runner(*model, model->config().n_positions);
     engine::Engine engine(model, nullptr, {});
     for (const json& c : reference.at("cases")) {
         const auto ids = c.at("input_ids").get<std::vector<std::int32_t>>();
-        const auto expected = read_f32(dir / c.at("logits_file").get<std::string>());
+        const auto expected = testing::read_f32(dir / c.at("logits_file").get<std::string>());
         const auto got = runner.logits(ids);
         ASSERT_EQ(got.size(), expected.size());
         // The error relative to the scale of the case's logits (their root mean square).
@@ -153,13 +90,11 @@ void check_folder(const std::filesystem::path& dir, Isa isa, WeightFormat format
         // is within what this format's rounding may flip.
         const auto expected_tokens = c.at("greedy_new_tokens").get<std::vector<std::int32_t>>();
         const auto margins = c.at("greedy_margins").get<std::vector<double>>();
-        const auto tokens = greedy(engine, ids, static_cast<int>(expected_tokens.size()));
-        ASSERT_EQ(tokens.size(), expected_tokens.size());
-        for (std::size_t i = 0; i < tokens.size(); ++i) {
-            if (i < margins.size() && margins[i] < std::max(1e-3, 2.0 * worst_absolute)) break;
-            ASSERT_EQ(tokens[i], expected_tokens[i]) << "case " << cases << ", greedy token " << i
-                                                     << " (reference margin " << margins[i] << ")";
-        }
+        const auto tokens =
+            testing::greedy_tokens(engine, ids, static_cast<int>(expected_tokens.size()));
+        SCOPED_TRACE("case " + std::to_string(cases));
+        ASSERT_NO_FATAL_FAILURE(testing::expect_greedy_match(tokens, expected_tokens, margins,
+                                                             std::max(1e-3, 2.0 * worst_absolute)));
         ++cases;
     }
 }
@@ -176,7 +111,7 @@ TEST(DtypeParity, EveryFormatOnEveryTierMatchesTheReference) {
 // Strided perplexity (windows of `context` tokens every `context / 2`, each token scored once).
 double perplexity(const std::shared_ptr<const model::Gpt2Model>& model,
                   const std::vector<std::int32_t>& ids, int context) {
-    Runner runner(model, context);
+    testing::ForwardPass runner(*model, context);
     const int vocab = model->config().vocab_size;
     double nll = 0.0;
     std::size_t scored = 0;

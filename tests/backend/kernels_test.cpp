@@ -16,10 +16,7 @@
 namespace llmserve::backend::cpu {
 namespace {
 
-using testing::random_floats;
-using testing::tensor_view;
-using testing::tier_name;
-using testing::tiers;
+using namespace testing;  // the shared kernel-test helpers of kernel_test_support.h
 
 struct Shape {
     int m, k, n;

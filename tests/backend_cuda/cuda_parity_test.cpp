@@ -17,12 +17,12 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <fstream>
 #include <iostream>
 
 #include "engine/engine.h"
 #include "model/gpt2.h"
 #include "tests/backend_cuda/cuda_test_support.h"
+#include "tests/common/model_runs.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmserve::testing {
@@ -38,48 +38,14 @@ struct Precision {
 constexpr Precision kF16{backend::WeightFormat::kAuto, 2e-2, 0.05};
 constexpr Precision kF32{backend::WeightFormat::kF32, 1e-4, 1e-3};
 
-std::vector<float> read_f32(const std::filesystem::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    EXPECT_TRUE(in) << "cannot open " << file;
-    in.seekg(0, std::ios::end);
-    std::vector<float> values(static_cast<std::size_t>(in.tellg()) / sizeof(float));
-    in.seekg(0);
-    in.read(reinterpret_cast<char*>(values.data()),
-            static_cast<std::streamsize>(values.size() * sizeof(float)));
-    return values;
-}
+// The top two logprobs of each step give the step's own margin.
+constexpr int kMarginLogprobs = 2;
 
-// All of `ids` through the model in one batch: [T, vocab] logits.
-std::vector<float> full_logits(const model::Gpt2Model& model,
-                               const std::vector<std::int32_t>& ids) {
-    const auto& config = model.config();
-    const int rows = static_cast<int>(ids.size());
-    const int block_tokens = 16;
-    const int blocks = (rows + block_tokens - 1) / block_tokens;
-    auto kv = model.backend().allocate_kv(config.n_layer, blocks, block_tokens, config.n_embd);
-    model::Workspace workspace(model.backend(), config, rows, rows);
-    std::vector<int> table(blocks);
-    for (int b = 0; b < blocks; ++b) table[b] = b;
-    model::Batch batch;
-    batch.tokens = ids;
-    for (int i = 0; i < rows; ++i) {
-        batch.positions.push_back(i);
-        batch.row_sequence.push_back(0);
-        batch.logits_rows.push_back(i);
-    }
-    batch.block_tables.emplace_back(table);
-    std::vector<float> logits(static_cast<std::size_t>(rows) * config.vocab_size);
-    model.forward(batch, *kv, workspace, logits);
-    return logits;
-}
-
-engine::GenerationRequest greedy_request(const std::vector<std::int32_t>& prompt, int new_tokens) {
-    engine::GenerationRequest request;
-    request.prompt = prompt;
-    request.sampling.temperature = 0.0f;
-    request.sampling.logprobs = 2;  // the top two give each step's own margin
-    request.stop.max_new_tokens = new_tokens;
-    request.stop.ignore_eos = true;  // the references are plain argmax decoding
+// greedy_request, with the logprobs that give each step's margin.
+engine::GenerationRequest greedy_with_margins(const std::vector<std::int32_t>& prompt,
+                                              int new_tokens) {
+    engine::GenerationRequest request = greedy_request(prompt, new_tokens);
+    request.sampling.logprobs = kMarginLogprobs;
     return request;
 }
 
@@ -95,17 +61,6 @@ Continuation continuation(const engine::SequenceResult& sequence) {
         c.margins.push_back(t.top.size() >= 2 ? t.top[0].logprob - t.top[1].logprob : INFINITY);
     }
     return c;
-}
-
-// Compares `got` with `expected` up to the first step whose margin is below `floor`.
-void expect_same_tokens(const std::vector<std::int32_t>& got,
-                        const std::vector<std::int32_t>& expected,
-                        const std::vector<double>& margins, double floor) {
-    ASSERT_EQ(got.size(), expected.size());
-    for (std::size_t i = 0; i < expected.size(); ++i) {
-        if (i < margins.size() && margins[i] < floor) break;
-        ASSERT_EQ(got[i], expected[i]) << "token " << i << " differs (margin " << margins[i] << ")";
-    }
 }
 
 class CudaParity : public CudaDeviceTest {
@@ -132,26 +87,18 @@ class CudaParity : public CudaDeviceTest {
                 const auto expected = read_f32(dir / c.at("logits_file").get<std::string>());
                 const auto got = full_logits(*model, ids);
                 ASSERT_EQ(got.size(), expected.size());
-                double worst = 0.0;
-                std::size_t worst_index = 0;
-                for (std::size_t i = 0; i < got.size(); ++i) {
-                    const double excess =
-                        std::abs(got[i] - expected[i]) / (1.0 + std::abs(expected[i]));
-                    if (!(excess <= worst)) {
-                        worst = excess;
-                        worst_index = i;
-                    }
-                }
-                folder_worst = std::max(folder_worst, worst);
-                EXPECT_LE(worst, precision.logit_tolerance)
-                    << "position " << worst_index / vocab << ", token " << worst_index % vocab
-                    << ": got " << got[worst_index] << ", reference " << expected[worst_index];
+                const WorstError worst = worst_relative_error(got, expected);
+                folder_worst = std::max(folder_worst, worst.excess);
+                EXPECT_LE(worst.excess, precision.logit_tolerance)
+                    << "position " << worst.index / vocab << ", token " << worst.index % vocab
+                    << ": got " << got[worst.index] << ", reference " << expected[worst.index];
                 const auto tokens = c.at("greedy_new_tokens").get<std::vector<std::int32_t>>();
                 auto result =
-                    engine.submit(greedy_request(ids, static_cast<int>(tokens.size())))->wait();
-                expect_same_tokens(continuation(result.sequences.at(0)).tokens, tokens,
-                                   c.at("greedy_margins").get<std::vector<double>>(),
-                                   precision.margin_floor);
+                    engine.submit(greedy_with_margins(ids, static_cast<int>(tokens.size())))
+                        ->wait();
+                expect_greedy_match(continuation(result.sequences.at(0)).tokens, tokens,
+                                    c.at("greedy_margins").get<std::vector<double>>(),
+                                    precision.margin_floor);
                 ++cases;
             }
             std::cout << dir.filename().string() << " (" << model->stored_dtype() << " stored, "
@@ -173,27 +120,10 @@ TEST_F(CudaParity, FixtureModelsF32) {
 // Prompt text in, tokens and text out, equal to transformers' greedy continuation.
 TEST_F(CudaParity, EmbeddedModelGreedyContinuations) {
     const auto dir = repository_dir() / "models" / "gpt2-brown-mini";
-    const json reference =
-        json::parse(read_text(dir.parent_path() / "gpt2-brown-mini.reference.json"));
-    ASSERT_FALSE(reference.empty());
-    auto model = load(dir, kF16);
     auto tok =
         std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_directory(dir));
-    engine::Engine engine(model, tok, {});
-    for (const json& c : reference) {
-        const auto prompt = c.at("prompt").get<std::string>();
-        SCOPED_TRACE("prompt '" + prompt + "'");
-        const auto ids = tok->encode(prompt);
-        ASSERT_EQ(ids, c.at("input_ids").get<std::vector<std::int32_t>>());
-        const auto expected = c.at("greedy_new_tokens").get<std::vector<std::int32_t>>();
-        auto result = engine.submit(greedy_request(ids, static_cast<int>(expected.size())))->wait();
-        const Continuation got = continuation(result.sequences.at(0));
-        expect_same_tokens(got.tokens, expected, c.at("greedy_margins").get<std::vector<double>>(),
-                           kF16.margin_floor);
-        if (got.tokens == expected) {
-            EXPECT_EQ(result.sequences.at(0).text, c.at("greedy_text").get<std::string>());
-        }
-    }
+    engine::Engine engine(load(dir, kF16), tok, {});
+    expect_reference_continuations(engine, *tok, dir, kF16.margin_floor, kMarginLogprobs);
 }
 
 // Every prompt of a model run alone, then all at once (the last one with two samples, which share
@@ -219,13 +149,15 @@ void check_batched_equals_unbatched(engine::Engine& engine, const std::vector<Pr
     ASSERT_FALSE(prompts.empty());
     std::vector<Continuation> alone;
     for (const Prompt& prompt : prompts)
-        alone.push_back(continuation(
-            engine.submit(greedy_request(prompt.ids, prompt.new_tokens))->wait().sequences.at(0)));
+        alone.push_back(
+            continuation(engine.submit(greedy_with_margins(prompt.ids, prompt.new_tokens))
+                             ->wait()
+                             .sequences.at(0)));
 
     const engine::EngineStats before = engine.stats();
     std::vector<std::shared_ptr<engine::RequestHandle>> handles;
     for (std::size_t i = 0; i < prompts.size(); ++i) {
-        auto request = greedy_request(prompts[i].ids, prompts[i].new_tokens);
+        auto request = greedy_with_margins(prompts[i].ids, prompts[i].new_tokens);
         if (i + 1 == prompts.size()) request.n = 2;
         handles.push_back(engine.submit(std::move(request)));
     }
@@ -233,8 +165,8 @@ void check_batched_equals_unbatched(engine::Engine& engine, const std::vector<Pr
         SCOPED_TRACE("prompt " + std::to_string(i));
         const auto result = handles[i]->wait();
         for (const auto& sequence : result.sequences)
-            expect_same_tokens(continuation(sequence).tokens, alone[i].tokens, alone[i].margins,
-                               kF16.margin_floor);
+            expect_greedy_match(continuation(sequence).tokens, alone[i].tokens, alone[i].margins,
+                                kF16.margin_floor);
     }
     const engine::EngineStats after = engine.stats();
     EXPECT_GT(after.step_sequences_total - before.step_sequences_total, after.steps - before.steps)

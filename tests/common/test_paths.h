@@ -16,6 +16,7 @@ inline std::filesystem::path source_dir() {
     return LLMSERVE_SOURCE_DIR;
 }
 
+// $LLMSERVE_FIXTURES when set and not empty, else the vendored tests/fixtures.
 inline std::filesystem::path fixtures_dir() {
     if (const char* env = std::getenv("LLMSERVE_FIXTURES"); env != nullptr && *env != '\0')
         return env;
@@ -36,6 +37,7 @@ inline std::vector<std::filesystem::path> subdirectories(const std::filesystem::
     return out;
 }
 
+// The whole file, byte for byte; empty when it cannot be read.
 inline std::string read_text(const std::filesystem::path& file) {
     std::ifstream in(file, std::ios::binary);
     std::ostringstream text;

@@ -26,6 +26,7 @@
 #include "engine/engine.h"
 #include "engine/sampling/sampler.h"
 #include "model/gpt2.h"
+#include "tests/common/model_runs.h"
 #include "tests/common/test_paths.h"
 #include "tokenizer/tokenizer.h"
 
@@ -38,6 +39,8 @@ using std::chrono::milliseconds;
 using Tokens = std::vector<TokenId>;
 using ModelPtr = std::shared_ptr<const model::Gpt2Model>;
 using TokenizerPtr = std::shared_ptr<const tokenizer::Tokenizer>;
+using testing::full_logits;
+using testing::tokens_of;
 
 // Longest any single request may take before the test calls it a hang.
 constexpr auto kHangLimit = std::chrono::seconds(60);
@@ -96,12 +99,6 @@ Tokens random_prompt(std::mt19937& rng, int length, int vocab) {
     Tokens prompt(static_cast<std::size_t>(length));
     for (TokenId& token : prompt) token = static_cast<TokenId>(rng() % vocab);
     return prompt;
-}
-
-Tokens tokens_of(const SequenceResult& sequence) {
-    Tokens tokens;
-    for (const GeneratedToken& generated : sequence.tokens) tokens.push_back(generated.token);
-    return tokens;
 }
 
 bool valid_utf8(std::string_view text) {
@@ -444,29 +441,6 @@ TEST(EnginePrefixCache, HitsGiveTheSameOutputAsMisses) {
     }
 }
 
-// Logits of every position of `tokens` from one forward pass on a private cache: [T, vocab].
-std::vector<float> reference_logits(const model::Gpt2Model& model, const Tokens& tokens) {
-    const auto& config = model.config();
-    const int rows = static_cast<int>(tokens.size());
-    const int block_tokens = 16;
-    const int blocks = (rows + block_tokens - 1) / block_tokens;
-    auto kv = model.backend().allocate_kv(config.n_layer, blocks, block_tokens, config.n_embd);
-    model::Workspace workspace(model.backend(), config, rows, rows);
-    std::vector<int> table(static_cast<std::size_t>(blocks));
-    for (int b = 0; b < blocks; ++b) table[b] = b;
-    model::Batch batch;
-    batch.tokens = tokens;
-    for (int i = 0; i < rows; ++i) {
-        batch.positions.push_back(i);
-        batch.row_sequence.push_back(0);
-        batch.logits_rows.push_back(i);
-    }
-    batch.block_tables.emplace_back(table);
-    std::vector<float> logits(static_cast<std::size_t>(rows) * config.vocab_size);
-    model.forward(batch, *kv, workspace, logits);
-    return logits;
-}
-
 double log_softmax_at(std::span<const float> row, TokenId token) {
     const double best = *std::max_element(row.begin(), row.end());
     double total = 0.0;
@@ -504,7 +478,7 @@ TEST(EngineLogprobs, MatchADirectForwardPass) {
         const SequenceResult& sequence = result.sequences.at(0);
         Tokens all = request.prompt;
         for (const GeneratedToken& generated : sequence.tokens) all.push_back(generated.token);
-        const std::vector<float> logits = reference_logits(*tiny, all);
+        const std::vector<float> logits = full_logits(*tiny, all);
         const auto row = [&](std::size_t position) {
             return std::span<const float>(logits).subspan(position * config.vocab_size,
                                                           config.vocab_size);
@@ -982,7 +956,7 @@ TEST(EngineEdgeCases, PromptThatFillsTheContext) {
     EXPECT_EQ(result.sequences.at(0).tokens.size(), 1u);
     EXPECT_EQ(result.sequences.at(0).finish_reason, FinishReason::kLength);
     // The same token as a direct forward pass picks.
-    const std::vector<float> logits = reference_logits(*tiny, request.prompt);
+    const std::vector<float> logits = full_logits(*tiny, request.prompt);
     const auto last = std::span<const float>(logits).last(config.vocab_size);
     EXPECT_EQ(result.sequences.at(0).tokens[0].token,
               std::max_element(last.begin(), last.end()) - last.begin());

@@ -4,6 +4,9 @@
 #include "common/error.h"
 #include "hub/progress.h"
 #include "hub_stand_in.h"
+#include "tests/common/expect_error.h"
+#include "tests/common/scratch_dir.h"
+#include "tests/common/test_paths.h"
 
 #include <gtest/gtest.h>
 
@@ -11,41 +14,25 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <unistd.h>
 
 namespace llmserve::hub {
 namespace {
 
 namespace fs = std::filesystem;
+using llmserve::testing::expect_error;
+using llmserve::testing::fixtures_dir;
+using llmserve::testing::read_text;
+using llmserve::testing::ScratchDir;
+using llmserve::testing::subdirectories;
 using testing::HubStandIn;
 
-fs::path fixtures_dir() {
-    if (const char* env = std::getenv("LLMSERVE_FIXTURES")) return env;
-    return fs::path(LLMSERVE_SOURCE_DIR) / "tests" / "fixtures";
-}
-
-std::string read_file(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream out;
-    out << in.rdbuf();
-    return out.str();
-}
-
-// Every fixture model folder: models/* (safetensors) and models-bin/* (pytorch_model.bin).
+// Every fixture model folder: models/* (safetensors), then models-bin/* (pytorch_model.bin).
 std::vector<fs::path> fixture_models() {
-    std::vector<fs::path> dirs;
-    for (const char* group : {"models", "models-bin"}) {
-        std::error_code error;
-        for (const auto& entry : fs::directory_iterator(fixtures_dir() / group, error)) {
-            if (entry.is_directory()) dirs.push_back(entry.path());
-        }
-    }
-    std::sort(dirs.begin(), dirs.end());
+    std::vector<fs::path> dirs = subdirectories(fixtures_dir() / "models");
+    for (const fs::path& dir : subdirectories(fixtures_dir() / "models-bin")) dirs.push_back(dir);
     return dirs;
 }
 
@@ -59,7 +46,7 @@ std::set<std::string> files_a_download_needs(const fs::path& dir) {
     }
     const auto add_index = [&](const char* index) {
         files.insert(index);
-        const std::string text = read_file(dir / index);
+        const std::string text = read_text(dir / index);
         // Shard names: every ".safetensors"/".bin" string value in the index's weight_map.
         for (const auto& entry : fs::directory_iterator(dir)) {
             const std::string name = entry.path().filename().string();
@@ -84,36 +71,6 @@ bool is_lfs(const std::string& file) {
 
 std::string repo_name(const fs::path& dir) {
     return "test-org/" + dir.filename().string();
-}
-
-class TempDir {
-  public:
-    TempDir() {
-        static int counter = 0;
-        path_ = fs::temp_directory_path() /
-                ("hub_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::create_directories(path_);
-    }
-    ~TempDir() {
-        std::error_code error;
-        fs::remove_all(path_, error);
-    }
-    const fs::path& path() const { return path_; }
-
-  private:
-    fs::path path_;
-};
-
-template <typename Body>
-std::string expect_error(ErrorCode code, Body body) {
-    try {
-        body();
-    } catch (const Error& error) {
-        EXPECT_EQ(error.code(), code) << error.what();
-        return error.what();
-    }
-    ADD_FAILURE() << "expected an llmserve::Error of code " << to_string(code);
-    return {};
 }
 
 bool contains(const std::string& text, const std::string& part) {
@@ -176,7 +133,7 @@ class HubTest : public ::testing::Test {
     }
 
     HubStandIn hub;
-    TempDir cache;
+    ScratchDir cache;
 };
 
 // The first fixture folder whose weights are one safetensors file (the fault tests need one
@@ -204,7 +161,7 @@ TEST_P(FixtureDownload, FilesAndCacheLayoutMatchTheHub) {
     const fs::path snapshot = resolve_model(repo_name(source), options(), &progress);
 
     EXPECT_EQ(snapshot, repo_dir(source) / "snapshots" / commit);
-    EXPECT_EQ(read_file(repo_dir(source) / "refs" / "main"), commit);
+    EXPECT_EQ(read_text(repo_dir(source) / "refs" / "main"), commit);
 
     const std::set<std::string> expected = files_a_download_needs(source);
     std::set<std::string> present;
@@ -216,12 +173,12 @@ TEST_P(FixtureDownload, FilesAndCacheLayoutMatchTheHub) {
         SCOPED_TRACE(file);
         const fs::path link = snapshot / file;
         ASSERT_TRUE(fs::is_symlink(link));
-        const std::string contents = read_file(source / file);
+        const std::string contents = read_text(source / file);
         // Relative links into blobs/, named by ETag: SHA-256 for LFS files, git id otherwise.
         const std::string blob_name =
             is_lfs(file) ? HubStandIn::sha256_hex(contents) : HubStandIn::git_blob_id(contents);
         EXPECT_EQ(fs::read_symlink(link), fs::path("..") / ".." / "blobs" / blob_name);
-        EXPECT_TRUE(read_file(link) == contents) << "downloaded bytes differ";
+        EXPECT_TRUE(read_text(link) == contents) << "downloaded bytes differ";
         EXPECT_TRUE(fs::is_regular_file(repo_dir(source) / "blobs" / blob_name));
     }
     for (const auto& entry : fs::directory_iterator(repo_dir(source) / "blobs")) {
@@ -279,7 +236,7 @@ TEST_F(HubTest, PinnedCommitAndExtraCacheDirs) {
     EXPECT_FALSE(fs::exists(repo_dir(source) / "refs" / "main"));  // a commit needs no ref
 
     // The same cache as a read-only extra directory of another configuration.
-    TempDir other;
+    ScratchDir other;
     HubOptions elsewhere = options();
     elsewhere.cache_dir = other.path();
     elsewhere.extra_cache_dirs = {cache.path()};
@@ -314,7 +271,7 @@ TEST_F(HubTest, ListCachedModels) {
     EXPECT_LT(listed[0].repo_id, listed[1].repo_id);
 
     HubOptions empty = options();
-    TempDir nothing;
+    ScratchDir nothing;
     empty.cache_dir = nothing.path();
     EXPECT_TRUE(list_cached_models(empty).empty());
 }
@@ -330,8 +287,8 @@ TEST_F(HubTest, InterruptedTransferResumesWithARangeRequest) {
     hub.drop_after("model.safetensors", cut);
 
     const fs::path snapshot = resolve_model(repo_name(source), options());
-    EXPECT_TRUE(read_file(snapshot / "model.safetensors") ==
-                read_file(source / "model.safetensors"));
+    EXPECT_TRUE(read_text(snapshot / "model.safetensors") ==
+                read_text(source / "model.safetensors"));
     const auto gets = cdn_gets();
     ASSERT_EQ(gets.size(), 2u);
     EXPECT_EQ(gets[0].range, "");
@@ -357,15 +314,15 @@ TEST_F(HubTest, InterruptedDownloadResumesOnTheNextRun) {
     EXPECT_FALSE(fs::exists(repo_dir(source) / "refs" / "main"));  // not reachable by name yet
     const fs::path partial =
         repo_dir(source) / "blobs" /
-        (HubStandIn::sha256_hex(read_file(source / "model.safetensors")) + ".incomplete");
+        (HubStandIn::sha256_hex(read_text(source / "model.safetensors")) + ".incomplete");
     ASSERT_TRUE(fs::exists(partial));
     EXPECT_EQ(fs::file_size(partial), cut);
 
     hub.clear_requests();
     RecordingProgress progress;
     const fs::path snapshot = resolve_model(repo_name(source), once, &progress);
-    EXPECT_TRUE(read_file(snapshot / "model.safetensors") ==
-                read_file(source / "model.safetensors"));
+    EXPECT_TRUE(read_text(snapshot / "model.safetensors") ==
+                read_text(source / "model.safetensors"));
     const auto gets = cdn_gets();
     ASSERT_EQ(gets.size(), 1u);
     EXPECT_EQ(gets[0].range, "bytes=" + std::to_string(cut) + "-");
@@ -386,8 +343,8 @@ TEST_F(HubTest, ServerIgnoringRangeRestartsCleanly) {
     hub.clear_requests();
     hub.ignore_range(true);
     const fs::path snapshot = resolve_model(repo_name(source), once);
-    EXPECT_TRUE(read_file(snapshot / "model.safetensors") ==
-                read_file(source / "model.safetensors"));
+    EXPECT_TRUE(read_text(snapshot / "model.safetensors") ==
+                read_text(source / "model.safetensors"));
     const auto gets = cdn_gets();
     ASSERT_EQ(gets.size(), 1u);
     EXPECT_EQ(gets[0].range, "bytes=" + std::to_string(size / 4) + "-");  // asked to resume
@@ -404,13 +361,13 @@ TEST_F(HubTest, CorruptedBlobIsDetectedAndRemoved) {
     EXPECT_TRUE(contains(message, "model.safetensors")) << message;
     EXPECT_TRUE(contains(message, "SHA-256")) << message;
     const fs::path blob = repo_dir(source) / "blobs" /
-                          HubStandIn::sha256_hex(read_file(source / "model.safetensors"));
+                          HubStandIn::sha256_hex(read_text(source / "model.safetensors"));
     EXPECT_FALSE(fs::exists(blob)) << "corrupt data kept";
     EXPECT_FALSE(fs::exists(blob.string() + ".incomplete")) << "corrupt data kept";
     hub.corrupt("model.safetensors", false);
     const fs::path snapshot = resolve_model(repo_name(source), options());
-    EXPECT_TRUE(read_file(snapshot / "model.safetensors") ==
-                read_file(source / "model.safetensors"));
+    EXPECT_TRUE(read_text(snapshot / "model.safetensors") ==
+                read_text(source / "model.safetensors"));
 }
 
 TEST_F(HubTest, ServerErrorsAndMissingThings) {
@@ -446,7 +403,7 @@ TEST_F(HubTest, ServerErrorsAndMissingThings) {
     hub.fail_contents("model.safetensors", 503, 0);
 
     // A repository without weights.
-    TempDir config_only;
+    ScratchDir config_only;
     fs::copy_file(source / "config.json", config_only.path() / "config.json");
     hub.add_repo("test-org/config-only", config_only.path());
     message = expect_error(ErrorCode::kNotFound,
@@ -462,8 +419,8 @@ TEST_F(HubTest, ServerErrorsAndMissingThings) {
     hub.fail_requests("config.json", 502);
     hub.fail_contents("model.safetensors", 503);
     const fs::path snapshot = resolve_model(repo_name(source), options());
-    EXPECT_TRUE(read_file(snapshot / "model.safetensors") ==
-                read_file(source / "model.safetensors"));
+    EXPECT_TRUE(read_text(snapshot / "model.safetensors") ==
+                read_text(source / "model.safetensors"));
 }
 
 TEST_F(HubTest, GatedModelNeedsAToken) {
@@ -478,7 +435,7 @@ TEST_F(HubTest, GatedModelNeedsAToken) {
     with_token.token = hub.token();
     hub.clear_requests();
     const fs::path snapshot = resolve_model("test-org/gated", with_token);
-    EXPECT_TRUE(read_file(snapshot / "config.json") == read_file(source / "config.json"));
+    EXPECT_TRUE(read_text(snapshot / "config.json") == read_text(source / "config.json"));
     for (const auto& request : requests_to("/test-org/gated/")) {
         EXPECT_EQ(request.authorization, "Bearer " + hub.token()) << request.path;
     }
@@ -507,8 +464,8 @@ TEST_F(HubTest, ConcurrentResolvesDownloadEachBlobOnce) {
     EXPECT_EQ(errors[1], "");
     EXPECT_EQ(results[0], results[1]);
     EXPECT_EQ(cdn_gets().size(), 1u);
-    EXPECT_TRUE(read_file(results[0] / "model.safetensors") ==
-                read_file(source / "model.safetensors"));
+    EXPECT_TRUE(read_text(results[0] / "model.safetensors") ==
+                read_text(source / "model.safetensors"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,7 +505,7 @@ TEST_F(HubTest, LocalDirectoriesPassThrough) {
     }
     EXPECT_TRUE(hub.requests().empty());
 
-    TempDir config_only;
+    ScratchDir config_only;
     const auto models = fixture_models();
     ASSERT_FALSE(models.empty());
     fs::copy_file(models[0] / "config.json", config_only.path() / "config.json");
@@ -623,7 +580,7 @@ TEST(HubOptionsTest, FromEnvironment) {
         saved[name] = value ? std::optional<std::string>(value) : std::nullopt;
         ::unsetenv(name);
     }
-    TempDir home;
+    ScratchDir home;
     ::setenv("HOME", home.path().c_str(), 1);
     HubOptions defaults = HubOptions::from_environment();
     EXPECT_EQ(defaults.endpoint, "https://huggingface.co");

@@ -4,13 +4,15 @@
 #include "common/error.h"
 #include "io/pickle.h"
 #include "io/zip_reader.h"
+#include "tests/common/expect_error.h"
+#include "tests/common/scratch_dir.h"
+#include "tests/common/test_paths.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -20,8 +22,6 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 namespace llmserve::io {
 namespace {
 
@@ -29,10 +29,9 @@ namespace fs = std::filesystem;
 using Json = nlohmann::json;
 using namespace std::string_literals;
 
-fs::path fixtures_dir() {
-    if (const char* env = std::getenv("LLMSERVE_FIXTURES")) return env;
-    return fs::path(LLMSERVE_SOURCE_DIR) / "tests" / "fixtures";
-}
+using llmserve::testing::expect_error;
+using llmserve::testing::fixtures_dir;
+using llmserve::testing::ScratchDir;
 
 std::string read_file(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);
@@ -52,13 +51,7 @@ std::span<const std::byte> as_bytes(std::string_view text) {
 }
 
 std::vector<fs::path> model_bin_dirs() {
-    std::vector<fs::path> dirs;
-    std::error_code error;
-    for (const auto& entry : fs::directory_iterator(fixtures_dir() / "models-bin", error)) {
-        if (entry.is_directory()) dirs.push_back(entry.path());
-    }
-    std::sort(dirs.begin(), dirs.end());
-    return dirs;
+    return llmserve::testing::subdirectories(fixtures_dir() / "models-bin");
 }
 
 std::vector<fs::path> bin_files(const fs::path& dir) {
@@ -79,19 +72,6 @@ std::uint32_t crc32(std::span<const std::byte> bytes) {
         for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
     }
     return ~crc;
-}
-
-// Runs `body`, expecting llmserve::Error with `code`; returns its message.
-template <typename Body>
-std::string expect_error(ErrorCode code, Body body) {
-    try {
-        body();
-    } catch (const Error& error) {
-        EXPECT_EQ(error.code(), code) << error.what();
-        return error.what();
-    }
-    ADD_FAILURE() << "expected an llmserve::Error of code " << to_string(code);
-    return {};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -902,29 +882,11 @@ TEST(Unpickler, ValuesAndSharedContainers) {
 // ---------------------------------------------------------------------------------------------
 // open_pytorch_directory's own checks, on temporary directories
 
-class TempDir {
-  public:
-    TempDir() {
-        path_ = fs::temp_directory_path() /
-                ("pytorch_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
-        fs::create_directories(path_);
-    }
-    ~TempDir() {
-        std::error_code error;
-        fs::remove_all(path_, error);
-    }
-    const fs::path& path() const { return path_; }
-
-  private:
-    static inline int counter_ = 0;
-    fs::path path_;
-};
-
 TEST(OpenDirectory, ChecksTheIndex) {
     const std::map<std::string, FakeStorage> storages{{"0", {.numel = 10}}};
     const std::string shard = torch_archive(state_dict_pickle({{"w", "0", 0, {10}, {1}}}, storages),
                                             {{"0", floats(kTen)}});
-    TempDir dir;
+    ScratchDir dir;
     write_file(dir.path() / "shard-1.bin", shard);
 
     write_file(dir.path() / kPytorchIndexName,
@@ -945,7 +907,7 @@ TEST(OpenDirectory, ChecksTheIndex) {
     ASSERT_NE(store.find("w"), nullptr);
     EXPECT_EQ(to_floats(*store.find("w")), kTen);
 
-    TempDir empty;
+    ScratchDir empty;
     message = expect_error(ErrorCode::kNotFound, [&] { open_pytorch_directory(empty.path()); });
     EXPECT_NE(message.find(empty.path().string()), std::string::npos) << message;
 }

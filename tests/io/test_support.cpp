@@ -2,20 +2,11 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <fstream>
-#include <random>
-
-#include <unistd.h>
 
 namespace llmserve::io::testing {
 
 namespace fs = std::filesystem;
-
-fs::path fixtures_dir() {
-    if (const char* overridden = std::getenv("LLMSERVE_FIXTURES")) return overridden;
-    return fs::path(LLMSERVE_SOURCE_DIR) / "tests" / "fixtures";
-}
 
 std::vector<fs::path> model_dirs() {
     std::vector<fs::path> dirs;
@@ -59,18 +50,6 @@ std::vector<std::byte> make_safetensors(std::string_view header_json, std::size_
     for (const char c : header_json) file.push_back(static_cast<std::byte>(c));
     for (std::size_t i = 0; i < data_bytes; ++i) file.push_back(static_cast<std::byte>(i));
     return file;
-}
-
-ScratchDir::ScratchDir() {
-    std::random_device random;
-    path_ = fs::temp_directory_path() / ("llmserve-io-test-" + std::to_string(::getpid()) + "-" +
-                                         std::to_string(random()) + std::to_string(random()));
-    if (!fs::create_directory(path_)) throw std::runtime_error("exists: " + path_.string());
-}
-
-ScratchDir::~ScratchDir() {
-    std::error_code ignored;  // a failed clean-up must not turn into a crash
-    fs::remove_all(path_, ignored);
 }
 
 Error capture_error(const std::function<void()>& action) {

@@ -3,6 +3,8 @@
 #pragma once
 
 #include "common/error.h"
+#include "tests/common/scratch_dir.h"
+#include "tests/common/test_paths.h"
 
 #include <gtest/gtest.h>
 
@@ -16,8 +18,9 @@
 
 namespace llmserve::io::testing {
 
-// $LLMSERVE_FIXTURES, else the vendored tests/fixtures.
-std::filesystem::path fixtures_dir();
+using llmserve::testing::fixtures_dir;
+using llmserve::testing::ScratchDir;
+
 // Every folder under <fixtures>/models, sorted by name.
 std::vector<std::filesystem::path> model_dirs();
 
@@ -29,19 +32,6 @@ void write_text(const std::filesystem::path& path, std::string_view text);
 // A safetensors file: the header length, `header_json` verbatim, then `data_bytes` bytes
 // counting 0, 1, 2, ... (mod 256) so that views can be checked against their offsets.
 std::vector<std::byte> make_safetensors(std::string_view header_json, std::size_t data_bytes);
-
-// A fresh directory under the system temp dir, removed with everything in it on destruction.
-class ScratchDir {
-  public:
-    ScratchDir();
-    ~ScratchDir();
-    ScratchDir(const ScratchDir&) = delete;
-    ScratchDir& operator=(const ScratchDir&) = delete;
-    const std::filesystem::path& path() const { return path_; }
-
-  private:
-    std::filesystem::path path_;
-};
 
 // Runs `action`, which must throw llmserve::Error; returns it (a default kInternal error with an
 // empty message and a test failure when nothing or something else is thrown).

@@ -6,7 +6,6 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -15,18 +14,13 @@
 
 #include "engine/sampling/logits_processor.h"
 #include "test_support.h"
+#include "tests/common/test_paths.h"
 
 namespace llmserve::engine {
 namespace {
 
 constexpr double kProbabilityTolerance = 1e-5;
-
-std::filesystem::path fixtures_dir() {
-    if (const char* dir = std::getenv("LLMSERVE_FIXTURES"); dir != nullptr && *dir != '\0') {
-        return dir;
-    }
-    return std::filesystem::path(LLMSERVE_SOURCE_DIR) / "tests" / "fixtures";
-}
+using llmserve::testing::fixtures_dir;
 
 std::vector<nlohmann::json> read_rows(const std::filesystem::path& path) {
     std::ifstream in(path);
