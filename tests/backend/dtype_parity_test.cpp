@@ -7,12 +7,15 @@
 //   f16      2e-3        1e-2        weights rounded to 11 significant bits (exact when stored f16)
 //   bf16     1e-2        6e-2        weights rounded to 8 significant bits
 //   q8       5e-2        2.5e-1      weights and activations rounded to 8 bits per block of 32
+//   f32 weights, f16 KV cache:
+//            1e-3        5e-3        keys and values rounded to 11 significant bits
 // Measured worst cases on the vendored fixtures are about half of each bound (the random-weight
 // fixtures amplify rounding through every layer; trained weights do not, see below).
 // Greedy tokens must agree up to the first step whose reference margin (top-1 minus top-2 logit)
 // is below twice the largest logit error of that model and format.
 // On the embedded model and held-out Brown text, perplexity stays within 0.5% of f32 for f16 and
-// bf16 and within 1% for q8.
+// bf16 and within 1% for q8. An f16 KV cache is checked the same way: f32 weights with it meet
+// f16's bounds, and its perplexity stays within 0.5% of f32.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -36,7 +39,11 @@ using nlohmann::json;
 struct Tolerance {
     double rms, max;  // relative to the root mean square of the reference logits
 };
-Tolerance tolerance(WeightFormat format) {
+Tolerance tolerance(WeightFormat format, backend::KvFormat kv_format) {
+    // An f16 cache rounds keys and values to 11 significant bits. With f32 weights that is the
+    // only error (worst measured on the vendored fixtures: RMS 2.8e-4, max 1.1e-3); with other
+    // formats the weights' own rounding dominates and their bounds apply.
+    if (kv_format == backend::KvFormat::kF16 && format == WeightFormat::kF32) return {1e-3, 5e-3};
     switch (format) {
         case WeightFormat::kF16:
             return {2e-3, 1e-2};
@@ -52,16 +59,20 @@ Tolerance tolerance(WeightFormat format) {
 constexpr WeightFormat kFormats[] = {WeightFormat::kF32, WeightFormat::kF16, WeightFormat::kBF16,
                                      WeightFormat::kQ8};
 
-void check_folder(const std::filesystem::path& dir, Isa isa, WeightFormat format, int& cases) {
-    SCOPED_TRACE(dir.filename().string() + ", " + std::string(backend::to_string(format)) + " on " +
+void check_folder(const std::filesystem::path& dir, Isa isa, WeightFormat format,
+                  backend::KvFormat kv_format, int& cases) {
+    SCOPED_TRACE(dir.filename().string() + ", " + std::string(backend::to_string(format)) +
+                 " weights, " + std::string(backend::to_string(kv_format)) + " KV cache, on " +
                  std::string(backend::cpu::to_string(isa)));
     const json reference = json::parse(testing::read_text(dir / "reference.json"));
     const std::shared_ptr<backend::Backend> backend = backend::cpu::make_cpu_backend(2, isa);
     const auto model = model::Gpt2Model::load(dir, {backend, format});
     EXPECT_EQ(model->dtype(), backend::to_string(format));
     const int vocab = model->config().vocab_size;
-    testing::ForwardPass runner(*model, model->config().n_positions);
-    engine::Engine engine(model, nullptr, {});
+    testing::ForwardPass runner(*model, model->config().n_positions, kv_format);
+    engine::EngineOptions engine_options;
+    engine_options.kv_format = kv_format;
+    engine::Engine engine(model, nullptr, engine_options);
     for (const json& c : reference.at("cases")) {
         const auto ids = c.at("input_ids").get<std::vector<std::int32_t>>();
         const auto expected = testing::read_f32(dir / c.at("logits_file").get<std::string>());
@@ -80,7 +91,7 @@ void check_folder(const std::filesystem::path& dir, Isa isa, WeightFormat format
             }
         }
         const double scale = std::sqrt(squares / static_cast<double>(got.size()));
-        const Tolerance bound = tolerance(format);
+        const Tolerance bound = tolerance(format, kv_format);
         EXPECT_LE(std::sqrt(error_squares / squares), bound.rms) << "case " << cases;
         EXPECT_LE(worst_absolute / scale, bound.max)
             << "case " << cases << ", position " << worst_index / vocab << ", token "
@@ -104,14 +115,27 @@ TEST(DtypeParity, EveryFormatOnEveryTierMatchesTheReference) {
     for (const std::string family : {"models", "models-bin"})
         for (const auto& dir : testing::subdirectories(testing::fixtures_dir() / family))
             for (Isa isa : backend::cpu::supported_isas())
-                for (WeightFormat format : kFormats) check_folder(dir, isa, format, cases);
+                for (WeightFormat format : kFormats)
+                    check_folder(dir, isa, format, backend::KvFormat::kF32, cases);
+    EXPECT_GT(cases, 0) << "no fixture cases under " << testing::fixtures_dir();
+}
+
+// The f16 KV cache with f32 weights (its own error) and q8 weights (the smallest combination).
+TEST(DtypeParity, HalfPrecisionKvCacheMatchesTheReference) {
+    int cases = 0;
+    for (const std::string family : {"models", "models-bin"})
+        for (const auto& dir : testing::subdirectories(testing::fixtures_dir() / family))
+            for (Isa isa : backend::cpu::supported_isas())
+                for (WeightFormat format : {WeightFormat::kF32, WeightFormat::kQ8})
+                    check_folder(dir, isa, format, backend::KvFormat::kF16, cases);
     EXPECT_GT(cases, 0) << "no fixture cases under " << testing::fixtures_dir();
 }
 
 // Strided perplexity (windows of `context` tokens every `context / 2`, each token scored once).
 double perplexity(const std::shared_ptr<const model::Gpt2Model>& model,
-                  const std::vector<std::int32_t>& ids, int context) {
-    testing::ForwardPass runner(*model, context);
+                  const std::vector<std::int32_t>& ids, int context,
+                  backend::KvFormat kv_format = backend::KvFormat::kF32) {
+    testing::ForwardPass runner(*model, context, kv_format);
     const int vocab = model->config().vocab_size;
     double nll = 0.0;
     std::size_t scored = 0;
@@ -158,6 +182,10 @@ TEST(DtypeParity, EmbeddedModelPerplexityStaysCloseToF32) {
         EXPECT_LE(std::abs(value / f32 - 1.0), bound)
             << backend::to_string(format) << " perplexity " << value << " vs f32 " << f32;
     }
+    const double half_cache = perplexity(model::Gpt2Model::load(dir, {backend, WeightFormat::kF32}),
+                                         ids, context, backend::KvFormat::kF16);
+    EXPECT_LE(std::abs(half_cache / f32 - 1.0), 0.005)
+        << "f16 KV cache perplexity " << half_cache << " vs f32 " << f32;
 }
 
 }  // namespace

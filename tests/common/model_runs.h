@@ -42,14 +42,16 @@ inline std::vector<float> read_f32(const std::filesystem::path& file) {
 }
 
 // Forward passes of one sequence from position 0 on `model` (which must outlive this), with a
-// private KV cache and workspace for up to `max_tokens` tokens that every call reuses.
+// private KV cache (in `kv_format`) and workspace for up to `max_tokens` tokens that every call
+// reuses.
 class ForwardPass {
   public:
-    ForwardPass(const model::Gpt2Model& model, int max_tokens)
+    ForwardPass(const model::Gpt2Model& model, int max_tokens,
+                backend::KvFormat kv_format = backend::KvFormat::kF32)
         : model_(model),
           blocks_((max_tokens + kBlockTokens - 1) / kBlockTokens),
           kv_(model.backend().allocate_kv(model.config().n_layer, blocks_, kBlockTokens,
-                                          model.config().n_embd)),
+                                          model.config().n_embd, kv_format)),
           workspace_(model.backend(), model.config(), max_tokens, max_tokens),
           table_(static_cast<std::size_t>(blocks_)) {
         for (int b = 0; b < blocks_; ++b) table_[b] = b;
