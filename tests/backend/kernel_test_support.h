@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <span>
 #include <string>
@@ -42,6 +43,33 @@ inline std::vector<Isa> tiers() {
 
 inline std::string tier_name(Isa isa) {
     return "isa " + std::string(to_string(isa));
+}
+
+// A block table of `blocks` distinct entries drawn in shuffled order from a pool of
+// `blocks + spare` blocks, so that a kernel reading the wrong block reads someone else's data.
+inline std::vector<int> scattered_blocks(int blocks, int spare, unsigned seed) {
+    std::vector<int> pool(static_cast<std::size_t>(blocks + spare));
+    for (int b = 0; b < blocks + spare; ++b) pool[b] = b;
+    std::shuffle(pool.begin(), pool.end(), std::mt19937(seed));
+    pool.resize(blocks);
+    return pool;
+}
+
+// Attention shapes the kernels must handle: prefill tiles of several rows and decode rows (short
+// and long contexts), head sizes that are not a multiple of the vector width, blocks that are not
+// a multiple of the key chunk, and a head too wide for the vector kernels (their scalar fallback).
+struct AttentionCase {
+    int n_head, head_dim, block_tokens, first_position, rows;
+};
+inline std::vector<AttentionCase> attention_cases() {
+    return {{3, 64, 16, 0, 4},   {2, 24, 5, 9, 3},    {4, 16, 32, 40, 4},  {1, 8, 16, 0, 1},
+            {2, 64, 16, 130, 2}, {2, 64, 16, 130, 1}, {2, 64, 16, 300, 2}, {1, 260, 4, 6, 4},
+            {3, 33, 7, 20, 1},   {2, 48, 16, 15, 4}};
+}
+inline std::string describe(Isa isa, const AttentionCase& c) {
+    return tier_name(isa) + ", heads " + std::to_string(c.n_head) + " of " +
+           std::to_string(c.head_dim) + ", blocks of " + std::to_string(c.block_tokens) + ", " +
+           std::to_string(c.rows) + " rows from position " + std::to_string(c.first_position);
 }
 
 }  // namespace llmserve::backend::cpu::testing

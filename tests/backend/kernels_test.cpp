@@ -454,9 +454,7 @@ KvCase make_kv(int n_embd, int block_tokens, int length, unsigned seed) {
     kv.keys = random_floats(static_cast<std::size_t>(length) * n_embd, -1.0f, 1.0f, seed);
     kv.values = random_floats(kv.keys.size(), -1.0f, 1.0f, seed + 1);
     const int blocks = (length + block_tokens - 1) / block_tokens;
-    kv.table.resize(blocks);
-    for (int b = 0; b < blocks; ++b)
-        kv.table[b] = (b * 7 + 3) % (blocks + 2);  // distinct, scattered
+    kv.table = scattered_blocks(blocks, 2, seed);
     kv.pool.assign(static_cast<std::size_t>(blocks + 2) * kv.block_stride(), std::nanf(""));
     for (int t = 0; t < length; ++t) {
         float* block = kv.pool.data() + kv.table[t / block_tokens] * kv.block_stride();
@@ -472,18 +470,9 @@ KvCase make_kv(int n_embd, int block_tokens, int length, unsigned seed) {
 }
 
 TEST(Kernels, AttentionMatchesReference) {
-    struct Case {
-        int n_head, head_dim, block_tokens, first_position, rows;
-    };
-    const Case cases[] = {{3, 64, 16, 0, 4}, {2, 24, 5, 9, 3},    {4, 16, 32, 40, 4},
-                          {1, 8, 16, 0, 1},  {2, 64, 16, 130, 2}, {1, 260, 4, 6, 4},
-                          {3, 33, 7, 20, 1}, {2, 48, 16, 15, 4}};
     for (Isa isa : tiers())
-        for (const Case& c : cases) {
-            SCOPED_TRACE(tier_name(isa) + ", heads " + std::to_string(c.n_head) + " of " +
-                         std::to_string(c.head_dim) + ", blocks of " +
-                         std::to_string(c.block_tokens) + ", rows from position " +
-                         std::to_string(c.first_position));
+        for (const AttentionCase& c : attention_cases()) {
+            SCOPED_TRACE(describe(isa, c));
             const int n_embd = c.n_head * c.head_dim;
             const int length = c.first_position + c.rows;
             const KvCase kv = make_kv(n_embd, c.block_tokens, length, 21);

@@ -17,9 +17,7 @@
 namespace llmserve::backend::cpu {
 namespace {
 
-using testing::random_floats;
-using testing::tier_name;
-using testing::tiers;
+using namespace testing;
 
 TEST(KvFormat, NamesParseAndSizes) {
     EXPECT_EQ(parse_kv_format("f32"), KvFormat::kF32);
@@ -76,7 +74,7 @@ HalfKv make_half_kv(int n_embd, int block_tokens, int length, unsigned seed) {
     HalfKv kv;
     kv.block_stride = static_cast<std::size_t>(2) * block_tokens * n_embd;
     const int blocks = (length + block_tokens - 1) / block_tokens;
-    for (int b = 0; b < blocks; ++b) kv.table.push_back((b * 5 + 1) % (blocks + 1));
+    kv.table = scattered_blocks(blocks, 1, seed);
     const std::size_t pool = static_cast<std::size_t>(blocks + 1) * kv.block_stride;
     kv.half_pool.assign(pool, 0x7e00);  // NaN where nothing was written
     kv.float_pool.assign(pool, std::nanf(""));
@@ -99,22 +97,10 @@ HalfKv make_half_kv(int n_embd, int block_tokens, int length, unsigned seed) {
     return kv;
 }
 
-// Prefill tiles (several rows), decode rows, head sizes that are not a multiple of the vector
-// width, blocks that are not a multiple of the key chunk, and a head too wide for the vector
-// kernels (their scalar fallback).
 TEST(KvFormat, AttentionOverAHalfCacheEqualsAttentionOverItsValuesInF32) {
-    struct Case {
-        int n_head, head_dim, block_tokens, first_position, rows;
-    };
-    const Case cases[] = {{3, 64, 16, 0, 4},   {2, 24, 5, 9, 3},   {1, 8, 16, 0, 1},
-                          {2, 64, 16, 130, 1}, {1, 260, 4, 6, 4},  {3, 33, 7, 20, 1},
-                          {2, 48, 16, 15, 4},  {2, 64, 16, 300, 2}};
     for (Isa isa : tiers())
-        for (const Case& c : cases) {
-            SCOPED_TRACE(tier_name(isa) + ", heads " + std::to_string(c.n_head) + " of " +
-                         std::to_string(c.head_dim) + ", blocks of " +
-                         std::to_string(c.block_tokens) + ", rows " + std::to_string(c.rows) +
-                         " from position " + std::to_string(c.first_position));
+        for (const AttentionCase& c : attention_cases()) {
+            SCOPED_TRACE(describe(isa, c));
             const int n_embd = c.n_head * c.head_dim;
             const HalfKv kv = make_half_kv(n_embd, c.block_tokens, c.first_position + c.rows, 31);
             const auto qkv =
