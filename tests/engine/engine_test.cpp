@@ -81,17 +81,20 @@ constexpr int kBlockTokens = EngineOptions{}.kv_block_tokens;
 
 // Bytes of `blocks` KV blocks of the default size for `model` (K and V, float32, every layer).
 std::size_t kv_bytes(const model::Gpt2Model& model, int blocks) {
-    const auto& config = model.config();
-    return static_cast<std::size_t>(blocks) * config.n_layer * 2 * kBlockTokens * config.n_embd *
-           sizeof(float);
+    return engine::kv_cache_geometry(model.config(), kBlockTokens, backend::KvFormat::kF32)
+               .block_bytes *
+           blocks;
 }
 
 // Options with a KV pool of `contexts` full contexts (small, so that tests also exercise the pool
 // running full and the prefix cache being evicted).
-EngineOptions pool_options(const model::Gpt2Model& model, int contexts) {
+EngineOptions pool_options(const model::Gpt2Model& model, int contexts,
+                           backend::KvFormat kv_format = backend::KvFormat::kF32) {
     EngineOptions options;
-    const int context_blocks = (model.config().n_positions + kBlockTokens - 1) / kBlockTokens;
-    options.kv_cache_bytes = kv_bytes(model, contexts * context_blocks);
+    options.kv_format = kv_format;
+    const engine::KvCacheGeometry geometry =
+        engine::kv_cache_geometry(model.config(), kBlockTokens, kv_format);
+    options.kv_cache_bytes = geometry.one_context_bytes() * contexts;
     return options;
 }
 
@@ -232,13 +235,14 @@ std::vector<GenerationRequest> mixed_requests(const model::Gpt2Model& model, boo
 // in three waves while earlier ones decode; every sample's tokens and finish reason must match.
 void expect_batched_equals_alone(const ModelPtr& model, const TokenizerPtr& tokenizer,
                                  const std::vector<GenerationRequest>& requests,
-                                 int max_step_tokens) {
+                                 int max_step_tokens,
+                                 backend::KvFormat kv_format = backend::KvFormat::kF32) {
     std::vector<RequestResult> alone;
     {
-        Engine engine(model, tokenizer, pool_options(*model, 2));
+        Engine engine(model, tokenizer, pool_options(*model, 2, kv_format));
         for (const GenerationRequest& request : requests) alone.push_back(run(engine, request));
     }
-    EngineOptions options = pool_options(*model, 3);
+    EngineOptions options = pool_options(*model, 3, kv_format);
     options.max_step_tokens = max_step_tokens;
     options.max_running_sequences = 6;
     Engine engine(model, tokenizer, options);
@@ -284,6 +288,13 @@ TEST(EngineBatching, GreedyBatchedEqualsAlone) {
 TEST(EngineBatching, SeededSamplingBatchedEqualsAlone) {
     REQUIRE_TINY_MODEL();
     expect_batched_equals_alone(tiny, nullptr, mixed_requests(*tiny, true, 2), 16);
+}
+
+// With an f16 cache, batching is still invisible: every row reads the same rounded values.
+TEST(EngineBatching, HalfPrecisionKvCacheBatchedEqualsAlone) {
+    REQUIRE_TINY_MODEL();
+    expect_batched_equals_alone(tiny, nullptr, mixed_requests(*tiny, true, 3), 16,
+                                backend::KvFormat::kF16);
 }
 
 TEST(EngineBatching, TextRequestsBatchedEqualAloneOnEmbeddedModel) {
