@@ -1155,13 +1155,17 @@ TEST(EngineScheduling, FirstComeFirstServedWhenThePoolIsFull) {
         return request;
     };
     const int big_new = config.n_positions - 10;
+    // The engine times a request from when submit() takes it, somewhere between `before` and
+    // `after`; the checks below allow exactly that uncertainty (submit can take milliseconds on a
+    // loaded machine under ASan).
     struct Submitted {
-        Clock::time_point before;
+        Clock::time_point before, after;
         std::shared_ptr<RequestHandle> handle;
     };
     const auto submit = [&](GenerationRequest request) {
-        Submitted s{Clock::now(), nullptr};
+        Submitted s{Clock::now(), {}, nullptr};
         s.handle = engine.submit(std::move(request));
+        s.after = Clock::now();
         return s;
     };
     Submitted first = submit(request_of(10, big_new));   // takes most of the pool
@@ -1174,13 +1178,12 @@ TEST(EngineScheduling, FirstComeFirstServedWhenThePoolIsFull) {
         return before + std::chrono::duration_cast<Clock::duration>(
                             std::chrono::duration<double, std::milli>(ms));
     };
-    const Clock::time_point first_done =
-        at(first.before, r1.timing.queue_ms + r1.timing.prefill_ms + r1.timing.decode_ms);
-    const Clock::time_point second_scheduled = at(second.before, r2.timing.queue_ms);
-    const Clock::time_point small_scheduled = at(small.before, r3.timing.queue_ms);
-    const auto slack = milliseconds(1);
-    EXPECT_GE(second_scheduled + slack, first_done);
-    EXPECT_GE(small_scheduled + slack, second_scheduled) << "the small request jumped the queue";
+    const double first_total = r1.timing.queue_ms + r1.timing.prefill_ms + r1.timing.decode_ms;
+    const auto slack = milliseconds(1);  // rounding of the reported durations
+    // `second` started no earlier than `first` finished, and `small` no earlier than `second`.
+    EXPECT_GE(at(second.after, r2.timing.queue_ms) + slack, at(first.before, first_total));
+    EXPECT_GE(at(small.after, r3.timing.queue_ms) + slack, at(second.before, r2.timing.queue_ms))
+        << "the small request jumped the queue";
     EXPECT_EQ(r3.sequences.at(0).tokens.size(), 4u);
     expect_pool_whole(engine);
 }
