@@ -4,8 +4,10 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 namespace llmserve::testing {
@@ -29,6 +31,13 @@ class ScratchDir {
     ScratchDir& operator=(const ScratchDir&) = delete;
 
     const std::filesystem::path& path() const { return path_; }
+
+    // Writes `content` to the file `name` inside the directory and returns its path.
+    std::filesystem::path write(const std::string& name, std::string_view content) const {
+        const std::filesystem::path file = path_ / name;
+        std::ofstream(file, std::ios::binary) << content;
+        return file;
+    }
 
   private:
     std::filesystem::path path_;

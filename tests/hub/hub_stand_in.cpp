@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
+
+#include "tests/common/test_paths.h"
 
 namespace llmserve::hub::testing {
 namespace {
@@ -29,13 +29,6 @@ std::string digest_hex(const EVP_MD* algorithm, const std::string& bytes) {
         hex += "0123456789abcdef"[digest[i] & 0xf];
     }
     return hex;
-}
-
-std::string read_file(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream out;
-    out << in.rdbuf();
-    return out.str();
 }
 
 // The Hub stores weights with git LFS.
@@ -86,7 +79,8 @@ std::string HubStandIn::add_repo(const std::string& repo_id, const fs::path& dir
     for (const auto& entry : fs::directory_iterator(dir)) {
         if (!entry.is_regular_file()) continue;
         const std::string name = entry.path().filename().string();
-        auto contents = std::make_shared<const std::string>(read_file(entry.path()));
+        auto contents =
+            std::make_shared<const std::string>(llmserve::testing::read_text(entry.path()));
         Blob blob{name, contents, sha256_hex(*contents), git_blob_id(*contents)};
         repo.files.emplace(name, blob);
         std::lock_guard lock(mutex_);

@@ -1,32 +1,25 @@
-// Helpers shared by the tokenizer tests: where fixtures live, JSONL reading, small hand-made
-// tokenizers and scratch directories.
+// Helpers shared by the tokenizer tests: JSONL reading and small hand-made tokenizers (fixture
+// paths and scratch directories come from tests/common).
 #pragma once
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <string_view>
 #include <vector>
 
+#include "tests/common/scratch_dir.h"
+#include "tests/common/test_paths.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmserve::tokenizer::testing {
 
-inline std::filesystem::path fixtures_dir() {
-    const char* env = std::getenv("LLMSERVE_FIXTURES");
-    return env != nullptr && *env != '\0'
-               ? std::filesystem::path(env)
-               : std::filesystem::path(LLMSERVE_SOURCE_DIR "/tests/fixtures");
-}
-
-inline std::filesystem::path embedded_model_dir() {
-    return LLMSERVE_SOURCE_DIR "/models/gpt2-brown-mini";
-}
+using llmserve::testing::embedded_model_dir;
+using llmserve::testing::fixtures_dir;
+using llmserve::testing::ScratchDir;
 
 // One JSON value per non-empty line; an unreadable file or bad line fails the calling test.
 inline std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& path) {
@@ -64,33 +57,5 @@ inline nlohmann::json byte_level_tokenizer_json(
              {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
             {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}}}};
 }
-
-// A fresh directory removed again at the end of the test.
-class ScratchDir {
-  public:
-    ScratchDir() {
-        std::string pattern =
-            (std::filesystem::temp_directory_path() / "llmserve-tokenizer-test-XXXXXX").string();
-        EXPECT_NE(::mkdtemp(pattern.data()), nullptr) << "cannot create " << pattern;
-        path_ = pattern;
-    }
-    ~ScratchDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    ScratchDir(const ScratchDir&) = delete;
-    ScratchDir& operator=(const ScratchDir&) = delete;
-
-    const std::filesystem::path& path() const { return path_; }
-
-    std::filesystem::path write(const std::string& name, std::string_view content) const {
-        const std::filesystem::path file = path_ / name;
-        std::ofstream(file, std::ios::binary) << content;
-        return file;
-    }
-
-  private:
-    std::filesystem::path path_;
-};
 
 }  // namespace llmserve::tokenizer::testing
