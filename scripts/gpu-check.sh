@@ -41,12 +41,14 @@ die() { echo "gpu-check: $*" >&2; exit 1; }
 # mid-edit), the test and bench binaries are not.
 build() {
     local archs=$1
+    local log="$BUILD/configure.log"  # inside the (ignored) build folder, not the checkout
+    mkdir -p "$BUILD" || die "cannot create $BUILD"
     cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLMSERVE_CUDA=ON \
-        -DLLMSERVE_BENCH=OFF -DCMAKE_CUDA_ARCHITECTURES="$archs" >"$BUILD.configure.log" 2>&1 \
-        || { tail -30 "$BUILD.configure.log"; die "configure failed (log: $BUILD.configure.log)"; }
-    grep -q "CUDA backend: on" "$BUILD.configure.log" \
+        -DLLMSERVE_BENCH=OFF -DCMAKE_CUDA_ARCHITECTURES="$archs" >"$log" 2>&1 \
+        || { tail -30 "$log"; die "configure failed (log: $log)"; }
+    grep -q "CUDA backend: on" "$log" \
         || die "the CUDA backend is not enabled in this tree (is cmake/Cuda.cmake included from" \
-            "CMakeLists.txt?); see $BUILD.configure.log"
+            "CMakeLists.txt?); see $log"
     cmake --build "$BUILD" -j "$JOBS" --target cuda_test device_test cuda_bench \
         || die "building the CUDA tests failed"
     cmake --build "$BUILD" -j "$JOBS" --target llmserve \
