@@ -1,67 +1,25 @@
 // The official OpenAI Node client against llmserve's /v1 API: what a client of OpenAI expects.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import OpenAI from 'openai';
+import { startLlmserve } from './llmserve_process.mjs';
 
 const API_KEY = 'sk-llmserve-test';
-const SERVER_VARIABLES = [
-  'MODEL_NAME', 'MAX_LENGTH', 'TEMPERATURE', 'TOP_P', 'HOST', 'PORT', 'API_KEYS',
-  'AUTH_EXEMPT_PROBES', 'RATE_LIMIT_RPM', 'RATE_LIMIT_BURST', 'REQUEST_TIMEOUT_S',
-  'MAX_CONCURRENT_REQUESTS', 'MAX_QUEUE', 'MAX_BODY_BYTES', 'CACHE_DIR', 'DEVICE', 'THREADS',
-  'LOG_LEVEL', 'LOG_FORMAT', 'SHUTDOWN_GRACE_S',
-];
-
 let server;
-let output = '';
 let client;
 let modelId;
 
-async function startServer() {
-  const env = { ...process.env };
-  for (const name of SERVER_VARIABLES) delete env[name];
-  Object.assign(env, {
-    MODEL_NAME: process.env.LLMSERVE_MODEL_DIR, HOST: '127.0.0.1', PORT: '0', LOG_FORMAT: 'json',
-    THREADS: '1', API_KEYS: API_KEY, HF_HUB_OFFLINE: '1',
-  });
-  server = spawn(process.env.LLMSERVE_BINARY, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  server.stdout.on('data', (data) => { output += data; });
-  server.stderr.on('data', (data) => { output += data; });
-  const deadline = Date.now() + 60_000;
-  let port = 0;
-  while (Date.now() < deadline) {
-    if (server.exitCode !== null) break;
-    if (!port) {
-      for (const line of output.split('\n')) {
-        if (!line.startsWith('{')) continue;
-        const entry = JSON.parse(line);
-        if (entry.msg === 'listening') port = entry.port;
-      }
-    }
-    if (port) {
-      const ready = await fetch(`http://127.0.0.1:${port}/ready`, {
-        headers: { Authorization: `Bearer ${API_KEY}` },
-      }).catch(() => null);
-      if (ready?.status === 200) return port;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`llmserve did not become ready:\n${output}`);
-}
-
 before(async () => {
-  const port = await startServer();
-  client = new OpenAI({ apiKey: API_KEY, baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0 });
+  server = await startLlmserve({ API_KEYS: API_KEY });
+  client = new OpenAI({ apiKey: API_KEY, baseURL: `${server.url}/v1`, maxRetries: 0 });
   const models = await client.models.list();
   modelId = models.data[0].id;
 });
 
 after(async () => {
-  if (!server || server.exitCode !== null) return;
-  const exited = new Promise((resolve) => server.once('exit', resolve));
-  server.kill('SIGTERM');
-  const code = await exited;
-  assert.equal(code, 0, `llmserve exited with ${code}:\n${output}`);
+  if (!server) return;
+  const code = await server.stop();
+  assert.equal(code, 0, `llmserve exited with ${code}:\n${server.output()}`);
 });
 
 test('models.list names the served model', async () => {

@@ -12,7 +12,8 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   exit 77
 fi
 mkdir -p "$work"
-cp "$here/package.json" "$here/package-lock.json" "$here/openai_client.test.mjs" "$work/"
+cp "$here/package.json" "$here/package-lock.json" "$here/openai_client.test.mjs" \
+  "$here/../common/llmserve_process.mjs" "$work/"
 stamp="$work/node_modules/.installed-lock.json"
 if ! cmp -s "$here/package-lock.json" "$stamp"; then
   (cd "$work" && npm ci --no-audit --no-fund --loglevel=error)

@@ -13,7 +13,8 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null || [[ ! -x /usr/b
   exit 77
 fi
 mkdir -p "$work"
-cp "$here/package.json" "$here/package-lock.json" "$here/llmserve_process.mjs" "$here/playground.test.mjs" "$work/"
+cp "$here/package.json" "$here/package-lock.json" "$here/../common/llmserve_process.mjs" "$here/playground.test.mjs" \
+  "$work/"
 stamp="$work/node_modules/.installed-lock.json"
 if ! cmp -s "$here/package-lock.json" "$stamp"; then
   (cd "$work" && npm ci --no-audit --no-fund --loglevel=error)

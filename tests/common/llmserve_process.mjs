@@ -1,17 +1,22 @@
-// Starts the real llmserve binary on a free loopback port and waits until it is ready.
-import { spawn } from 'node:child_process';
+// Starts the real llmserve binary on a free loopback port and waits until it is ready. Shared by
+// the JavaScript tests (tests/e2e, tests/web); their runners copy it next to the test file.
+import { execFileSync, spawn } from 'node:child_process';
 
-const SERVER_VARIABLES = [
-  'MODEL_NAME', 'MAX_LENGTH', 'TEMPERATURE', 'TOP_P', 'HOST', 'PORT', 'API_KEYS',
-  'AUTH_EXEMPT_PROBES', 'RATE_LIMIT_RPM', 'RATE_LIMIT_BURST', 'REQUEST_TIMEOUT_S',
-  'MAX_CONCURRENT_REQUESTS', 'MAX_QUEUE', 'MAX_BODY_BYTES', 'CACHE_DIR', 'DEVICE', 'THREADS',
-  'LOG_LEVEL', 'LOG_FORMAT', 'SHUTDOWN_GRACE_S', 'WEB_DIR',
-];
+// The server's own settings, as `serve --print-config` lists them ("NAME=value (source)"), so that
+// none leaks into a test from the developer's shell, including settings added later.
+function serverVariables() {
+  const text = execFileSync(process.env.LLMSERVE_BINARY, ['serve', '--print-config'], {
+    env: { PATH: process.env.PATH ?? '' }, encoding: 'utf8',
+  });
+  const names = text.split('\n').map((line) => line.split('=')[0]).filter((name) => /^[A-Z_]+$/.test(name));
+  if (names.length === 0) throw new Error(`llmserve serve --print-config listed no settings:\n${text}`);
+  return [...names, 'WEB_DIR'];
+}
 
 // Returns {process, port, url, output(), stop()}; `variables` adds or overrides server settings.
 export async function startLlmserve(variables = {}) {
   const env = { ...process.env };
-  for (const name of SERVER_VARIABLES) delete env[name];
+  for (const name of serverVariables()) delete env[name];
   Object.assign(env, {
     MODEL_NAME: process.env.LLMSERVE_MODEL_DIR, HOST: '127.0.0.1', PORT: '0', LOG_FORMAT: 'json',
     THREADS: '1', HF_HUB_OFFLINE: '1', SHUTDOWN_GRACE_S: '1',
