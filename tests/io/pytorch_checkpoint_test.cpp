@@ -830,7 +830,10 @@ TEST(Unpickler, LimitsAreEnforced) {
     EXPECT_EQ(run_pickle("\x80\x02" + repeated("N", 100) + ".", {.max_stack = 50}),
               ErrorCode::kResourceExhausted);
     std::string puts = "\x80\x02N";
-    for (int i = 0; i < 100; ++i) puts += "q" + std::string(1, static_cast<char>(i));
+    for (int i = 0; i < 100; ++i) {  // BINPUT i
+        puts += 'q';
+        puts += static_cast<char>(i);
+    }
     EXPECT_EQ(run_pickle(puts + ".", {.max_memo = 50}), ErrorCode::kResourceExhausted);
     // DUP + APPEND doubles nothing but still counts every item.
     EXPECT_EQ(run_pickle("\x80\x02]" + repeated("Na", 100) + ".", {.max_container_items = 50}),
