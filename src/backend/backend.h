@@ -6,7 +6,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -86,6 +88,24 @@ class KvStorage {
     virtual void copy_block(int from, int to) = 0;
 };
 
+// What linear does with the product x·W before it lands in y: adds the bias, applies the
+// activation, then either stores the result or (accumulate) adds it to what y holds, the way a
+// transformer block adds a projection to its residual stream. Fusing these into the product saves
+// a pass over y per step (and, on a GPU, a kernel launch each). An activation is never combined
+// with accumulate.
+struct LinearEpilogue {
+    const DeviceBuffer* bias = nullptr;  // [out] or null
+    std::optional<Activation> activation = std::nullopt;
+    bool accumulate = false;
+};
+
+// The shape of one forward pass, for backends that replay recorded steps (CUDA graphs): every
+// pass of the same shape issues the same operations on the same buffers.
+struct StepShape {
+    int rows = 0;         // batch rows (tokens)
+    int logits_rows = 0;  // rows whose logits are copied to the host
+};
+
 struct AttentionParams {
     int n_head = 0;
     float scale =
@@ -116,14 +136,17 @@ class Backend {
     // out_features]
     virtual void embedding(const Weight& table, std::span<const std::int32_t> ids,
                            MatrixView out) = 0;
-    // y = x·W (+ bias).                                         x: [M, in]  y: [M, out]  bias:
-    // [out] or null
-    virtual void linear(MatrixView x, const Weight& w, const DeviceBuffer* bias, MatrixView y) = 0;
+    // y = epilogue(x·W): see LinearEpilogue.                 x: [M, in]  y: [M, out] (never aliases
+    // x)
+    virtual void linear(MatrixView x, const Weight& w, const LinearEpilogue& epilogue,
+                        MatrixView y) = 0;
+    void linear(MatrixView x, const Weight& w, const DeviceBuffer* bias, MatrixView y) {
+        linear(x, w, LinearEpilogue{.bias = bias}, y);
+    }
     // y = (x - mean) / sqrt(var + eps) * gamma + beta, per row.          x, y: [M, C] (may alias)
     virtual void layer_norm(MatrixView x, const DeviceBuffer& gamma, const DeviceBuffer& beta,
                             float eps, MatrixView y) = 0;
-    virtual void activation(Activation kind, MatrixView x) = 0;  // in place
-    virtual void add(MatrixView x, MatrixView y) = 0;            // x += y, same shape
+    virtual void add(MatrixView x, MatrixView y) = 0;  // x += y, same shape
     // Writes each row's k, v into the cache at its position, then causal attention over the
     // sequence's cached positions [0, position].                               qkv: [M, 3C] (q | k
     // | v)   out: [M, C]
@@ -140,7 +163,20 @@ class Backend {
         linear(x, w, nullptr, staging);
         copy_to_host(staging, host);
     }
+    // Issues one forward pass: `issue` makes the pass's calls, all of them on this thread and none
+    // of them on another thread meanwhile. A backend may record the calls of a shape once and
+    // replay them for later passes of that shape (CUDA graphs); host copies made inside
+    // `issue` are then complete when run_step returns, not before. By default: issue().
+    virtual void run_step(const StepShape& shape, const std::function<void()>& issue) {
+        (void)shape;
+        issue();
+    }
 };
+
+// Throws Error(kInternal) naming the shapes when x [M, in], W [in_features, out_features], the
+// epilogue and y [M, out] do not fit together (every backend's linear checks this first).
+void check_linear(MatrixView x, int in_features, int out_features, const LinearEpilogue& epilogue,
+                  MatrixView y);
 
 // The CPU backend with `threads` worker threads (0 = one per core).
 std::unique_ptr<Backend> make_cpu_backend(int threads);

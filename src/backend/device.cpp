@@ -39,7 +39,8 @@ bool cuda_compiled() {
 #endif
 }
 
-DeviceChoice select_device(std::string_view device, int threads) {
+DeviceChoice select_device(std::string_view device, const DeviceOptions& options) {
+    const int threads = options.threads;
     if (device == "cpu") return cpu_choice(threads, "DEVICE=cpu");
     const std::optional<int> cuda_index = parse_cuda_index(device);
     if (device != "auto" && !cuda_index)
@@ -52,7 +53,7 @@ DeviceChoice select_device(std::string_view device, int threads) {
                                                    "using the CPU",
                                                    devices.detail));
         try {
-            return {make_cuda_backend(0),
+            return {make_cuda_backend(0, {.graphs = options.cuda_graphs}),
                     fmt::format("DEVICE=auto: using cuda:0 ({})", describe_cuda_device(0))};
         } catch (const Error& error) {
             return cpu_choice(threads, fmt::format("DEVICE=auto: cuda:0 could not be used ({}), "
@@ -67,7 +68,7 @@ DeviceChoice select_device(std::string_view device, int threads) {
         fail(ErrorCode::kUnavailable,
              "DEVICE={}: only {} CUDA device(s) visible (cuda:0 to cuda:{})", device, devices.count,
              devices.count - 1);
-    return {make_cuda_backend(*cuda_index),
+    return {make_cuda_backend(*cuda_index, {.graphs = options.cuda_graphs}),
             fmt::format("DEVICE={}: using cuda:{} ({})", device, *cuda_index,
                         describe_cuda_device(*cuda_index))};
 #else

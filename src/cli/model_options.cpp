@@ -33,6 +33,12 @@ void ModelOptions::add_to(CLI::App& command) {
                     "KV cache format: f32, or f16 (half the memory and attention traffic)")
         ->check(CLI::IsMember({"f32", "f16"}))
         ->capture_default_str();
+    command
+        .add_option("--cuda-graphs", cuda_graphs,
+                    "on: the CUDA backend replays decode steps as CUDA graphs; off: launches "
+                    "every kernel (for comparison)")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
 }
 
 hub::HubOptions hub_options() {
@@ -61,7 +67,8 @@ std::shared_ptr<const model::Gpt2Model> ModelOptions::load_model(const std::stri
 }
 
 std::shared_ptr<backend::Backend> ModelOptions::make_backend() const {
-    backend::DeviceChoice choice = backend::select_device(device, threads);
+    backend::DeviceChoice choice =
+        backend::select_device(device, {.threads = threads, .cuda_graphs = cuda_graphs == "on"});
     std::cerr << "llmserve: " << choice.reason << "\n";
     return choice.backend;
 }

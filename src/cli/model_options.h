@@ -19,6 +19,7 @@ struct ModelOptions {
     int threads = 0;  // 0: one per core
     std::string dtype = "auto";
     std::string kv_cache_dtype = "f32";
+    std::string cuda_graphs = "on";
 
     void add_to(CLI::App& command);
     std::string resolved_model_dir() const;

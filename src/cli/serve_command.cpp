@@ -106,7 +106,8 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
         server::check_model_fits(dir, needed, *available);
     }
     const auto start = std::chrono::steady_clock::now();
-    backend::DeviceChoice device = backend::select_device(config.device, config.threads);
+    backend::DeviceChoice device = backend::select_device(
+        config.device, {.threads = config.threads, .cuda_graphs = config.cuda_graphs});
     logger.info("device", {{"device", device.backend->name()}, {"reason", device.reason}});
     model::LoadOptions options;
     options.backend = std::move(device.backend);

@@ -38,7 +38,6 @@ Workspace::Workspace(backend::Backend& backend, const ModelConfig& config, int m
     const auto rows = static_cast<std::size_t>(max_rows);
     x_ = backend.allocate(rows * config.n_embd);
     normed_ = backend.allocate(rows * config.n_embd);
-    proj_ = backend.allocate(rows * config.n_embd);
     wide_ = backend.allocate(rows * std::max(3 * config.n_embd, config.n_inner));
     logits_ = backend.allocate(static_cast<std::size_t>(max_logits_rows) * config.vocab_size);
 }
@@ -170,17 +169,26 @@ void Gpt2Model::forward(const Batch& batch, backend::KvStorage& kv, Workspace& w
     }
 
     backend::Backend& be = *backend_;
+    be.run_step({rows, out_rows}, [&] { issue_forward(batch, kv, ws, logits); });
+}
+
+// The backend calls of one forward pass (validated by forward()).
+void Gpt2Model::issue_forward(const Batch& batch, backend::KvStorage& kv, Workspace& ws,
+                              std::span<float> logits) const {
+    const ModelConfig& c = config_;
+    const int rows = static_cast<int>(batch.rows());
+    const int out_rows = static_cast<int>(batch.logits_rows.size());
+    backend::Backend& be = *backend_;
     const int C = c.n_embd;
     auto x = view(*ws.x_, rows, C);
     auto normed = view(*ws.normed_, rows, C);
     auto attn = normed;  // the layer norm's output is dead once qkv is computed
-    auto proj = view(*ws.proj_, rows, C);
     auto qkv = view(*ws.wide_, rows, 3 * C);
     auto mlp = view(*ws.wide_, rows, c.n_inner);  // qkv is dead once attention has run
 
     be.embedding(*wte_, batch.tokens, x);
-    be.embedding(*wpe_, batch.positions, proj);
-    be.add(x, proj);
+    be.embedding(*wpe_, batch.positions, normed);
+    be.add(x, normed);
 
     const backend::AttentionBatch attention_batch{batch.positions, batch.row_sequence,
                                                   batch.block_tables, kv.block_tokens()};
@@ -193,14 +201,13 @@ void Gpt2Model::forward(const Batch& batch, backend::KvStorage& kv, Workspace& w
         be.layer_norm(x, *layer.ln_1_weight, *layer.ln_1_bias, c.layer_norm_epsilon, normed);
         be.linear(normed, *layer.attn_qkv, layer.attn_qkv_bias.get(), qkv);
         be.attention(qkv, attention_batch, kv, i, params, attn);
-        be.linear(attn, *layer.attn_proj, layer.attn_proj_bias.get(), proj);
-        be.add(x, proj);
+        be.linear(attn, *layer.attn_proj, {.bias = layer.attn_proj_bias.get(), .accumulate = true},
+                  x);
 
         be.layer_norm(x, *layer.ln_2_weight, *layer.ln_2_bias, c.layer_norm_epsilon, normed);
-        be.linear(normed, *layer.mlp_fc, layer.mlp_fc_bias.get(), mlp);
-        be.activation(activation_, mlp);
-        be.linear(mlp, *layer.mlp_proj, layer.mlp_proj_bias.get(), proj);
-        be.add(x, proj);
+        be.linear(normed, *layer.mlp_fc,
+                  {.bias = layer.mlp_fc_bias.get(), .activation = activation_}, mlp);
+        be.linear(mlp, *layer.mlp_proj, {.bias = layer.mlp_proj_bias.get(), .accumulate = true}, x);
     }
     if (out_rows == 0) return;
     auto selected = view(*ws.normed_, out_rows, C);  // logits rows are a subset of the rows

@@ -33,7 +33,7 @@ struct Batch {
 
 // Scratch activations for batches of up to `max_rows` rows; owned by the caller (the engine),
 // reused every step. Buffers are shared between values whose lifetimes do not overlap, so a row
-// costs 3 * n_embd + max(3 * n_embd, n_inner) floats.
+// costs 2 * n_embd + max(3 * n_embd, n_inner) floats.
 class Workspace {
   public:
     Workspace(backend::Backend& backend, const ModelConfig& config, int max_rows,
@@ -44,10 +44,10 @@ class Workspace {
   private:
     friend class Gpt2Model;
     int max_rows_, max_logits_rows_;
-    // x_: the residual stream. normed_: a layer norm's output, then attention's output, then
-    // the final norm of the rows whose logits are wanted. proj_: a projection's output before it
-    // is added to x_. wide_: qkv, later the MLP hidden layer.
-    std::unique_ptr<backend::DeviceBuffer> x_, normed_, proj_, wide_, logits_;
+    // x_: the residual stream (projections add to it in place). normed_: the position embeddings,
+    // a layer norm's output, then attention's output, then the final norm of the rows whose logits
+    // are wanted. wide_: qkv, later the MLP hidden layer.
+    std::unique_ptr<backend::DeviceBuffer> x_, normed_, wide_, logits_;
 };
 
 class Gpt2Model {
@@ -83,6 +83,8 @@ class Gpt2Model {
                  std::span<float> logits) const;
 
   private:
+    void issue_forward(const Batch& batch, backend::KvStorage& kv, Workspace& workspace,
+                       std::span<float> logits) const;
     struct Layer {
         std::unique_ptr<backend::DeviceBuffer> ln_1_weight, ln_1_bias, ln_2_weight, ln_2_bias;
         std::unique_ptr<backend::Weight> attn_qkv, attn_proj, mlp_fc, mlp_proj;

@@ -223,8 +223,8 @@ const std::vector<Setting>& settings() {
          },
          [](const ServerConfig& c) { return std::to_string(c.kv_cache_mb); }},
         {{"KV_CACHE_DTYPE", "--kv-cache-dtype",
-          "KV cache format: f32, or f16 (twice the tokens per MiB, less attention traffic; "
-          "CPU only) (f32)"},
+          "KV cache format: f32, or f16 (twice the tokens per MiB, less attention traffic) "
+          "(f32)"},
          [](ServerConfig& c, std::string_view raw) {
              using backend::KvFormat;
              return parse_choice(raw, {"f32", "f16"}, {KvFormat::kF32, KvFormat::kF16},
@@ -246,6 +246,10 @@ const std::vector<Setting>& settings() {
         {{"THREADS", "--threads", "compute threads, 0..1024; 0 = one per core (0)"},
          [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 0, 1024, c.threads); },
          [](const ServerConfig& c) { return std::to_string(c.threads); }},
+        {{"CUDA_GRAPHS", "--cuda-graphs",
+          "replay decode steps as CUDA graphs on a GPU; false launches every kernel (true)"},
+         [](ServerConfig& c, std::string_view raw) { return parse_bool(raw, c.cuda_graphs); },
+         [](const ServerConfig& c) { return std::string(c.cuda_graphs ? "true" : "false"); }},
         {{"DTYPE", "--dtype",
           "weight format for compute: auto (as stored), f32, f16, bf16, q8 (auto)"},
          [](ServerConfig& c, std::string_view raw) {

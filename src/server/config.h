@@ -47,6 +47,7 @@ struct ServerConfig {
     std::string cache_dir;               // CACHE_DIR: model cache (used by Hub downloads)
     std::string device = "auto";         // DEVICE: auto, cpu, cuda or cuda:N
     int threads = 0;                     // THREADS: compute threads; 0 = one per core
+    bool cuda_graphs = true;             // CUDA_GRAPHS: replay decode steps as CUDA graphs
     backend::WeightFormat dtype = backend::WeightFormat::kAuto;  // DTYPE: weights for compute
     LogLevel log_level = LogLevel::kInfo;                        // LOG_LEVEL
     LogFormat log_format = LogFormat::kText;                     // LOG_FORMAT

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "common/dtype.h"
 #include "common/error.h"
@@ -69,6 +70,91 @@ TEST(CpuBackend, ThreadedLinearEqualsSingleThreadedBitForBit) {
                     }
             }
     }
+}
+
+// The fused epilogues give the bits of the separate passes they replace: the activation kernel
+// over the biased product, and the residual plus the biased product.
+TEST(CpuBackend, LinearEpiloguesEqualTheSeparatePasses) {
+    const int k = 72, n = 1000;  // a partial last panel and several chunks per thread
+    const auto stored = random_floats(static_cast<std::size_t>(k) * n, -1.0f, 1.0f, 11);
+    const auto tensor = tensor_view(std::as_bytes(std::span(stored)), DType::kF32, k, n);
+    const auto bias_values = random_floats(n, -1.0f, 1.0f, 12);
+    io::TensorView bias_view =
+        tensor_view(std::as_bytes(std::span(bias_values)), DType::kF32, n, 1);
+    bias_view.shape = {n};
+    for (Isa isa : tiers()) {
+        auto backend = make_cpu_backend(2, isa);
+        auto bias = backend->upload_vector(bias_view);
+        for (WeightFormat format : kFormats) {
+            auto weight = backend->upload_matrix(tensor, MatrixLayout::kInOut, format);
+            for (int m : {1, 7}) {
+                SCOPED_TRACE(tier_name(isa) + ", " + std::string(to_string(format)) + ", m " +
+                             std::to_string(m));
+                const std::size_t size = static_cast<std::size_t>(m) * n;
+                const auto x = random_floats(static_cast<std::size_t>(m) * k, -2.0f, 2.0f, m + 20);
+                const auto residual = random_floats(size, -3.0f, 3.0f, m + 30);
+                auto in = backend->allocate(x.size());
+                std::copy(x.begin(), x.end(), in->data());
+                const MatrixView x_view{in->data(), m, k};
+                auto plain = backend->allocate(size);
+                backend->linear(x_view, *weight, bias.get(), {plain->data(), m, n});
+                const std::vector<float> product(plain->data(), plain->data() + size);
+
+                for (Activation kind :
+                     {Activation::kGeluNew, Activation::kGelu, Activation::kSilu}) {
+                    std::vector<float> expected = product;
+                    kernel_table(isa).activation(kind, expected.data(), expected.size());
+                    auto out = backend->allocate(size);
+                    backend->linear(x_view, *weight, {.bias = bias.get(), .activation = kind},
+                                    {out->data(), m, n});
+                    ASSERT_EQ(std::memcmp(out->data(), expected.data(), size * sizeof(float)), 0)
+                        << "activation " << static_cast<int>(kind);
+                }
+
+                auto accumulated = backend->allocate(size);
+                std::copy(residual.begin(), residual.end(), accumulated->data());
+                backend->linear(x_view, *weight, {.bias = bias.get(), .accumulate = true},
+                                {accumulated->data(), m, n});
+                for (std::size_t i = 0; i < size; ++i)
+                    ASSERT_EQ(accumulated->data()[i], residual[i] + product[i]) << "element " << i;
+            }
+        }
+    }
+}
+
+TEST(CpuBackend, LinearRejectsEpiloguesAndShapesThatDoNotFit) {
+    auto backend = make_cpu_backend(1, Isa::kScalar);
+    const auto stored = random_floats(8 * 4, -1.0f, 1.0f, 13);
+    auto weight =
+        backend->upload_matrix(tensor_view(std::as_bytes(std::span(stored)), DType::kF32, 8, 4),
+                               MatrixLayout::kInOut, WeightFormat::kF32);
+    auto x = backend->allocate(2 * 8), y = backend->allocate(2 * 8);
+    auto expect_internal = [](const std::function<void()>& call, std::string_view needle) {
+        try {
+            call();
+            ADD_FAILURE() << "accepted; expected an error mentioning '" << needle << "'";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.code(), ErrorCode::kInternal);
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+    };
+    expect_internal(
+        [&] {
+            backend->linear({x->data(), 2, 8}, *weight,
+                            {.activation = Activation::kRelu, .accumulate = true},
+                            {y->data(), 2, 4});
+        },
+        "cannot be combined");
+    expect_internal(
+        [&] {
+            backend->linear({x->data(), 2, 8}, *weight, nullptr, {y->data(), 2, 5});
+        },
+        "do not fit");
+    expect_internal(
+        [&] {
+            backend->linear({x->data(), 2, 8}, *weight, nullptr, {x->data(), 2, 4});
+        },
+        "aliases");
 }
 
 TEST(CpuBackend, EmbeddingReadsTheStoredRows) {

@@ -83,10 +83,10 @@ TEST(AttentionBatchPacking, KvSlotsTileTheStorageWithoutOverlap) {
                 for (int offset = 0; offset < layout.block_tokens; ++offset) {
                     const std::size_t start = layout.slot(layer, kind, block, offset);
                     EXPECT_EQ(start % layout.n_embd, 0u);
-                    EXPECT_LE(start + layout.n_embd, layout.floats(layers));
+                    EXPECT_LE(start + layout.n_embd, layout.elements(layers));
                     starts.insert(start);
                 }
-    EXPECT_EQ(starts.size() * layout.n_embd, layout.floats(layers));
+    EXPECT_EQ(starts.size() * layout.n_embd, layout.elements(layers));
 }
 
 // Expects pack_attention_batch to throw kInternal with `fragment` in the message.

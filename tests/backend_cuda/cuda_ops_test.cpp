@@ -26,6 +26,7 @@ using backend::AttentionBatch;
 using backend::AttentionParams;
 using backend::Backend;
 using backend::DeviceBuffer;
+using backend::KvFormat;
 using backend::MatrixLayout;
 using backend::MatrixView;
 using backend::WeightFormat;
@@ -286,24 +287,49 @@ TEST_F(CudaOps, LayerNormMatchesCpu) {
     }
 }
 
-TEST_F(CudaOps, ActivationsAndAddMatchCpu) {
-    const int rows = 13, cols = 777;
-    const auto x = normal_values(rng, rows * cols, 0.0f, 3.0f);
+// The epilogues on grid values (the products are exact on both sides): accumulating into a
+// residual with a bias is exact, the activations agree to their float32 formulas.
+TEST_F(CudaOps, LinearEpiloguesAndAddMatchCpu) {
+    const int rows = 13, k = 64, n = 777;
+    HostTensor tensor({k, n}, grid_values(rng, static_cast<std::size_t>(k) * n, 128, 256.0f),
+                      DType::kF32);
+    HostTensor bias_tensor({n}, grid_values(rng, n, 128, 64.0f), DType::kF32);
+    auto w_gpu = cuda->upload_matrix(tensor.view, MatrixLayout::kInOut, WeightFormat::kF32);
+    auto w_cpu = cpu->upload_matrix(tensor.view, MatrixLayout::kInOut, WeightFormat::kF32);
+    auto bias_gpu = cuda->upload_vector(bias_tensor.view);
+    auto bias_cpu = cpu->upload_vector(bias_tensor.view);
+    const auto x = grid_values(rng, static_cast<std::size_t>(rows) * k, 128, 32.0f);
+    auto x_gpu = upload(*cuda, x, rows, k);
+    auto x_cpu = upload(*cpu, x, rows, k);
     for (Activation kind : {Activation::kGeluNew, Activation::kGelu, Activation::kGeluFast,
                             Activation::kRelu, Activation::kSilu}) {
-        auto x_gpu = upload(*cuda, x, rows, cols);
-        auto x_cpu = upload(*cpu, x, rows, cols);
-        cuda->activation(kind, x_gpu.view);
-        cpu->activation(kind, x_cpu.view);
-        expect_close(download(*cuda, x_gpu.view), download(*cpu, x_cpu.view), 1e-5,
+        auto y_gpu = poisoned(*cuda, rows, n);
+        auto y_cpu = poisoned(*cpu, rows, n);
+        cuda->linear(x_gpu.view, *w_gpu, {.bias = bias_gpu.get(), .activation = kind}, y_gpu.view);
+        cpu->linear(x_cpu.view, *w_cpu, {.bias = bias_cpu.get(), .activation = kind}, y_cpu.view);
+        expect_close(download(*cuda, y_gpu.view), download(*cpu, y_cpu.view), 1e-5,
                      fmt::format("activation {}", static_cast<int>(kind)));
     }
-    const auto y = normal_values(rng, rows * cols, 0.0f, 3.0f);
-    auto x_gpu = upload(*cuda, x, rows, cols), y_gpu = upload(*cuda, y, rows, cols);
-    auto x_cpu = upload(*cpu, x, rows, cols), y_cpu = upload(*cpu, y, rows, cols);
-    cuda->add(x_gpu.view, y_gpu.view);
-    cpu->add(x_cpu.view, y_cpu.view);
-    expect_identical(download(*cuda, x_gpu.view), download(*cpu, x_cpu.view), "add");
+    const auto residual = grid_values(rng, static_cast<std::size_t>(rows) * n, 128, 16.0f);
+    for (bool with_bias : {false, true}) {
+        auto y_gpu = upload(*cuda, residual, rows, n);
+        auto y_cpu = upload(*cpu, residual, rows, n);
+        cuda->linear(x_gpu.view, *w_gpu,
+                     {.bias = with_bias ? bias_gpu.get() : nullptr, .accumulate = true},
+                     y_gpu.view);
+        cpu->linear(x_cpu.view, *w_cpu,
+                    {.bias = with_bias ? bias_cpu.get() : nullptr, .accumulate = true}, y_cpu.view);
+        expect_identical(download(*cuda, y_gpu.view), download(*cpu, y_cpu.view),
+                         with_bias ? "accumulate with bias" : "accumulate");
+    }
+
+    const auto a = normal_values(rng, static_cast<std::size_t>(rows) * n, 0.0f, 3.0f);
+    const auto b = normal_values(rng, static_cast<std::size_t>(rows) * n, 0.0f, 3.0f);
+    auto a_gpu = upload(*cuda, a, rows, n), b_gpu = upload(*cuda, b, rows, n);
+    auto a_cpu = upload(*cpu, a, rows, n), b_cpu = upload(*cpu, b, rows, n);
+    cuda->add(a_gpu.view, b_gpu.view);
+    cpu->add(a_cpu.view, b_cpu.view);
+    expect_identical(download(*cuda, a_gpu.view), download(*cpu, a_cpu.view), "add");
 }
 
 // One sequence's block table and the positions it has cached.
@@ -319,11 +345,11 @@ struct AttentionHarness {
     int n_head, head_dim, n_embd, block_tokens;
 
     AttentionHarness(Backend& g, Backend& c, int layers, int blocks, int block_tokens_, int heads,
-                     int dim)
+                     int dim, KvFormat format)
         : gpu(g),
           cpu(c),
-          kv_gpu(g.allocate_kv(layers, blocks, block_tokens_, heads * dim)),
-          kv_cpu(c.allocate_kv(layers, blocks, block_tokens_, heads * dim)),
+          kv_gpu(g.allocate_kv(layers, blocks, block_tokens_, heads * dim, format)),
+          kv_cpu(c.allocate_kv(layers, blocks, block_tokens_, heads * dim, format)),
           n_head(heads),
           head_dim(dim),
           n_embd(heads * dim),
@@ -349,7 +375,8 @@ struct AttentionHarness {
         auto out_cpu = poisoned(cpu, m, n_embd);
         gpu.attention(qkv_gpu.view, batch, *kv_gpu, layer, params, out_gpu.view);
         cpu.attention(qkv_cpu.view, batch, *kv_cpu, layer, params, out_cpu.view);
-        // Weighted means of values ~N(0, 1): float32 softmax and sums in another order.
+        // Weighted means of values ~N(0, 1): float32 softmax and sums in another order (an f16
+        // cache holds the same rounded keys and values on both sides).
         expect_close(download(gpu, out_gpu.view), download(cpu, out_cpu.view), 2e-5, what);
     }
 };
@@ -358,46 +385,49 @@ TEST_F(CudaOps, PagedAttentionMatchesCpuForPrefillDecodeAndCopiedBlocks) {
     struct Heads {
         int n_head, head_dim;
     };
-    for (Heads heads : {Heads{3, 16}, Heads{2, 64}, Heads{1, 80}, Heads{2, 256}}) {
-        const int block_tokens = 4, blocks = 40, layers = 2;
-        AttentionHarness h(*cuda, *cpu, layers, blocks, block_tokens, heads.n_head, heads.head_dim);
-        EXPECT_EQ(h.kv_gpu->bytes(), static_cast<std::size_t>(layers) * 2 * blocks * block_tokens *
-                                         h.n_embd * sizeof(float));
-        // Shuffled block ids, so that a kernel ignoring the tables would read the wrong tokens.
-        std::vector<int> pool(blocks);
-        std::iota(pool.begin(), pool.end(), 0);
-        std::shuffle(pool.begin(), pool.end(), rng);
-        std::vector<Sequence> s(3);
-        s[0].table.assign(pool.begin(), pool.begin() + 7);        // A: 28 tokens
-        s[1].table.assign(pool.begin() + 7, pool.begin() + 15);   // B: 32 tokens
-        s[2].table.assign(pool.begin() + 15, pool.begin() + 16);  // C: 4 tokens
-        const std::string label = fmt::format("{} heads of {}", heads.n_head, heads.head_dim);
+    for (KvFormat format : {KvFormat::kF32, KvFormat::kF16})
+        for (Heads heads : {Heads{3, 16}, Heads{2, 64}, Heads{1, 80}, Heads{2, 256}}) {
+            const int block_tokens = 4, blocks = 40, layers = 2;
+            AttentionHarness h(*cuda, *cpu, layers, blocks, block_tokens, heads.n_head,
+                               heads.head_dim, format);
+            EXPECT_EQ(h.kv_gpu->bytes(), static_cast<std::size_t>(layers) * 2 * blocks *
+                                             block_tokens * h.n_embd * element_bytes(format));
+            // Shuffled block ids, so that a kernel ignoring the tables would read the wrong tokens.
+            std::vector<int> pool(blocks);
+            std::iota(pool.begin(), pool.end(), 0);
+            std::shuffle(pool.begin(), pool.end(), rng);
+            std::vector<Sequence> s(3);
+            s[0].table.assign(pool.begin(), pool.begin() + 7);        // A: 28 tokens
+            s[1].table.assign(pool.begin() + 7, pool.begin() + 15);   // B: 32 tokens
+            s[2].table.assign(pool.begin() + 15, pool.begin() + 16);  // C: 4 tokens
+            const std::string label = fmt::format("{} heads of {}, {} cache", heads.n_head,
+                                                  heads.head_dim, to_string(format));
 
-        for (int layer = 0; layer < layers; ++layer) {
-            std::vector<std::pair<int, int>> prefill;  // A 0..22, B 0..6
-            for (int p = 0; p <= 22; ++p) prefill.emplace_back(0, p);
-            for (int p = 0; p <= 6; ++p) prefill.emplace_back(1, p);
-            h.step(rng, s, prefill, layer, label + ", prefill");
+            for (int layer = 0; layer < layers; ++layer) {
+                std::vector<std::pair<int, int>> prefill;  // A 0..22, B 0..6
+                for (int p = 0; p <= 22; ++p) prefill.emplace_back(0, p);
+                for (int p = 0; p <= 6; ++p) prefill.emplace_back(1, p);
+                h.step(rng, s, prefill, layer, label + ", prefill");
 
-            std::vector<std::pair<int, int>> mixed = {{0, 23}};  // A decodes, B and C prefill
-            for (int p = 7; p <= 30; ++p) mixed.emplace_back(1, p);
-            for (int p = 0; p <= 2; ++p) mixed.emplace_back(2, p);
-            h.step(rng, s, mixed, layer, label + ", mixed prefill and decode");
+                std::vector<std::pair<int, int>> mixed = {{0, 23}};  // A decodes, B and C prefill
+                for (int p = 7; p <= 30; ++p) mixed.emplace_back(1, p);
+                for (int p = 0; p <= 2; ++p) mixed.emplace_back(2, p);
+                h.step(rng, s, mixed, layer, label + ", mixed prefill and decode");
+            }
+
+            // D shares A's first five blocks and copies its sixth (tokens 20..23), as the engine
+            // does for a second sample; both then decode position 24 into their own seventh block.
+            Sequence d;
+            d.table.assign(s[0].table.begin(), s[0].table.begin() + 5);
+            const int copy = pool[16];
+            h.kv_gpu->copy_block(s[0].table[5], copy);
+            h.kv_cpu->copy_block(s[0].table[5], copy);
+            d.table.push_back(copy);
+            d.table.push_back(pool[17]);
+            s.push_back(d);
+            for (int layer = 0; layer < layers; ++layer)
+                h.step(rng, s, {{0, 24}, {3, 24}}, layer, label + ", decode after copy_block");
         }
-
-        // D shares A's first five blocks and copies its sixth (tokens 20..23), as the engine does
-        // for a second sample; both then decode position 24 into their own seventh block.
-        Sequence d;
-        d.table.assign(s[0].table.begin(), s[0].table.begin() + 5);
-        const int copy = pool[16];
-        h.kv_gpu->copy_block(s[0].table[5], copy);
-        h.kv_cpu->copy_block(s[0].table[5], copy);
-        d.table.push_back(copy);
-        d.table.push_back(pool[17]);
-        s.push_back(d);
-        for (int layer = 0; layer < layers; ++layer)
-            h.step(rng, s, {{0, 24}, {3, 24}}, layer, label + ", decode after copy_block");
-    }
 }
 
 TEST_F(CudaOps, ErrorsNameTheProblem) {

@@ -12,7 +12,8 @@
 // of the embedded model. We allow 2e-2·(1+|ref|), about 3x that, while a layout or indexing bug
 // gives errors of order 1. A greedy step can flip only where the top two logits are closer than
 // the sum of their errors (<= 0.016 above), so tokens are compared while the reference margin is
-// >= 0.05.
+// >= 0.05. An f16 KV cache rounds keys and values the same way (2^-11 relative) once more; the same
+// bounds apply to it.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -34,8 +35,10 @@ struct Precision {
     backend::WeightFormat format;
     double logit_tolerance;  // |got - ref| <= tolerance·(1 + |ref|)
     double margin_floor;     // greedy tokens are compared up to the first smaller reference margin
+    backend::KvFormat kv_format = backend::KvFormat::kF32;
 };
 constexpr Precision kF16{backend::WeightFormat::kAuto, 2e-2, 0.05};
+constexpr Precision kF16Cache{backend::WeightFormat::kAuto, 2e-2, 0.05, backend::KvFormat::kF16};
 constexpr Precision kF32{backend::WeightFormat::kF32, 1e-4, 1e-3};
 
 // The top two logprobs of each step give the step's own margin.
@@ -78,14 +81,18 @@ class CudaParity : public CudaDeviceTest {
             SCOPED_TRACE("model folder " + dir.string());
             const json reference = json::parse(read_text(dir / "reference.json"));
             auto model = load(dir, precision);
-            engine::Engine engine(model, nullptr, {});
+            engine::EngineOptions options;
+            options.kv_format = precision.kv_format;
+            engine::Engine engine(model, nullptr, options);
             const int vocab = model->config().vocab_size;
             double folder_worst = 0.0;
             for (const json& c : reference.at("cases")) {
                 SCOPED_TRACE("case " + std::to_string(cases));
                 const auto ids = c.at("input_ids").get<std::vector<std::int32_t>>();
                 const auto expected = read_f32(dir / c.at("logits_file").get<std::string>());
-                const auto got = full_logits(*model, ids);
+                const auto got =
+                    ForwardPass(*model, static_cast<int>(ids.size()), precision.kv_format)
+                        .logits(ids);
                 ASSERT_EQ(got.size(), expected.size());
                 const WorstError worst = worst_relative_error(got, expected);
                 folder_worst = std::max(folder_worst, worst.excess);
@@ -102,8 +109,10 @@ class CudaParity : public CudaDeviceTest {
                 ++cases;
             }
             std::cout << dir.filename().string() << " (" << model->stored_dtype() << " stored, "
-                      << backend::to_string(precision.format) << " on " << model->device_name()
-                      << "): worst logit error " << folder_worst << "·(1+|ref|)\n";
+                      << backend::to_string(precision.format) << ", "
+                      << backend::to_string(precision.kv_format) << " KV cache on "
+                      << model->device_name() << "): worst logit error " << folder_worst
+                      << "·(1+|ref|)\n";
         }
         EXPECT_GT(cases, 0) << "no cases found";
     }
@@ -111,6 +120,10 @@ class CudaParity : public CudaDeviceTest {
 
 TEST_F(CudaParity, FixtureModelsF16) {
     check_models(kF16);
+}
+
+TEST_F(CudaParity, FixtureModelsF16WithF16Cache) {
+    check_models(kF16Cache);
 }
 
 TEST_F(CudaParity, FixtureModelsF32) {

@@ -15,7 +15,7 @@ bool contains(const std::string& text, const std::string& fragment) {
 }
 
 TEST(DeviceSelection, CpuIsAlwaysAvailable) {
-    const DeviceChoice choice = select_device("cpu", 2);
+    const DeviceChoice choice = select_device("cpu", {.threads = 2});
     ASSERT_NE(choice.backend, nullptr);
     EXPECT_EQ(choice.backend->name(), "cpu");
     EXPECT_EQ(choice.backend->threads(), 2);
@@ -23,16 +23,16 @@ TEST(DeviceSelection, CpuIsAlwaysAvailable) {
 }
 
 TEST(DeviceSelection, AutoAndCudaAgree) {
-    const DeviceChoice automatic = select_device("auto", 1);
+    const DeviceChoice automatic = select_device("auto", {.threads = 1});
     ASSERT_NE(automatic.backend, nullptr);
     std::cout << automatic.reason << "\n";
     EXPECT_TRUE(automatic.reason.starts_with("DEVICE=auto: ")) << automatic.reason;
     if (automatic.backend->name() == "cuda:0") {
         EXPECT_TRUE(cuda_compiled());
         EXPECT_TRUE(contains(automatic.reason, "using cuda:0")) << automatic.reason;
-        const DeviceChoice cuda = select_device("cuda", 1);
+        const DeviceChoice cuda = select_device("cuda", {.threads = 1});
         EXPECT_EQ(cuda.backend->name(), "cuda:0");
-        EXPECT_EQ(select_device("cuda:0", 1).backend->name(), "cuda:0");
+        EXPECT_EQ(select_device("cuda:0", {.threads = 1}).backend->name(), "cuda:0");
         return;
     }
     EXPECT_EQ(automatic.backend->name(), "cpu");
@@ -46,7 +46,7 @@ TEST(DeviceSelection, AutoAndCudaAgree) {
     }
     for (const char* name : {"cuda", "cuda:0"}) {
         try {
-            select_device(name, 1);
+            select_device(name, {.threads = 1});
             ADD_FAILURE() << name << " succeeded although auto fell back to the CPU";
         } catch (const Error& error) {
             EXPECT_EQ(error.code(), ErrorCode::kUnavailable);
@@ -57,7 +57,7 @@ TEST(DeviceSelection, AutoAndCudaAgree) {
 
 TEST(DeviceSelection, AbsentCudaDeviceIsUnavailable) {
     try {
-        select_device("cuda:4096", 1);
+        select_device("cuda:4096", {.threads = 1});
         ADD_FAILURE() << "cuda:4096 was accepted";
     } catch (const Error& error) {
         EXPECT_EQ(error.code(), ErrorCode::kUnavailable);
@@ -68,7 +68,7 @@ TEST(DeviceSelection, AbsentCudaDeviceIsUnavailable) {
 TEST(DeviceSelection, RefusesMalformedNames) {
     for (const char* name : {"", "gpu", "CPU", "cuda:", "cuda:-1", "cuda:1x", "cuda0", "auto "}) {
         try {
-            select_device(name, 1);
+            select_device(name, {.threads = 1});
             ADD_FAILURE() << "'" << name << "' was accepted";
         } catch (const Error& error) {
             EXPECT_EQ(error.code(), ErrorCode::kInvalidArgument) << name;

@@ -172,20 +172,20 @@ class CpuBackend final : public Backend {
         });
     }
 
-    void linear(MatrixView x, const Weight& weight, const DeviceBuffer* bias,
+    using Backend::linear;
+    void linear(MatrixView x, const Weight& weight, const LinearEpilogue& epilogue,
                 MatrixView y) override {
         const PackedView& w = as_cpu(weight).packed().view();
-        if (x.cols != w.k || y.cols != w.n || y.rows != x.rows)
-            fail(ErrorCode::kInternal, "linear: x [{}, {}] · W [{}, {}] -> y [{}, {}] do not fit",
-                 x.rows, x.cols, w.k, w.n, y.rows, y.cols);
+        check_linear(x, w.k, w.n, epilogue, y);
         if (x.rows == 0) return;
         GemmArgs args;
         args.w = &w;
         args.x = x.data;
         args.x_stride = x.cols;
-        args.bias = bias != nullptr ? bias->data() : nullptr;
+        args.bias = epilogue.bias != nullptr ? epilogue.bias->data() : nullptr;
         args.y = y.data;
         args.y_stride = y.cols;
+        args.accumulate = epilogue.accumulate;
         args.m = x.rows;
         auto* gemm = kernels_.gemm_f32;
         switch (w.format) {
@@ -214,9 +214,19 @@ class CpuBackend final : public Backend {
         pool_.parallel_for(chunks, 1, [&](int worker, std::size_t begin, std::size_t end) {
             GemmArgs chunk_args = args;
             if (sixteen_bit) chunk_args.panel_scratch = panel_scratch(worker, w.k);
-            for (std::size_t chunk = begin; chunk < end; ++chunk)
-                gemm(chunk_args, static_cast<int>(chunk * w.panels / chunks),
-                     static_cast<int>((chunk + 1) * w.panels / chunks));
+            for (std::size_t chunk = begin; chunk < end; ++chunk) {
+                const int panel_begin = static_cast<int>(chunk * w.panels / chunks);
+                const int panel_end = static_cast<int>((chunk + 1) * w.panels / chunks);
+                gemm(chunk_args, panel_begin, panel_end);
+                // While the chunk's columns are still in this core's cache.
+                if (epilogue.activation) {
+                    const int col_begin = panel_begin * kPanelWidth;
+                    const int cols = std::min(panel_end * kPanelWidth, w.n) - col_begin;
+                    for (int r = 0; r < x.rows; ++r)
+                        kernels_.activation(*epilogue.activation, y.row(r) + col_begin,
+                                            static_cast<std::size_t>(cols));
+                }
+            }
         });
     }
 
@@ -227,14 +237,6 @@ class CpuBackend final : public Backend {
                 kernels_.layer_norm(x.row(static_cast<int>(r)), gamma.data(), beta.data(), eps,
                                     x.cols, y.row(static_cast<int>(r)));
         });
-    }
-
-    void activation(Activation kind, MatrixView x) override {
-        const std::size_t total = static_cast<std::size_t>(x.rows) * x.cols;
-        pool_.parallel_for(total, grain_for(total, pool_.size(), 1 << 14),
-                           [&](std::size_t begin, std::size_t end) {
-                               kernels_.activation(kind, x.data + begin, end - begin);
-                           });
     }
 
     void add(MatrixView x, MatrixView y) override {
@@ -370,45 +372,6 @@ std::unique_ptr<Backend> make_cpu_backend(int threads, Isa isa) {
 }
 
 }  // namespace cpu
-
-KvFormat parse_kv_format(std::string_view text) {
-    if (text == "f32") return KvFormat::kF32;
-    if (text == "f16") return KvFormat::kF16;
-    fail_param("kv_cache_dtype", "KV cache dtype must be f32 or f16; got '{}'", text);
-}
-
-std::string_view to_string(KvFormat format) {
-    return format == KvFormat::kF16 ? "f16" : "f32";
-}
-
-std::size_t element_bytes(KvFormat format) {
-    return format == KvFormat::kF16 ? sizeof(std::uint16_t) : sizeof(float);
-}
-
-WeightFormat parse_weight_format(std::string_view text) {
-    if (text == "auto") return WeightFormat::kAuto;
-    if (text == "f32") return WeightFormat::kF32;
-    if (text == "f16") return WeightFormat::kF16;
-    if (text == "bf16") return WeightFormat::kBF16;
-    if (text == "q8") return WeightFormat::kQ8;
-    fail_param("dtype", "dtype must be one of auto, f32, f16, bf16, q8; got '{}'", text);
-}
-
-std::string_view to_string(WeightFormat format) {
-    switch (format) {
-        case WeightFormat::kAuto:
-            return "auto";
-        case WeightFormat::kF32:
-            return "f32";
-        case WeightFormat::kF16:
-            return "f16";
-        case WeightFormat::kBF16:
-            return "bf16";
-        case WeightFormat::kQ8:
-            return "q8";
-    }
-    return "?";
-}
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
     return cpu::make_cpu_backend(threads, cpu::default_isa());

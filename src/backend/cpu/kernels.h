@@ -48,7 +48,8 @@ struct QuantizedRows {
 };
 
 // y[r, c] = sum_k x[r, k] W[k, c] (+ bias[c]) for rows [0, m) and the columns of panels
-// [panel_begin, panel_end). x (f32 formats) or xq (q8) must be set; y must not alias x.
+// [panel_begin, panel_end); with `accumulate`, y[r, c] += that instead. x (f32 formats) or xq (q8)
+// must be set; y must not alias x.
 struct GemmArgs {
     const PackedView* w = nullptr;
     const float* x = nullptr;  // [m, w->k], row stride x_stride
@@ -61,6 +62,7 @@ struct GemmArgs {
     // f16 / bf16: room for one panel widened to f32 (w->k * kPanelWidth floats, 64-byte
     // aligned), private to the calling thread. Null: weights are widened in registers only.
     float* panel_scratch = nullptr;
+    bool accumulate = false;  // y += the product (+ bias) instead of y = it
 };
 
 // Attention over one layer's paged KV cache. A KV block of block_tokens tokens holds its keys

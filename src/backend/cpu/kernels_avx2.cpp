@@ -125,9 +125,12 @@ inline void store_rows(const GemmArgs& a, int row0, int n0, int col0, __m256 (&a
         const __m256 bias = a.bias != nullptr && count > 0
                                 ? masked_load(a.bias + n0 + col0 + 8 * v, count)
                                 : _mm256_setzero_ps();
-        for (int r = 0; r < Rows; ++r)
-            masked_store(a.y + static_cast<std::size_t>(row0 + r) * a.y_stride + n0 + col0 + 8 * v,
-                         count, _mm256_add_ps(acc[r][v], bias));
+        for (int r = 0; r < Rows; ++r) {
+            float* y = a.y + static_cast<std::size_t>(row0 + r) * a.y_stride + n0 + col0 + 8 * v;
+            __m256 value = _mm256_add_ps(acc[r][v], bias);
+            if (a.accumulate) value = _mm256_add_ps(masked_load(y, count), value);
+            masked_store(y, count, value);
+        }
     }
 }
 

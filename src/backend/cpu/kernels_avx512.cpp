@@ -103,8 +103,13 @@ inline void store_rows(const GemmArgs& a, int row0, int n0, __m512 (&acc)[Rows][
 #pragma GCC unroll 16
     for (int r = 0; r < Rows; ++r) {
         float* y = a.y + static_cast<std::size_t>(row0 + r) * a.y_stride + n0;
-        _mm512_mask_storeu_ps(y, m.lo, _mm512_add_ps(acc[r][0], bias_lo));
-        _mm512_mask_storeu_ps(y + 16, m.hi, _mm512_add_ps(acc[r][1], bias_hi));
+        __m512 lo = _mm512_add_ps(acc[r][0], bias_lo), hi = _mm512_add_ps(acc[r][1], bias_hi);
+        if (a.accumulate) {
+            lo = _mm512_add_ps(_mm512_maskz_loadu_ps(m.lo, y), lo);
+            hi = _mm512_add_ps(_mm512_maskz_loadu_ps(m.hi, y + 16), hi);
+        }
+        _mm512_mask_storeu_ps(y, m.lo, lo);
+        _mm512_mask_storeu_ps(y + 16, m.hi, hi);
     }
 }
 

@@ -31,7 +31,10 @@ void store_tile(const GemmArgs& a, int row0, int rows, int n0, const float (*acc
     const int width = std::min(kPanelWidth, a.w->n - n0);
     for (int r = 0; r < rows; ++r) {
         float* y = a.y + static_cast<std::size_t>(row0 + r) * a.y_stride + n0;
-        for (int j = 0; j < width; ++j) y[j] = acc[r][j] + (a.bias ? a.bias[n0 + j] : 0.0f);
+        for (int j = 0; j < width; ++j) {
+            const float value = acc[r][j] + (a.bias ? a.bias[n0 + j] : 0.0f);
+            y[j] = a.accumulate ? y[j] + value : value;
+        }
     }
 }
 

@@ -7,13 +7,17 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <list>
 #include <mutex>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "backend/cuda/attention_batch.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/paged_layout.h"
+#include "backend/cuda/step_recorder.h"
 #include "common/error.h"
 
 namespace llmserve::backend {
@@ -80,10 +84,16 @@ class CudaContext {
             check_cublas(status, device, "cublasCreate");
         }
         check_cublas(cublasSetStream(cublas_, stream_), device, "cublasSetStream");
+        // A workspace of our own: cuBLAS must not allocate while a CUDA graph is being captured.
+        check(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes), device,
+              "allocating the cuBLAS workspace");
+        check_cublas(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes), device,
+                     "cublasSetWorkspace");
     }
     ~CudaContext() {
         cudaSetDevice(device_);
         cublasDestroy(cublas_);
+        cudaFree(cublas_workspace_);
         cudaStreamDestroy(stream_);
     }
     CudaContext(const CudaContext&) = delete;
@@ -103,9 +113,11 @@ class CudaContext {
     std::mutex& mutex() { return mutex_; }
 
   private:
+    static constexpr std::size_t kCublasWorkspaceBytes = 32u << 20;  // NVIDIA's advice for Hopper
     int device_;
     cudaStream_t stream_ = nullptr;
     cublasHandle_t cublas_ = nullptr;
+    void* cublas_workspace_ = nullptr;
     std::mutex mutex_;
 };
 
@@ -171,6 +183,8 @@ class DeviceScratch {
         memory_ = DeviceMemory(context.device(), grown, what_);
         return memory_.get();
     }
+
+    const void* get() const { return memory_.get(); }
 
   private:
     std::string_view what_;  // a string literal
@@ -246,11 +260,14 @@ class CudaWeight final : public Weight {
 
 class CudaKvStorage final : public KvStorage {
   public:
-    CudaKvStorage(std::shared_ptr<CudaContext> context, int layers, KvLayout layout)
+    CudaKvStorage(std::shared_ptr<CudaContext> context, int layers, KvLayout layout,
+                  KvFormat format)
         : context_(std::move(context)),
           layers_(layers),
           layout_(layout),
-          memory_(context_->device(), layout.floats(layers) * sizeof(float), "the KV cache") {}
+          format_(format),
+          memory_(context_->device(), layout.elements(layers) * element_bytes(format),
+                  "the KV cache") {}
 
     int num_blocks() const override { return layout_.blocks; }
     int block_tokens() const override { return layout_.block_tokens; }
@@ -261,24 +278,28 @@ class CudaKvStorage final : public KvStorage {
                  to, layout_.blocks);
         std::lock_guard lock(context_->mutex());
         context_->activate();
+        const std::size_t element = element_bytes(format_);
         const std::size_t block_bytes =
-            static_cast<std::size_t>(layout_.block_tokens) * layout_.n_embd * sizeof(float);
+            static_cast<std::size_t>(layout_.block_tokens) * layout_.n_embd * element;
+        auto* base = static_cast<std::byte*>(memory_.get());
         for (int layer = 0; layer < layers_; ++layer)
             for (int kind = 0; kind < 2; ++kind)
-                check(cudaMemcpyAsync(data() + layout_.slot(layer, kind, to, 0),
-                                      data() + layout_.slot(layer, kind, from, 0), block_bytes,
-                                      cudaMemcpyDeviceToDevice, context_->stream()),
+                check(cudaMemcpyAsync(base + layout_.slot(layer, kind, to, 0) * element,
+                                      base + layout_.slot(layer, kind, from, 0) * element,
+                                      block_bytes, cudaMemcpyDeviceToDevice, context_->stream()),
                       context_->device(), "copying a KV block");
     }
 
     int layers() const { return layers_; }
     const KvLayout& layout() const { return layout_; }
-    float* data() { return static_cast<float*>(memory_.get()); }
+    KvFormat format() const { return format_; }
+    void* data() { return memory_.get(); }
 
   private:
     std::shared_ptr<CudaContext> context_;
     int layers_;
     KvLayout layout_;
+    KvFormat format_;
     DeviceMemory memory_;
 };
 
@@ -307,18 +328,46 @@ DType weight_type(WeightFormat format, const io::TensorView& tensor) {
          tensor.file, tensor.name, to_string(format));
 }
 
+// Operations a pass's record distinguishes (see StepRecorder::note).
+enum class Op : std::uint8_t {
+    kEmbedding,
+    kLinear,
+    kLayerNorm,
+    kAdd,
+    kAttention,
+    kGatherRows,
+    kCopyToHost
+};
+
+// How the calls of a forward pass are carried out.
+enum class StepMode {
+    kEager,    // launched as they are made
+    kRecord,   // checked and noted only: nothing reaches the device
+    kCapture,  // launched into a CUDA graph being captured
+};
+
+// A captured pass: its executable graph and the record it was captured from.
+struct StepGraph {
+    cudaGraphExec_t exec = nullptr;
+    std::vector<unsigned char> record;
+    std::list<std::uint64_t>::iterator lru;
+};
+
 class CudaBackend final : public Backend {
   public:
-    explicit CudaBackend(int device)
+    CudaBackend(int device, const CudaOptions& options)
         : context_(std::make_shared<CudaContext>(device)),
+          options_(options),
           index_scratch_("row indices"),
           attention_scratch_("attention block tables"),
-          input_scratch_("GEMM inputs") {}
+          input_scratch_("GEMM inputs"),
+          graph_inputs_("the inputs of CUDA graphs") {}
 
     ~CudaBackend() override {
         // Queued work may still use the scratch buffers freed next.
         cudaSetDevice(context_->device());
         cudaStreamSynchronize(context_->stream());
+        drop_graphs();
     }
 
     std::string name() const override { return fmt::format("cuda:{}", context_->device()); }
@@ -333,11 +382,6 @@ class CudaBackend final : public Backend {
     using Backend::allocate_kv;
     std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int n_embd,
                                            KvFormat format) override {
-        if (format != KvFormat::kF32)
-            fail_param("kv_cache_dtype",
-                       "the CUDA backend keeps its KV cache in f32; KV cache dtype {} is not "
-                       "supported on {}",
-                       to_string(format), name());
         if (layers <= 0 || blocks <= 0 || block_tokens <= 0 || n_embd <= 0)
             fail(ErrorCode::kInternal,
                  "allocate_kv: layers {}, blocks {}, block_tokens {}, n_embd {} must be positive",
@@ -345,7 +389,7 @@ class CudaBackend final : public Backend {
         std::lock_guard lock(context_->mutex());
         context_->activate();
         return std::make_unique<CudaKvStorage>(context_, layers,
-                                               KvLayout{blocks, block_tokens, n_embd});
+                                               KvLayout{blocks, block_tokens, n_embd}, format);
     }
 
     std::unique_ptr<Weight> upload_matrix(const io::TensorView& tensor, MatrixLayout layout,
@@ -405,8 +449,10 @@ class CudaBackend final : public Backend {
                      "embedding: id {} (row {}) is outside the table's [0, {})", ids[r], r,
                      w.stored_rows());
         std::lock_guard lock(context_->mutex());
-        context_->activate();
-        const int* device_ids = upload_ints(*context_, index_scratch_, ids, "uploading ids");
+        begin_call();
+        const int* device_ids = stage_input(ids, index_scratch_, "uploading ids");
+        recorder_.note(Op::kEmbedding, w.data(), out.data, out.rows, out.cols);
+        if (mode_ == StepMode::kRecord) return;
         cuda::launch_embedding(w.type(), w.data(), w.stored_cols(), device_ids, out.rows, out.data,
                                context_->stream());
         check_launch(context_->device(), "embedding");
@@ -415,19 +461,22 @@ class CudaBackend final : public Backend {
     // y = x·W: with row-major x [M, K] and y [M, N], cuBLAS (column-major) computes
     // yᵀ [N, M] = op(W) [N, K] · xᵀ [K, M]. A row-major [K, N] weight is column-major [N, K]
     // (op = N); a row-major [N, K] weight is column-major [K, N] (op = T). Either way lda is the
-    // stored row length.
-    void linear(MatrixView x, const Weight& weight, const DeviceBuffer* bias,
+    // stored row length. Accumulating is the GEMM's beta = 1 (it reads y); bias and activation
+    // follow in one element-wise kernel.
+    using Backend::linear;
+    void linear(MatrixView x, const Weight& weight, const LinearEpilogue& epilogue,
                 MatrixView y) override {
         const auto& w = as_cuda(weight);
         const int m = x.rows, k = w.in_features(), n = w.out_features();
-        if (x.cols != k || y.cols != n || y.rows != m)
-            fail(ErrorCode::kInternal, "linear: x [{}, {}] · W [{}, {}] into y [{}, {}]", x.rows,
-                 x.cols, k, n, y.rows, y.cols);
-        if (bias != nullptr && bias->size() < static_cast<std::size_t>(n))
-            fail(ErrorCode::kInternal, "linear: bias of {} floats for {} outputs", bias->size(), n);
+        check_linear(x, k, n, epilogue, y);
         if (m == 0) return;
         std::lock_guard lock(context_->mutex());
-        context_->activate();
+        begin_call();
+        const float* bias = epilogue.bias != nullptr ? epilogue.bias->data() : nullptr;
+        const Activation kind = epilogue.activation.value_or(Activation::kGeluNew);
+        recorder_.note(Op::kLinear, x.data, m, k, n, w.data(), w.type(), w.layout(), bias,
+                       epilogue.activation.has_value(), kind, epilogue.accumulate, y.data);
+        if (mode_ == StepMode::kRecord) return;
         const int device = context_->device();
         const void* input = x.data;
         if (w.type() != DType::kF32) {
@@ -438,7 +487,7 @@ class CudaBackend final : public Backend {
             check_launch(device, "convert");
             input = converted;
         }
-        const float alpha = 1.0f, beta = 0.0f;
+        const float alpha = 1.0f, beta = epilogue.accumulate ? 1.0f : 0.0f;
         const cudaDataType_t type = cuda_type(w.type());
         check_cublas(
             cublasGemmEx(context_->cublas(),
@@ -446,9 +495,10 @@ class CudaBackend final : public Backend {
                          CUBLAS_OP_N, n, m, k, &alpha, w.data(), type, w.stored_cols(), input, type,
                          k, &beta, y.data, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
             device, fmt::format("cublasGemmEx ({} x {} x {}, {})", m, n, k, to_string(w.type())));
-        if (bias != nullptr) {
-            cuda::launch_add_bias(y.data, bias->data(), m, n, context_->stream());
-            check_launch(device, "add_bias");
+        if (bias != nullptr || epilogue.activation) {
+            cuda::launch_bias_activation(y.data, bias, epilogue.activation.has_value(), kind, m, n,
+                                         context_->stream());
+            check_launch(device, "bias_activation");
         }
     }
 
@@ -461,27 +511,24 @@ class CudaBackend final : public Backend {
                  "layer_norm: x [{}, {}], y [{}, {}], gamma of {} and beta of {} floats", x.rows,
                  x.cols, y.rows, y.cols, gamma.size(), beta.size());
         std::lock_guard lock(context_->mutex());
-        context_->activate();
+        begin_call();
+        recorder_.note(Op::kLayerNorm, x.data, x.rows, x.cols, gamma.data(), beta.data(), eps,
+                       y.data);
+        if (mode_ == StepMode::kRecord) return;
         cuda::launch_layer_norm(x.data, gamma.data(), beta.data(), eps, x.rows, x.cols, y.data,
                                 context_->stream());
         check_launch(context_->device(), "layer_norm");
-    }
-
-    void activation(Activation kind, MatrixView x) override {
-        std::lock_guard lock(context_->mutex());
-        context_->activate();
-        cuda::launch_activation(kind, x.data, static_cast<std::size_t>(x.rows) * x.cols,
-                                context_->stream());
-        check_launch(context_->device(), "activation");
     }
 
     void add(MatrixView x, MatrixView y) override {
         if (x.rows != y.rows || x.cols != y.cols)
             fail(ErrorCode::kInternal, "add: [{}, {}] += [{}, {}]", x.rows, x.cols, y.rows, y.cols);
         std::lock_guard lock(context_->mutex());
-        context_->activate();
-        cuda::launch_add(x.data, y.data, static_cast<std::size_t>(x.rows) * x.cols,
-                         context_->stream());
+        begin_call();
+        const std::size_t count = static_cast<std::size_t>(x.rows) * x.cols;
+        recorder_.note(Op::kAdd, x.data, y.data, count);
+        if (mode_ == StepMode::kRecord) return;
+        cuda::launch_add(x.data, y.data, count, context_->stream());
         check_launch(context_->device(), "add");
     }
 
@@ -507,23 +554,37 @@ class CudaBackend final : public Backend {
             fail(ErrorCode::kInternal, "attention: layer {} of a KV cache with {} layers", layer,
                  kv.layers());
         if (qkv.rows == 0) return;
-        std::vector<int> packed =
+        const std::vector<int> packed =
             cuda::pack_attention_batch(batch, layout.blocks, layout.block_tokens);
 
         std::lock_guard lock(context_->mutex());
-        context_->activate();
-        // Every layer of a forward pass sees the same batch: upload it once.
-        if (packed != uploaded_batch_) {
-            uploaded_batch_.clear();
-            packed_batch_ = upload_ints(*context_, attention_scratch_, packed,
-                                        "uploading attention block tables");
-            uploaded_batch_ = std::move(packed);
+        begin_call();
+        // Every layer of a pass attends over the same batch: it is staged (and, eagerly,
+        // uploaded) once.
+        const int* device_batch = nullptr;
+        if (const auto offset = recorder_.find_last(packed)) {
+            recorder_.note(*offset);
+            if (mode_ == StepMode::kCapture)
+                device_batch = graph_input(*offset);
+            else if (mode_ == StepMode::kEager)
+                device_batch = eager_batch_ != nullptr
+                                   ? eager_batch_
+                                   : upload_ints(*context_, attention_scratch_, packed,
+                                                 "uploading attention block tables");
+        } else {
+            device_batch =
+                stage_input(packed, attention_scratch_, "uploading attention block tables");
+            eager_batch_ = device_batch;
         }
-        const PagedRows rows{packed_batch_, qkv.rows, layout.block_tokens};
-        cuda::launch_write_kv(qkv.data, rows, layout, layer, kv.data(), context_->stream());
+        recorder_.note(Op::kAttention, qkv.data, qkv.rows, kv.data(), kv.format(), layer,
+                       params.n_head, params.scale, out.data);
+        if (mode_ == StepMode::kRecord) return;
+        const PagedRows rows{device_batch, qkv.rows, layout.block_tokens};
+        cuda::launch_write_kv(qkv.data, rows, layout, layer, kv.format(), kv.data(),
+                              context_->stream());
         check_launch(context_->device(), "write_kv");
-        cuda::launch_paged_attention(qkv.data, rows, kv.data(), layout, layer, params.n_head,
-                                     params.scale, out.data, context_->stream());
+        cuda::launch_paged_attention(qkv.data, rows, kv.data(), kv.format(), layout, layer,
+                                     params.n_head, params.scale, out.data, context_->stream());
         check_launch(context_->device(), "paged_attention");
     }
 
@@ -536,8 +597,10 @@ class CudaBackend final : public Backend {
                 fail(ErrorCode::kInternal, "gather_rows: row {} (entry {}) outside [0, {})",
                      rows[i], i, x.rows);
         std::lock_guard lock(context_->mutex());
-        context_->activate();
-        const int* device_rows = upload_ints(*context_, index_scratch_, rows, "uploading rows");
+        begin_call();
+        const int* device_rows = stage_input(rows, index_scratch_, "uploading rows");
+        recorder_.note(Op::kGatherRows, x.data, x.cols, out.data, out.rows);
+        if (mode_ == StepMode::kRecord) return;
         cuda::launch_gather_rows(x.data, x.cols, device_rows, out.rows, out.data,
                                  context_->stream());
         check_launch(context_->device(), "gather_rows");
@@ -546,23 +609,237 @@ class CudaBackend final : public Backend {
     void copy_to_host(MatrixView x, float* host) override {
         const std::size_t bytes = static_cast<std::size_t>(x.rows) * x.cols * sizeof(float);
         std::lock_guard lock(context_->mutex());
-        context_->activate();
+        begin_call();
+        recorder_.note(Op::kCopyToHost, x.data, bytes);
+        if (mode_ != StepMode::kEager) {  // a graph cannot copy to pageable memory: after it runs
+            recorder_.defer_copy({x.data, host, bytes});
+            return;
+        }
         if (bytes > 0)
             check(cudaMemcpyAsync(host, x.data, bytes, cudaMemcpyDeviceToHost, context_->stream()),
                   context_->device(), "copying results to the host");
         context_->synchronize("running the forward pass");
     }
 
+    // Decode passes (one row per sequence, every row sampled) of up to kMaxGraphRows rows run as
+    // CUDA graphs: the first pass with a given record runs eagerly (so that scratch memory and
+    // cuBLAS are warm), the second is captured, later ones replay it. Every pass is recorded first
+    // (host-side checks and staging only), which is what lets a replay find its graph and its
+    // inputs. Other passes run eagerly.
+    void run_step(const StepShape& shape, const std::function<void()>& issue) override {
+        std::lock_guard step_lock(step_mutex_);
+        if (!options_.graphs || shape.rows != shape.logits_rows || shape.rows > kMaxGraphRows) {
+            run_pass(StepMode::kEager, issue);
+            ++stats_.eager_passes;
+            return;
+        }
+        run_pass(StepMode::kRecord, issue);
+        const std::uint64_t signature = recorder_.signature();
+        // An eager pass since the last capture may have moved the GEMM scratch that every graph
+        // reads (growing it frees the old memory).
+        if (input_scratch_.get() != captured_scratch_) {
+            drop_graphs();
+            captured_scratch_ = input_scratch_.get();
+        }
+        if (StepGraph* graph = find_graph(signature)) {
+            replay(*graph);
+            return;
+        }
+        const bool warm = warm_.contains(signature);
+        if (!warm || uncapturable_.contains(signature) || !capture(signature, issue)) {
+            run_pass(StepMode::kEager, issue);
+            ++stats_.eager_passes;
+            if (!warm) remember(warm_, signature);
+        }
+    }
+
+    CudaGraphStats graph_stats() const {
+        std::lock_guard step_lock(step_mutex_);
+        return stats_;
+    }
+
   private:
+    static constexpr int kMaxGraphRows = 256;
+    static constexpr std::size_t kMaxGraphs = 128;  // least recently used ones are dropped
+
+    // Every operation calls this under the context lock, before staging or launching anything.
+    void begin_call() {
+        context_->activate();
+        if (in_step_) return;
+        recorder_.clear();  // outside run_step each call is a pass of its own
+        eager_batch_ = nullptr;
+    }
+
+    void run_pass(StepMode mode, const std::function<void()>& issue) {
+        recorder_.clear();
+        eager_batch_ = nullptr;
+        mode_ = mode;
+        in_step_ = true;
+        try {
+            issue();
+        } catch (...) {
+            mode_ = StepMode::kEager;
+            in_step_ = false;
+            throw;
+        }
+        mode_ = StepMode::kEager;
+        in_step_ = false;
+    }
+
+    // Stages `values` for this pass and returns where the device reads them: eagerly, a copy in
+    // `scratch`; while capturing, the graph's input area; while recording, nowhere (null).
+    const int* stage_input(std::span<const int> values, DeviceScratch& scratch,
+                           std::string_view what) {
+        const std::size_t offset = recorder_.stage(values);
+        switch (mode_) {
+            case StepMode::kEager:
+                return upload_ints(*context_, scratch, values, what);
+            case StepMode::kCapture:
+                return graph_input(offset);
+            case StepMode::kRecord:
+                break;
+        }
+        return nullptr;
+    }
+    const int* graph_input(std::size_t offset) const {
+        return static_cast<const int*>(graph_inputs_.get()) + offset;
+    }
+
+    StepGraph* find_graph(std::uint64_t signature) {
+        const auto found = graphs_.find(signature);
+        if (found == graphs_.end()) return nullptr;
+        const auto record = recorder_.record();
+        if (!std::equal(record.begin(), record.end(), found->second.record.begin(),
+                        found->second.record.end()))
+            return nullptr;  // a hash collision: this pass runs eagerly
+        lru_.splice(lru_.begin(), lru_, found->second.lru);
+        return &found->second;
+    }
+
+    // Captures the pass recorded as `signature` into a graph and runs it. False when capturing
+    // failed: the pass has not run, and this signature is never captured again.
+    bool capture(std::uint64_t signature, const std::function<void()>& issue) {
+        std::vector<unsigned char> record(recorder_.record().begin(), recorder_.record().end());
+        const cudaStream_t stream = context_->stream();
+        {
+            std::lock_guard lock(context_->mutex());
+            context_->activate();
+            // Graphs read their inputs and GEMM inputs at the addresses they were captured with:
+            // moving either buffer invalidates every graph.
+            const void* inputs_before = graph_inputs_.get();
+            graph_inputs_.reserve(*context_, recorder_.staged().size_bytes());
+            if (graph_inputs_.get() != inputs_before || input_scratch_.get() != captured_scratch_)
+                drop_graphs();
+            captured_scratch_ = input_scratch_.get();
+            check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                  context_->device(), "beginning a CUDA graph capture");
+        }
+        cudaGraph_t graph = nullptr;
+        try {
+            run_pass(StepMode::kCapture, issue);
+        } catch (...) {  // e.g. a scratch buffer that had to grow: not allowed while capturing
+            cudaStreamEndCapture(stream, &graph);
+            if (graph != nullptr) cudaGraphDestroy(graph);
+            cudaGetLastError();
+            remember(uncapturable_, signature);
+            return false;
+        }
+        cudaGraphExec_t exec = nullptr;
+        cudaError_t status = cudaStreamEndCapture(stream, &graph);
+        if (status == cudaSuccess && input_scratch_.get() == captured_scratch_ &&
+            std::equal(record.begin(), record.end(), recorder_.record().begin(),
+                       recorder_.record().end()))
+            status = cudaGraphInstantiate(&exec, graph, 0);
+        else if (status == cudaSuccess)
+            status = cudaErrorStreamCaptureInvalidated;  // the pass changed while capturing
+        if (graph != nullptr) cudaGraphDestroy(graph);
+        if (status != cudaSuccess) {
+            cudaGetLastError();
+            remember(uncapturable_, signature);
+            return false;
+        }
+        if (const auto same = graphs_.find(signature); same != graphs_.end()) {
+            drop_graph(same);  // a hash collision: the newer pass takes the slot
+        } else if (graphs_.size() >= kMaxGraphs) {
+            drop_graph(graphs_.find(lru_.back()));
+        }
+        lru_.push_front(signature);
+        auto [entry, inserted] =
+            graphs_.insert_or_assign(signature, StepGraph{exec, std::move(record), lru_.begin()});
+        ++stats_.captures;
+        replay(entry->second);
+        return true;
+    }
+
+    // Uploads the recorded pass's inputs to where the graph reads them, runs the graph and
+    // delivers its host copies.
+    void replay(const StepGraph& graph) {
+        std::lock_guard lock(context_->mutex());
+        context_->activate();
+        const int device = context_->device();
+        const cudaStream_t stream = context_->stream();
+        const auto staged = recorder_.staged();
+        if (!staged.empty())
+            check(cudaMemcpyAsync(const_cast<void*>(graph_inputs_.get()), staged.data(),
+                                  staged.size_bytes(), cudaMemcpyHostToDevice, stream),
+                  device, "uploading the inputs of a CUDA graph");
+        check(cudaGraphLaunch(graph.exec, stream), device, "launching a CUDA graph");
+        for (const cuda::StepRecorder::HostCopy& copy : recorder_.host_copies())
+            check(
+                cudaMemcpyAsync(copy.host, copy.device, copy.bytes, cudaMemcpyDeviceToHost, stream),
+                device, "copying results to the host");
+        context_->synchronize("running a CUDA graph");
+        ++stats_.replays;
+    }
+
+    // Sets of signatures stay bounded in a long-running server (forgetting one only costs an
+    // eager pass).
+    static void remember(std::unordered_set<std::uint64_t>& set, std::uint64_t signature) {
+        if (set.size() >= 4 * kMaxGraphs) set.clear();
+        set.insert(signature);
+    }
+
+    void drop_graph(std::unordered_map<std::uint64_t, StepGraph>::iterator graph) {
+        cudaGraphExecDestroy(graph->second.exec);
+        lru_.erase(graph->second.lru);
+        graphs_.erase(graph);
+    }
+
+    void drop_graphs() {
+        for (auto& [signature, graph] : graphs_) cudaGraphExecDestroy(graph.exec);
+        graphs_.clear();
+        lru_.clear();
+    }
+
     std::shared_ptr<CudaContext> context_;
-    DeviceScratch index_scratch_;      // embedding ids, gathered rows
-    DeviceScratch attention_scratch_;  // the packed attention batch
-    DeviceScratch input_scratch_;      // linear's input rounded to the weight's type
-    std::vector<int> uploaded_batch_;  // what attention_scratch_ holds
-    const int* packed_batch_ = nullptr;
+    CudaOptions options_;
+    DeviceScratch index_scratch_;       // embedding ids, gathered rows (eager passes)
+    DeviceScratch attention_scratch_;   // the packed attention batch (eager passes)
+    DeviceScratch input_scratch_;       // linear's input rounded to the weight's type
+    DeviceScratch graph_inputs_;        // every graph's staged inputs (one pass runs at a time)
+    const int* eager_batch_ = nullptr;  // where this eager pass uploaded its attention batch
+
+    mutable std::mutex step_mutex_;  // held for a whole run_step
+    CudaGraphStats stats_;
+    StepMode mode_ = StepMode::kEager;
+    bool in_step_ = false;
+    cuda::StepRecorder recorder_;
+    std::unordered_map<std::uint64_t, StepGraph> graphs_;
+    std::list<std::uint64_t> lru_;            // graph signatures, most recently used first
+    std::unordered_set<std::uint64_t> warm_;  // passes that have run eagerly once
+    std::unordered_set<std::uint64_t> uncapturable_;
+    const void* captured_scratch_ = nullptr;  // input_scratch_'s address when graphs were captured
 };
 
 }  // namespace
+
+CudaGraphStats cuda_graph_stats(const Backend& backend) {
+    const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
+    if (cuda == nullptr)
+        fail(ErrorCode::kInternal, "cuda_graph_stats: backend {} is not a CUDA backend",
+             backend.name());
+    return cuda->graph_stats();
+}
 
 CudaDevices probe_cuda_devices() {
     int count = 0;
@@ -587,7 +864,7 @@ std::string describe_cuda_device(int device) {
                        properties.major, properties.minor, gib(properties.totalGlobalMem));
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device) {
+std::unique_ptr<Backend> make_cuda_backend(int device, const CudaOptions& options) {
     const CudaDevices devices = probe_cuda_devices();
     if (devices.count == 0)
         fail(ErrorCode::kUnavailable, "cuda:{}: no CUDA device is visible ({})", device,
@@ -596,7 +873,7 @@ std::unique_ptr<Backend> make_cuda_backend(int device) {
         fail(ErrorCode::kUnavailable, "cuda:{}: only {} CUDA device(s) visible (cuda:0 to cuda:{})",
              device, devices.count, devices.count - 1);
     try {
-        return std::make_unique<CudaBackend>(device);
+        return std::make_unique<CudaBackend>(device, options);
     } catch (const Error& error) {
         if (error.code() == ErrorCode::kResourceExhausted) throw;
         fail(ErrorCode::kUnavailable, "cuda:{}: cannot initialise the device: {}", device,

@@ -104,10 +104,6 @@ __global__ void embedding_kernel(const T* table, int cols, const int* ids, float
     for (int c = threadIdx.x; c < cols; c += blockDim.x) target[c] = to_float(source[c]);
 }
 
-__global__ void add_bias_kernel(float* y, const float* bias, int cols, std::size_t count) {
-    for (std::size_t i = global_thread(); i < count; i += grid_threads()) y[i] += bias[i % cols];
-}
-
 __global__ void add_kernel(float* x, const float* y, std::size_t count) {
     for (std::size_t i = global_thread(); i < count; i += grid_threads()) x[i] += y[i];
 }
@@ -129,9 +125,13 @@ __device__ float apply_activation(Activation kind, float x) {
     return x;
 }
 
-__global__ void activation_kernel(Activation kind, float* x, std::size_t count) {
-    for (std::size_t i = global_thread(); i < count; i += grid_threads())
-        x[i] = apply_activation(kind, x[i]);
+__global__ void bias_activation_kernel(float* y, const float* bias, bool activate, Activation kind,
+                                       int cols, std::size_t count) {
+    for (std::size_t i = global_thread(); i < count; i += grid_threads()) {
+        float value = y[i];
+        if (bias != nullptr) value += bias[i % cols];
+        y[i] = activate ? apply_activation(kind, value) : value;
+    }
 }
 
 // One block per row; two passes (mean, then variance about the mean) like the CPU backend. Each
@@ -155,19 +155,20 @@ __global__ void layer_norm_kernel(const float* x, const float* gamma, const floa
 }
 
 // One block per row: copies its k and v (columns [C, 2C) and [2C, 3C) of qkv) into the cache.
+template <typename T>
 __global__ void write_kv_kernel(const float* qkv, PagedRows rows, KvLayout layout, int layer,
-                                float* kv) {
+                                T* kv) {
     const int row = blockIdx.x;
     const int position = rows.position(row);
     const int block = rows.block_of(row, position);
     const int offset = rows.offset_of(position);
     const int n_embd = layout.n_embd;
     const float* source = qkv + static_cast<std::size_t>(row) * 3 * n_embd;
-    float* keys = kv + layout.slot(layer, 0, block, offset);
-    float* values = kv + layout.slot(layer, 1, block, offset);
+    T* keys = kv + layout.slot(layer, 0, block, offset);
+    T* values = kv + layout.slot(layer, 1, block, offset);
     for (int c = threadIdx.x; c < n_embd; c += blockDim.x) {
-        keys[c] = source[n_embd + c];
-        values[c] = source[2 * n_embd + c];
+        store(keys + c, source[n_embd + c]);
+        store(values + c, source[2 * n_embd + c]);
     }
 }
 
@@ -178,8 +179,9 @@ constexpr int kDimsPerLane = kMaxHeadDim / kWarp;
 // softmax (running max, running sum, running weighted values); lane l holds dimensions l, l + 32,
 // ... of q and of the accumulator (indexed only in unrolled loops so they stay in registers).
 // The warps' partial results are then merged through shared memory.
+template <typename T>
 __global__ void __launch_bounds__(kAttentionWarps* kWarp)
-    paged_attention_kernel(const float* qkv, PagedRows rows, const float* kv, KvLayout layout,
+    paged_attention_kernel(const float* qkv, PagedRows rows, const T* kv, KvLayout layout,
                            int layer, int head_dim, float scale, float* out) {
     __shared__ float warp_max[kAttentionWarps];
     __shared__ float warp_total[kAttentionWarps];
@@ -208,13 +210,13 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarp)
     for (int t = warp; t < length; t += kAttentionWarps) {
         const int block = rows.block_of(row, t);
         const int offset = rows.offset_of(t);
-        const float* k = kv + layout.slot(layer, 0, block, offset) + head_offset;
-        const float* v = kv + layout.slot(layer, 1, block, offset) + head_offset;
+        const T* k = kv + layout.slot(layer, 0, block, offset) + head_offset;
+        const T* v = kv + layout.slot(layer, 1, block, offset) + head_offset;
         float dot = 0.0f;
 #pragma unroll
         for (int i = 0; i < kDimsPerLane; ++i) {
             const int d = lane + i * kWarp;
-            if (d < head_dim) dot += q_lane[i] * k[d];
+            if (d < head_dim) dot += q_lane[i] * to_float(k[d]);
         }
         const float score = warp_sum(dot) * scale;
         const float new_max = fmaxf(running_max, score);
@@ -224,7 +226,7 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarp)
 #pragma unroll
         for (int i = 0; i < kDimsPerLane; ++i) {
             const int d = lane + i * kWarp;
-            if (d < head_dim) acc[i] = acc[i] * correction + weight * v[d];
+            if (d < head_dim) acc[i] = acc[i] * correction + weight * to_float(v[d]);
         }
         running_max = new_max;
     }
@@ -302,20 +304,17 @@ void launch_gather_rows(const float* x, int cols, const int* rows, int count, fl
     embedding_kernel<<<count, kThreads, 0, stream>>>(x, cols, rows, out);
 }
 
-void launch_add_bias(float* y, const float* bias, int rows, int cols, cudaStream_t stream) {
+void launch_bias_activation(float* y, const float* bias, bool activate, Activation kind, int rows,
+                            int cols, cudaStream_t stream) {
     const std::size_t count = static_cast<std::size_t>(rows) * cols;
     if (count == 0) return;
-    add_bias_kernel<<<elementwise_blocks(count), kThreads, 0, stream>>>(y, bias, cols, count);
+    bias_activation_kernel<<<elementwise_blocks(count), kThreads, 0, stream>>>(y, bias, activate,
+                                                                               kind, cols, count);
 }
 
 void launch_add(float* x, const float* y, std::size_t count, cudaStream_t stream) {
     if (count == 0) return;
     add_kernel<<<elementwise_blocks(count), kThreads, 0, stream>>>(x, y, count);
-}
-
-void launch_activation(Activation kind, float* x, std::size_t count, cudaStream_t stream) {
-    if (count == 0) return;
-    activation_kernel<<<elementwise_blocks(count), kThreads, 0, stream>>>(kind, x, count);
 }
 
 void launch_layer_norm(const float* x, const float* gamma, const float* beta, float eps, int rows,
@@ -324,18 +323,29 @@ void launch_layer_norm(const float* x, const float* gamma, const float* beta, fl
     layer_norm_kernel<<<rows, kThreads, 0, stream>>>(x, gamma, beta, eps, cols, y);
 }
 
-void launch_write_kv(const float* qkv, PagedRows rows, KvLayout layout, int layer, float* kv,
-                     cudaStream_t stream) {
+void launch_write_kv(const float* qkv, PagedRows rows, KvLayout layout, int layer, KvFormat format,
+                     void* kv, cudaStream_t stream) {
     if (rows.rows == 0) return;
-    write_kv_kernel<<<rows.rows, kThreads, 0, stream>>>(qkv, rows, layout, layer, kv);
+    if (format == KvFormat::kF16)
+        write_kv_kernel<<<rows.rows, kThreads, 0, stream>>>(qkv, rows, layout, layer,
+                                                            static_cast<__half*>(kv));
+    else
+        write_kv_kernel<<<rows.rows, kThreads, 0, stream>>>(qkv, rows, layout, layer,
+                                                            static_cast<float*>(kv));
 }
 
-void launch_paged_attention(const float* qkv, PagedRows rows, const float* kv, KvLayout layout,
-                            int layer, int n_head, float scale, float* out, cudaStream_t stream) {
+void launch_paged_attention(const float* qkv, PagedRows rows, const void* kv, KvFormat format,
+                            KvLayout layout, int layer, int n_head, float scale, float* out,
+                            cudaStream_t stream) {
     if (rows.rows == 0) return;
     const dim3 grid(rows.rows, n_head);
-    paged_attention_kernel<<<grid, kAttentionWarps * kWarp, 0, stream>>>(
-        qkv, rows, kv, layout, layer, layout.n_embd / n_head, scale, out);
+    const int head_dim = layout.n_embd / n_head;
+    if (format == KvFormat::kF16)
+        paged_attention_kernel<<<grid, kAttentionWarps * kWarp, 0, stream>>>(
+            qkv, rows, static_cast<const __half*>(kv), layout, layer, head_dim, scale, out);
+    else
+        paged_attention_kernel<<<grid, kAttentionWarps * kWarp, 0, stream>>>(
+            qkv, rows, static_cast<const float*>(kv), layout, layer, head_dim, scale, out);
 }
 
 }  // namespace llmserve::backend::cuda

@@ -12,19 +12,20 @@
 
 namespace llmserve::backend::cuda {
 
-// Device K/V storage: per layer, keys then values, each [blocks, block_tokens, n_embd] float32.
+// Device K/V storage: per layer, keys then values, each [blocks, block_tokens, n_embd] elements
+// (f32 or f16, as the cache was allocated; indices here count elements).
 struct KvLayout {
     int blocks = 0;
     int block_tokens = 0;
     int n_embd = 0;
 
-    // Index (in floats) of token `offset` of `block` in `layer`; kind 0 = keys, 1 = values.
+    // Index (in elements) of token `offset` of `block` in `layer`; kind 0 = keys, 1 = values.
     LLMSERVE_HOST_DEVICE std::size_t slot(int layer, int kind, int block, int offset) const {
         const std::size_t token =
             ((static_cast<std::size_t>(layer) * 2 + kind) * blocks + block) * block_tokens + offset;
         return token * n_embd;
     }
-    LLMSERVE_HOST_DEVICE std::size_t floats(int layers) const {
+    LLMSERVE_HOST_DEVICE std::size_t elements(int layers) const {
         return static_cast<std::size_t>(layers) * 2 * blocks * block_tokens * n_embd;
     }
 };

@@ -1,0 +1,60 @@
+// What every backend shares: the format names and the shape checks of the interface.
+#include "backend/backend.h"
+
+#include "common/error.h"
+
+namespace llmserve::backend {
+
+KvFormat parse_kv_format(std::string_view text) {
+    if (text == "f32") return KvFormat::kF32;
+    if (text == "f16") return KvFormat::kF16;
+    fail_param("kv_cache_dtype", "KV cache dtype must be f32 or f16; got '{}'", text);
+}
+
+std::string_view to_string(KvFormat format) {
+    return format == KvFormat::kF16 ? "f16" : "f32";
+}
+
+std::size_t element_bytes(KvFormat format) {
+    return format == KvFormat::kF16 ? sizeof(std::uint16_t) : sizeof(float);
+}
+
+WeightFormat parse_weight_format(std::string_view text) {
+    if (text == "auto") return WeightFormat::kAuto;
+    if (text == "f32") return WeightFormat::kF32;
+    if (text == "f16") return WeightFormat::kF16;
+    if (text == "bf16") return WeightFormat::kBF16;
+    if (text == "q8") return WeightFormat::kQ8;
+    fail_param("dtype", "dtype must be one of auto, f32, f16, bf16, q8; got '{}'", text);
+}
+
+std::string_view to_string(WeightFormat format) {
+    switch (format) {
+        case WeightFormat::kAuto:
+            return "auto";
+        case WeightFormat::kF32:
+            return "f32";
+        case WeightFormat::kF16:
+            return "f16";
+        case WeightFormat::kBF16:
+            return "bf16";
+        case WeightFormat::kQ8:
+            return "q8";
+    }
+    return "?";
+}
+
+void check_linear(MatrixView x, int in_features, int out_features, const LinearEpilogue& epilogue,
+                  MatrixView y) {
+    if (x.cols != in_features || y.cols != out_features || y.rows != x.rows)
+        fail(ErrorCode::kInternal, "linear: x [{}, {}] · W [{}, {}] -> y [{}, {}] do not fit",
+             x.rows, x.cols, in_features, out_features, y.rows, y.cols);
+    if (epilogue.bias != nullptr && epilogue.bias->size() < static_cast<std::size_t>(out_features))
+        fail(ErrorCode::kInternal, "linear: a bias of {} floats for {} outputs",
+             epilogue.bias->size(), out_features);
+    if (epilogue.activation && epilogue.accumulate)
+        fail(ErrorCode::kInternal, "linear: an activation cannot be combined with accumulate");
+    if (x.rows > 0 && x.data == y.data) fail(ErrorCode::kInternal, "linear: y aliases x");
+}
+
+}  // namespace llmserve::backend
