@@ -18,7 +18,7 @@
 #
 # Environment: CUDA_ARCHS (CMAKE_CUDA_ARCHITECTURES; default "native" when building on a GPU
 # machine, "90" for a bundle: H100/H200), SHAPES (default gpt2,gpt2-medium,gpt2-large), JOBS,
-# BUILD, BENCH_SECONDS (cuda_bench's time limit, default 300). Logs go to $OUT when it is set (the device tool brings them back), else to $BUILD/logs.
+# BUILD, BENCH_SECONDS (each llmserve bench run's time limit, default 150). Logs go to $OUT when it is set (the device tool brings them back), else to $BUILD/logs.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -49,7 +49,7 @@ build() {
     grep -q "CUDA backend: on" "$log" \
         || die "the CUDA backend is not enabled in this tree (is cmake/Cuda.cmake included from" \
             "CMakeLists.txt?); see $log"
-    cmake --build "$BUILD" -j "$JOBS" --target cuda_test device_test cuda_bench \
+    cmake --build "$BUILD" -j "$JOBS" --target cuda_test device_test \
         || die "building the CUDA tests failed"
     cmake --build "$BUILD" -j "$JOBS" --target llmserve \
         || echo "gpu-check: llmserve did not build; its bench is skipped" >&2
@@ -60,7 +60,7 @@ if [ "$MODE" = bundle ]; then
     STAGE=$(mktemp -d)
     mkdir -p "$STAGE/bin" "$STAGE/lib"
     for binary in "$BUILD"/tests/backend_cuda/cuda_test "$BUILD"/tests/backend_cuda/device_test \
-        "$BUILD"/tests/backend_cuda/cuda_bench "$BUILD"/llmserve; do
+        "$BUILD"/llmserve; do
         [ -x "$binary" ] && strip -o "$STAGE/bin/$(basename "$binary")" "$binary"
     done
     # Shared libraries the device machine may lack: everything but glibc's own libraries (they
@@ -95,12 +95,12 @@ if [ "$MODE" = prebuilt ]; then
     tar -xzf "$BUNDLE/bundle.tar.gz" -C "$UNPACKED" || die "cannot unpack $BUNDLE/bundle.tar.gz"
     BIN=$UNPACKED/bin
     export LD_LIBRARY_PATH="$UNPACKED/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
-    CUDA_TEST=$BIN/cuda_test DEVICE_TEST=$BIN/device_test CUDA_BENCH=$BIN/cuda_bench
+    CUDA_TEST=$BIN/cuda_test DEVICE_TEST=$BIN/device_test
     LLMSERVE=$BIN/llmserve
 else
     build "${CUDA_ARCHS:-native}"
     CUDA_TEST=$BUILD/tests/backend_cuda/cuda_test DEVICE_TEST=$BUILD/tests/backend_cuda/device_test
-    CUDA_BENCH=$BUILD/tests/backend_cuda/cuda_bench LLMSERVE=$BUILD/llmserve
+    LLMSERVE=$BUILD/llmserve
 fi
 
 LOGS=${OUT:-$BUILD/logs}
@@ -120,7 +120,8 @@ SUMMARY+=("device_test: $([ "$DEVICE_RC" = 0 ] && echo passed || echo FAILED) ($
 
 echo "== CUDA tests"
 "$CUDA_TEST" --gtest_color=no 2>&1 | tee "$LOGS/cuda_test.log" \
-    | grep -E "^\[ +(OK|FAILED|SKIPPED) +\].*\(|worst logit error|Failure" | head -80
+    | grep -E "^\[ +(OK|FAILED|SKIPPED) +\].*\(|worst logit error|graphs captured|Failure" \
+    | head -80
 TEST_RC=${PIPESTATUS[0]}
 PASSED=$(grep -cE "^\[ +OK +\] .*\(" "$LOGS/cuda_test.log")
 FAILED=$(grep -cE "^\[ +FAILED +\] .*\(" "$LOGS/cuda_test.log")
@@ -130,27 +131,31 @@ VERDICT=passed
 # On a GPU machine a skip means the tests never saw the GPU: the check did not happen.
 [ "$SKIPPED" = 0 ] || VERDICT="FAILED (tests skipped: no CUDA device seen)"
 SUMMARY+=("cuda_test: $VERDICT: $PASSED passed, $FAILED failed, $SKIPPED skipped")
-while read -r line; do SUMMARY+=("  $line"); done < <(grep "worst logit error" "$LOGS/cuda_test.log")
-
-echo "== engine throughput on the GPU (cuda_bench)"
-timeout "${BENCH_SECONDS:-300}" "$CUDA_BENCH" --shapes "$SHAPES" 2>&1 | tee "$LOGS/cuda_bench.log"
-[ "${PIPESTATUS[0]}" = 0 ] || SUMMARY+=("cuda_bench: FAILED (see cuda_bench.log)")
-while read -r line; do SUMMARY+=("  ${line#RESULT }"); done < <(grep "^RESULT" "$LOGS/cuda_bench.log")
+while read -r line; do SUMMARY+=("  $line"); done \
+    < <(grep -E "worst logit error|graphs captured" "$LOGS/cuda_test.log")
 
 echo "== llmserve bench on the GPU"
+# Per shape: prefill, batch-1 and 8/32/128-sequence decode, time to first token, load, and the seed
+# stack's wall-time method (prompt 128, 128 new, batches 1 and 32). Then gpt2 once more without
+# CUDA graphs, for what they are worth.
+bench() {  # name, then llmserve bench arguments
+    local name=$1
+    shift
+    timeout "${BENCH_SECONDS:-150}" "$LLMSERVE" bench --device cuda --weights-dtype f16 \
+        --json "$LOGS/bench.$name.json" "$@" >"$LOGS/bench.$name.log" 2>&1 \
+        || SUMMARY+=("llmserve bench $name: FAILED (see bench.$name.log)")
+    cat "$LOGS/bench.$name.log"
+    while read -r line; do SUMMARY+=("  $name: $line"); done \
+        < <(grep -E "^(prefill|decode|generate|time to first)" "$LOGS/bench.$name.log")
+}
 if [ ! -x "$LLMSERVE" ]; then
     SUMMARY+=("llmserve bench: not run (llmserve was not built)")
-elif ! "$LLMSERVE" bench --help 2>&1 | grep -q -- "--device"; then
-    SUMMARY+=("llmserve bench: not run (it has no --device option yet)")
 else
     for shape in ${SHAPES//,/ }; do
-        timeout 120 "$LLMSERVE" bench --device cuda --shape "$shape" --weights-dtype f16 \
-            >"$LOGS/llmserve_bench.$shape.log" 2>&1 \
-            || SUMMARY+=("llmserve bench $shape: FAILED (see llmserve_bench.$shape.log)")
-        cat "$LOGS/llmserve_bench.$shape.log"
-        while read -r line; do SUMMARY+=("  llmserve bench $shape: $line"); done \
-            < <(grep -E "^(prefill|decode)" "$LOGS/llmserve_bench.$shape.log")
+        bench "$shape" --shape "$shape" --concurrency 8 32 128 --generate-batches 1 32
     done
+    bench gpt2-no-graphs --shape gpt2 --cuda-graphs off --concurrency 32 --prompt-lengths 128 \
+        --generate-batches 1 32
 fi
 
 echo

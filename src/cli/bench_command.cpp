@@ -41,6 +41,11 @@ struct BenchOptions {
     std::vector<int> prompt_lengths = {128, 512};
     int decode_tokens = 128;
     std::vector<int> concurrency = {4, 16};
+    // The seed stack's method (transformers generate(), ../shared/fixtures/README.md): requests
+    // submitted together, generated tokens over the wall time, prefill included. None by default.
+    std::vector<int> generate_batches;
+    int generate_prompt = 128;
+    int generate_new_tokens = 128;
     int load_prompt = 128;
     int load_new_tokens = 64;
     int load_rounds = 2;  // requests per concurrent slot in the load test
@@ -225,6 +230,20 @@ LoadFigures run_load(engine::Engine& engine, const BenchOptions& options, int co
     return figures;
 }
 
+// `batch` requests of `prompt` random tokens submitted together, each generating `new_tokens`:
+// generated tokens over the wall time from submitting to the last result.
+double generate_rate(engine::Engine& engine, int batch, int prompt, int new_tokens, int vocab,
+                     std::uint64_t& state) {
+    std::vector<std::shared_ptr<engine::RequestHandle>> handles;
+    const auto start = Clock::now();
+    for (int i = 0; i < batch; ++i)
+        handles.push_back(
+            engine.submit(greedy_request(random_prompt(prompt, vocab, state), new_tokens)));
+    long generated = 0;
+    for (auto& handle : handles) generated += handle->wait().completion_tokens;
+    return generated / std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 // `sequences` requests submitted together, decoded in lock step: generated tokens after each
 // one's first, over the time from the last first token to the last token.
 double aggregate_decode_rate(engine::Engine& engine, int sequences, int new_tokens, int vocab,
@@ -278,10 +297,16 @@ void run_bench(const BenchOptions& options) {
         on_cpu ? model->resident_weight_bytes() -
                      backend::cpu::packed_bytes(format, config.n_embd, config.n_positions)
                : model->weight_bytes();
-    const double roofline = bandwidth / static_cast<double>(step_bytes);  // decode steps/s
+    // Decode steps/s if weights streamed at the probed bandwidth: the host's, so only on the CPU.
+    const double roofline = on_cpu ? bandwidth / static_cast<double>(step_bytes) : 0.0;
+    auto of_roofline = [&](double rate, double bound) {
+        return on_cpu ? fmt::format("{:.0f}% of roofline {:.1f}", 100.0 * rate / bound, bound)
+                      : std::string("(no roofline: the bandwidth probe measures host memory)");
+    };
 
-    const int max_concurrency =
-        std::max(1, *std::max_element(options.concurrency.begin(), options.concurrency.end()));
+    int max_concurrency = 1;
+    for (int n : options.concurrency) max_concurrency = std::max(max_concurrency, n);
+    for (int n : options.generate_batches) max_concurrency = std::max(max_concurrency, n);
     engine::EngineOptions engine_options;
     engine_options.max_running_sequences = max_concurrency;
     engine_options.kv_format = options.model.kv_format();
@@ -297,6 +322,8 @@ void run_bench(const BenchOptions& options) {
     kv_blocks = std::max(kv_blocks, blocks_for(max_concurrency, 16 + options.decode_tokens));
     kv_blocks = std::max(
         kv_blocks, blocks_for(max_concurrency, options.load_prompt + options.load_new_tokens));
+    kv_blocks = std::max(kv_blocks, blocks_for(max_concurrency, options.generate_prompt +
+                                                                    options.generate_new_tokens));
     engine_options.kv_cache_bytes =
         kv_blocks *
         engine::kv_cache_geometry(config, block_tokens, engine_options.kv_format).block_bytes;
@@ -320,10 +347,13 @@ void run_bench(const BenchOptions& options) {
         model->name(), config.n_layer, config.n_embd, model->parameter_count() / 1e6,
         model->stored_dtype(), model->dtype(), backend::to_string(engine_options.kv_format),
         device);
-    std::cout << fmt::format(
-        "memory bandwidth {:.1f} GB/s ({} threads); weights read per decode step {:.1f} MB, so "
-        "at most {:.1f} decode steps/s\n\n",
-        bandwidth / 1e9, threads_hint, step_bytes / 1e6, roofline);
+    if (on_cpu)
+        std::cout << fmt::format(
+            "memory bandwidth {:.1f} GB/s ({} threads); weights read per decode step {:.1f} MB, "
+            "so at most {:.1f} decode steps/s\n\n",
+            bandwidth / 1e9, threads_hint, step_bytes / 1e6, roofline);
+    else
+        std::cout << fmt::format("weights read per decode step {:.1f} MB\n\n", step_bytes / 1e6);
 
     json report;
     report["machine"] = {{"cpu", cpu_model_name()},
@@ -395,10 +425,9 @@ void run_bench(const BenchOptions& options) {
     }
     const double decode_rate = median(rates);
     row(fmt::format("decode batch 1 ({} tokens)", decode_tokens),
-        fmt::format("{:.1f} tok/s", decode_rate),
-        fmt::format("{:.0f}% of roofline {:.1f}", 100.0 * decode_rate / roofline, roofline));
+        fmt::format("{:.1f} tok/s", decode_rate), of_roofline(decode_rate, roofline));
     report["decode_batch1_tokens_per_s"] = decode_rate;
-    report["decode_batch1_roofline_percent"] = 100.0 * decode_rate / roofline;
+    if (on_cpu) report["decode_batch1_roofline_percent"] = 100.0 * decode_rate / roofline;
 
     for (int sequences : options.concurrency) {
         std::vector<double> aggregate;
@@ -409,12 +438,27 @@ void run_bench(const BenchOptions& options) {
         const double bound = roofline * sequences;
         row(fmt::format("decode {} concurrent sequences (aggregate)", sequences),
             fmt::format("{:.1f} tok/s", rate),
-            fmt::format("{:.1f}x batch 1; {:.0f}% of roofline {:.1f}", rate / decode_rate,
-                        100.0 * rate / bound, bound));
+            fmt::format("{:.1f}x batch 1; {}", rate / decode_rate, of_roofline(rate, bound)));
         report["decode_aggregate"][std::to_string(sequences)] = {
-            {"tokens_per_s", rate},
-            {"times_batch1", rate / decode_rate},
-            {"roofline_percent", 100.0 * rate / bound}};
+            {"tokens_per_s", rate}, {"times_batch1", rate / decode_rate}};
+        if (on_cpu)
+            report["decode_aggregate"][std::to_string(sequences)]["roofline_percent"] =
+                100.0 * rate / bound;
+    }
+
+    for (int batch : options.generate_batches) {
+        std::vector<double> generate;
+        for (int i = 0; i < options.repeats; ++i)
+            generate.push_back(generate_rate(engine, batch, options.generate_prompt,
+                                             options.generate_new_tokens, config.vocab_size,
+                                             state));
+        row(fmt::format("generate {} x ({}+{} tokens), wall time", batch, options.generate_prompt,
+                        options.generate_new_tokens),
+            fmt::format("{:.1f} tok/s", median(generate)),
+            "generated tokens over wall time, prefill included");
+        report["generate"][std::to_string(batch)] = {{"prompt_tokens", options.generate_prompt},
+                                                     {"new_tokens", options.generate_new_tokens},
+                                                     {"generated_tokens_per_s", median(generate)}};
     }
 
     for (int concurrency : options.concurrency) {
@@ -491,6 +535,19 @@ void register_bench_command(CLI::App& app) {
     cmd->add_option("--concurrency", options->concurrency,
                     "Concurrent sequences for the aggregate decode and load figures")
         ->check(CLI::Range(1, 1024))
+        ->capture_default_str();
+    cmd->add_option("--generate-batches", options->generate_batches,
+                    "Requests submitted together for the wall-time generate figures (the seed "
+                    "stack's method: generated tokens over wall time, prefill included); none by "
+                    "default")
+        ->check(CLI::Range(1, 1024));
+    cmd->add_option("--generate-prompt", options->generate_prompt,
+                    "Prompt tokens per generate-figure request")
+        ->check(CLI::Range(1, 100000))
+        ->capture_default_str();
+    cmd->add_option("--generate-new-tokens", options->generate_new_tokens,
+                    "Generated tokens per generate-figure request")
+        ->check(CLI::Range(1, 100000))
         ->capture_default_str();
     cmd->add_option("--load-prompt", options->load_prompt, "Prompt tokens per load-test request")
         ->check(CLI::Range(1, 100000))
