@@ -92,7 +92,8 @@ class KvStorage {
 // activation, then either stores the result or (accumulate) adds it to what y holds, the way a
 // transformer block adds a projection to its residual stream. Fusing these into the product saves
 // a pass over y per step (and, on a GPU, a kernel launch each). An activation is never combined
-// with accumulate.
+// with accumulate. The order of the additions is the backend's (the CPU adds the bias to the
+// product first, the CUDA backend last).
 struct LinearEpilogue {
     const DeviceBuffer* bias = nullptr;  // [out] or null
     std::optional<Activation> activation = std::nullopt;
@@ -166,7 +167,8 @@ class Backend {
     // Issues one forward pass: `issue` makes the pass's calls, all of them on this thread and none
     // of them on another thread meanwhile. A backend may record the calls of a shape once and
     // replay them for later passes of that shape (CUDA graphs); host copies made inside
-    // `issue` are then complete when run_step returns, not before. By default: issue().
+    // `issue` are then complete when run_step returns, not before, and hold the buffer as the pass
+    // leaves it (so copy only what the pass no longer writes). By default: issue().
     virtual void run_step(const StepShape& shape, const std::function<void()>& issue) {
         (void)shape;
         issue();

@@ -76,26 +76,23 @@ class CudaContext {
   public:
     explicit CudaContext(int device) : device_(device) {
         activate();
-        check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), device,
-              "creating a stream");
-        const cublasStatus_t status = cublasCreate(&cublas_);
-        if (status != CUBLAS_STATUS_SUCCESS) {
-            cudaStreamDestroy(stream_);
-            check_cublas(status, device, "cublasCreate");
+        try {
+            check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), device,
+                  "creating a stream");
+            check_cublas(cublasCreate(&cublas_), device, "cublasCreate");
+            check_cublas(cublasSetStream(cublas_, stream_), device, "cublasSetStream");
+            // A workspace of our own (set after the stream, which resets it): cuBLAS must not
+            // allocate while a CUDA graph is being captured.
+            check(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes), device,
+                  "allocating the cuBLAS workspace");
+            check_cublas(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes),
+                         device, "cublasSetWorkspace");
+        } catch (...) {
+            release();
+            throw;
         }
-        check_cublas(cublasSetStream(cublas_, stream_), device, "cublasSetStream");
-        // A workspace of our own: cuBLAS must not allocate while a CUDA graph is being captured.
-        check(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes), device,
-              "allocating the cuBLAS workspace");
-        check_cublas(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes), device,
-                     "cublasSetWorkspace");
     }
-    ~CudaContext() {
-        cudaSetDevice(device_);
-        cublasDestroy(cublas_);
-        cudaFree(cublas_workspace_);
-        cudaStreamDestroy(stream_);
-    }
+    ~CudaContext() { release(); }
     CudaContext(const CudaContext&) = delete;
     CudaContext& operator=(const CudaContext&) = delete;
 
@@ -108,17 +105,25 @@ class CudaContext {
     void synchronize(std::string_view what) const {
         check(cudaStreamSynchronize(stream_), device_, what);
     }
-    // Serialises the host side of operations (scratch buffers, the packed-batch cache) when
-    // several threads share one backend.
-    std::mutex& mutex() { return mutex_; }
+    // Serialises everything that touches the stream or the backend's host state when several
+    // threads share one backend. Recursive: run_step holds it for a whole pass (a capture must
+    // not take in another thread's work) while the pass's own calls lock it again.
+    std::recursive_mutex& mutex() { return mutex_; }
 
   private:
+    void release() {
+        cudaSetDevice(device_);
+        if (cublas_ != nullptr) cublasDestroy(cublas_);
+        if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
+        if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    }
+
     static constexpr std::size_t kCublasWorkspaceBytes = 32u << 20;  // NVIDIA's advice for Hopper
     int device_;
     cudaStream_t stream_ = nullptr;
     cublasHandle_t cublas_ = nullptr;
     void* cublas_workspace_ = nullptr;
-    std::mutex mutex_;
+    std::recursive_mutex mutex_;
 };
 
 // Owned device memory; `what` names the allocation in the out-of-memory error.
@@ -180,15 +185,19 @@ class DeviceScratch {
         const std::size_t grown = std::max(bytes, 2 * memory_.bytes());
         context.synchronize("waiting before growing a scratch buffer");
         memory_ = DeviceMemory();  // free first: the old and new sizes need not fit together
+        ++generation_;
         memory_ = DeviceMemory(context.device(), grown, what_);
         return memory_.get();
     }
 
     const void* get() const { return memory_.get(); }
+    // Changes whenever the memory is replaced (its address may or may not change).
+    std::size_t generation() const { return generation_; }
 
   private:
     std::string_view what_;  // a string literal
     DeviceMemory memory_;
+    std::size_t generation_ = 0;
 };
 
 // Copies host ints into `scratch` (stream-ordered: kernels queued earlier still see the old
@@ -451,7 +460,7 @@ class CudaBackend final : public Backend {
         std::lock_guard lock(context_->mutex());
         begin_call();
         const int* device_ids = stage_input(ids, index_scratch_, "uploading ids");
-        recorder_.note(Op::kEmbedding, w.data(), out.data, out.rows, out.cols);
+        recorder_.note(Op::kEmbedding, w.data(), w.type(), out.data, out.rows, out.cols);
         if (mode_ == StepMode::kRecord) return;
         cuda::launch_embedding(w.type(), w.data(), w.stored_cols(), device_ids, out.rows, out.data,
                                context_->stream());
@@ -576,8 +585,9 @@ class CudaBackend final : public Backend {
                 stage_input(packed, attention_scratch_, "uploading attention block tables");
             eager_batch_ = device_batch;
         }
-        recorder_.note(Op::kAttention, qkv.data, qkv.rows, kv.data(), kv.format(), layer,
-                       params.n_head, params.scale, out.data);
+        recorder_.note(Op::kAttention, qkv.data, qkv.rows, qkv.cols, kv.data(), kv.format(),
+                       layout.blocks, layout.block_tokens, layout.n_embd, layer, params.n_head,
+                       params.scale, out.data);
         if (mode_ == StepMode::kRecord) return;
         const PagedRows rows{device_batch, qkv.rows, layout.block_tokens};
         cuda::launch_write_kv(qkv.data, rows, layout, layer, kv.format(), kv.data(),
@@ -627,7 +637,7 @@ class CudaBackend final : public Backend {
     // (host-side checks and staging only), which is what lets a replay find its graph and its
     // inputs. Other passes run eagerly.
     void run_step(const StepShape& shape, const std::function<void()>& issue) override {
-        std::lock_guard step_lock(step_mutex_);
+        std::lock_guard lock(context_->mutex());
         if (!options_.graphs || shape.rows != shape.logits_rows || shape.rows > kMaxGraphRows) {
             run_pass(StepMode::kEager, issue);
             ++stats_.eager_passes;
@@ -637,9 +647,10 @@ class CudaBackend final : public Backend {
         const std::uint64_t signature = recorder_.signature();
         // An eager pass since the last capture may have moved the GEMM scratch that every graph
         // reads (growing it frees the old memory).
-        if (input_scratch_.get() != captured_scratch_) {
+        if (input_scratch_.generation() != captured_scratch_generation_) {
+            if (!graphs_.empty()) ++stats_.invalidations;
             drop_graphs();
-            captured_scratch_ = input_scratch_.get();
+            captured_scratch_generation_ = input_scratch_.generation();
         }
         if (StepGraph* graph = find_graph(signature)) {
             replay(*graph);
@@ -654,7 +665,7 @@ class CudaBackend final : public Backend {
     }
 
     CudaGraphStats graph_stats() const {
-        std::lock_guard step_lock(step_mutex_);
+        std::lock_guard lock(context_->mutex());
         return stats_;
     }
 
@@ -721,18 +732,21 @@ class CudaBackend final : public Backend {
     bool capture(std::uint64_t signature, const std::function<void()>& issue) {
         std::vector<unsigned char> record(recorder_.record().begin(), recorder_.record().end());
         const cudaStream_t stream = context_->stream();
-        {
-            std::lock_guard lock(context_->mutex());
-            context_->activate();
-            // Graphs read their inputs and GEMM inputs at the addresses they were captured with:
-            // moving either buffer invalidates every graph.
-            const void* inputs_before = graph_inputs_.get();
+        try {
+            // Graphs read their inputs at the address they were captured with: moving the input
+            // area invalidates every graph.
+            const std::size_t inputs_generation = graph_inputs_.generation();
             graph_inputs_.reserve(*context_, recorder_.staged().size_bytes());
-            if (graph_inputs_.get() != inputs_before || input_scratch_.get() != captured_scratch_)
+            if (graph_inputs_.generation() != inputs_generation && !graphs_.empty()) {
+                ++stats_.invalidations;
                 drop_graphs();
-            captured_scratch_ = input_scratch_.get();
+            }
             check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
                   context_->device(), "beginning a CUDA graph capture");
+        } catch (const Error&) {  // e.g. no memory for the inputs: the pass runs eagerly
+            cudaGetLastError();
+            remember(uncapturable_, signature);
+            return false;
         }
         cudaGraph_t graph = nullptr;
         try {
@@ -746,7 +760,7 @@ class CudaBackend final : public Backend {
         }
         cudaGraphExec_t exec = nullptr;
         cudaError_t status = cudaStreamEndCapture(stream, &graph);
-        if (status == cudaSuccess && input_scratch_.get() == captured_scratch_ &&
+        if (status == cudaSuccess && input_scratch_.generation() == captured_scratch_generation_ &&
             std::equal(record.begin(), record.end(), recorder_.record().begin(),
                        recorder_.record().end()))
             status = cudaGraphInstantiate(&exec, graph, 0);
@@ -763,11 +777,19 @@ class CudaBackend final : public Backend {
         } else if (graphs_.size() >= kMaxGraphs) {
             drop_graph(graphs_.find(lru_.back()));
         }
-        lru_.push_front(signature);
-        auto [entry, inserted] =
-            graphs_.insert_or_assign(signature, StepGraph{exec, std::move(record), lru_.begin()});
+        StepGraph* entry = nullptr;
+        try {
+            lru_.push_front(signature);
+            entry = &graphs_.emplace(signature, StepGraph{exec, std::move(record), lru_.begin()})
+                         .first->second;
+        } catch (...) {  // no memory for the bookkeeping: keep the map and the list consistent
+            if (!lru_.empty() && lru_.front() == signature && !graphs_.contains(signature))
+                lru_.pop_front();
+            cudaGraphExecDestroy(exec);
+            throw;
+        }
         ++stats_.captures;
-        replay(entry->second);
+        replay(*entry);
         return true;
     }
 
@@ -819,7 +841,6 @@ class CudaBackend final : public Backend {
     DeviceScratch graph_inputs_;        // every graph's staged inputs (one pass runs at a time)
     const int* eager_batch_ = nullptr;  // where this eager pass uploaded its attention batch
 
-    mutable std::mutex step_mutex_;  // held for a whole run_step
     CudaGraphStats stats_;
     StepMode mode_ = StepMode::kEager;
     bool in_step_ = false;
@@ -828,7 +849,7 @@ class CudaBackend final : public Backend {
     std::list<std::uint64_t> lru_;            // graph signatures, most recently used first
     std::unordered_set<std::uint64_t> warm_;  // passes that have run eagerly once
     std::unordered_set<std::uint64_t> uncapturable_;
-    const void* captured_scratch_ = nullptr;  // input_scratch_'s address when graphs were captured
+    std::size_t captured_scratch_generation_ = 0;  // input_scratch_'s when graphs were captured
 };
 
 }  // namespace

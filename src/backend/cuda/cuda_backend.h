@@ -47,9 +47,10 @@ struct CudaOptions {
 
 // How a CUDA backend's passes ran (see CudaOptions::graphs). For tests, benchmarks and logs.
 struct CudaGraphStats {
-    std::size_t eager_passes = 0;  // run_step passes launched operation by operation
-    std::size_t captures = 0;      // graphs captured
-    std::size_t replays = 0;       // passes run as one graph launch (capturing passes included)
+    std::size_t eager_passes = 0;   // run_step passes launched operation by operation
+    std::size_t captures = 0;       // graphs captured
+    std::size_t replays = 0;        // passes run as one graph launch (capturing passes included)
+    std::size_t invalidations = 0;  // times every graph was dropped because memory they read moved
 };
 // Throws Error(kInternal) when `backend` is not a CUDA backend.
 CudaGraphStats cuda_graph_stats(const Backend& backend);
