@@ -4,6 +4,25 @@
 #include "common/error.h"
 
 namespace llmserve::backend {
+namespace {
+
+class HeapHostBuffer final : public HostBuffer {
+  public:
+    // Default-initialised: the pages stay untouched (not resident) until a result lands there.
+    explicit HeapHostBuffer(std::size_t floats) : data_(new float[floats]), size_(floats) {}
+    float* data() override { return data_.get(); }
+    std::size_t size() const override { return size_; }
+
+  private:
+    std::unique_ptr<float[]> data_;
+    std::size_t size_;
+};
+
+}  // namespace
+
+std::unique_ptr<HostBuffer> Backend::allocate_host(std::size_t floats) {
+    return std::make_unique<HeapHostBuffer>(floats);
+}
 
 KvFormat parse_kv_format(std::string_view text) {
     if (text == "f32") return KvFormat::kF32;

@@ -43,6 +43,15 @@ class DeviceBuffer {
     virtual std::size_t size() const = 0;  // floats
 };
 
+// Float32 host memory that results are copied into (page-locked where that makes the device's
+// copies faster). Its contents are undefined until written; pages are touched only when used.
+class HostBuffer {
+  public:
+    virtual ~HostBuffer() = default;
+    virtual float* data() = 0;
+    virtual std::size_t size() const = 0;  // floats
+};
+
 // A non-owning [rows, cols] view into a DeviceBuffer (row stride = cols).
 struct MatrixView {
     float* data = nullptr;
@@ -120,6 +129,9 @@ class Backend {
     virtual int threads() const = 0;
 
     virtual std::unique_ptr<DeviceBuffer> allocate(std::size_t floats) = 0;
+    // Host memory for results (logits) that copy_to_host / linear_to_host fill fastest. By
+    // default: plain heap memory.
+    virtual std::unique_ptr<HostBuffer> allocate_host(std::size_t floats);
     // Throws kInvalidArgument naming the format when this backend cannot keep the cache in it.
     virtual std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens,
                                                    int n_embd, KvFormat format) = 0;

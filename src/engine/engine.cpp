@@ -97,7 +97,7 @@ struct Engine::State {
     std::unique_ptr<KvBlockManager> blocks;
     std::unique_ptr<model::Workspace> workspace;
     LogitsProcessor processor;
-    std::vector<float> logits;
+    std::unique_ptr<backend::HostBuffer> logits;  // [workspace rows, vocab]
     std::vector<float> row_scratch;
 
     std::mutex mutex;  // guards waiting, stopping, stats
@@ -195,6 +195,8 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
                          std::max(options.max_running_sequences, options.max_samples_per_request);
     s.workspace =
         std::make_unique<model::Workspace>(s.model->backend(), config, max_rows, max_rows);
+    s.logits =
+        s.model->backend().allocate_host(static_cast<std::size_t>(max_rows) * config.vocab_size);
     s.stats.kv_blocks_total = num_blocks;
     s.stats.kv_blocks_free = num_blocks;
     release_free_heap_memory();  // what loading the model and tokenizer freed
@@ -611,8 +613,8 @@ bool Engine::State::step() {
     batch.block_tables = std::move(tables);
 
     const int vocab = model->config().vocab_size;
-    logits.resize(batch.logits_rows.size() * static_cast<std::size_t>(vocab));
-    model->forward(batch, *kv_storage, *workspace, logits);
+    model->forward(batch, *kv_storage, *workspace,
+                   {logits->data(), batch.logits_rows.size() * static_cast<std::size_t>(vocab)});
 
     // Advance the cache counters of everything that ran.
     for (auto& request : active) {
@@ -635,7 +637,7 @@ bool Engine::State::step() {
 
     for (std::size_t i = 0; i < logits_owners.size(); ++i) {
         const RowOwner& owner = logits_owners[i];
-        std::span<float> row(logits.data() + i * vocab, vocab);
+        std::span<float> row(logits->data() + i * vocab, vocab);
         ActiveRequest& r = *owner.request;
         if (owner.sample != nullptr) {
             accept_token(r, *owner.sample, row);
