@@ -101,6 +101,7 @@ TEST(ConfigTest, BadValuesNameTheVariableTheValueAndWhatIsAllowed) {
         {"LOG_LEVEL", "verbose", "debug, info, warn, error"},
         {"LOG_FORMAT", "xml", "text, json"},
         {"AUTH_EXEMPT_PROBES", "maybe", "true, false"},
+        {"CUDA_GRAPHS", "sometimes", "true, false"},
         {"API_KEYS", "a,,b", "non-empty keys"},
         {"API_KEYS", "has space", "without spaces"},
         {"HOST", "bad host!", "IP address or host name"},
@@ -139,6 +140,8 @@ TEST(ConfigTest, EngineSettingsDefaultsEnvironmentAndFlags) {
     EXPECT_EQ(defaults.kv_cache_mb, 0);
     EXPECT_EQ(defaults.max_batch_tokens, 256);
     EXPECT_EQ(defaults.kv_cache_dtype, backend::KvFormat::kF32);
+    EXPECT_TRUE(defaults.cuda_graphs);
+    EXPECT_FALSE(resolve_config(fake_environment({{"CUDA_GRAPHS", "false"}}), {}).cuda_graphs);
 
     const ServerConfig from_environment =
         resolve_config(fake_environment({{"DTYPE", "q8"},
@@ -178,6 +181,7 @@ TEST(ConfigTest, BadEngineSettingFlagsNameTheFlagAndVariable) {
         {"DTYPE", "--dtype"},
         {"KV_CACHE_MB", "--kv-cache-mb"},
         {"KV_CACHE_DTYPE", "--kv-cache-dtype"},
+        {"CUDA_GRAPHS", "--cuda-graphs"},
         {"MAX_BATCH_TOKENS", "--max-batch-tokens"}};
     for (const auto& [variable, flag] : cases) {
         const Error error = resolve_error({}, Flags{{variable, "nonsense"}});
