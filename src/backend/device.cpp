@@ -54,7 +54,8 @@ DeviceChoice select_device(std::string_view device, const DeviceOptions& options
                                                    devices.detail));
         try {
             return {make_cuda_backend(0, {.graphs = options.cuda_graphs}),
-                    fmt::format("DEVICE=auto: using cuda:0 ({})", describe_cuda_device(0))};
+                    fmt::format("DEVICE=auto: using cuda:0 ({}), CUDA graphs {}",
+                                describe_cuda_device(0), options.cuda_graphs ? "on" : "off")};
         } catch (const Error& error) {
             return cpu_choice(threads, fmt::format("DEVICE=auto: cuda:0 could not be used ({}), "
                                                    "using the CPU",
@@ -69,8 +70,8 @@ DeviceChoice select_device(std::string_view device, const DeviceOptions& options
              "DEVICE={}: only {} CUDA device(s) visible (cuda:0 to cuda:{})", device, devices.count,
              devices.count - 1);
     return {make_cuda_backend(*cuda_index, {.graphs = options.cuda_graphs}),
-            fmt::format("DEVICE={}: using cuda:{} ({})", device, *cuda_index,
-                        describe_cuda_device(*cuda_index))};
+            fmt::format("DEVICE={}: using cuda:{} ({}), CUDA graphs {}", device, *cuda_index,
+                        describe_cuda_device(*cuda_index), options.cuda_graphs ? "on" : "off")};
 #else
     if (device == "auto")
         return cpu_choice(threads,

@@ -30,6 +30,7 @@ TEST(DeviceSelection, AutoAndCudaAgree) {
     if (automatic.backend->name() == "cuda:0") {
         EXPECT_TRUE(cuda_compiled());
         EXPECT_TRUE(contains(automatic.reason, "using cuda:0")) << automatic.reason;
+        EXPECT_TRUE(contains(automatic.reason, "CUDA graphs on")) << automatic.reason;
         const DeviceChoice cuda = select_device("cuda", {.threads = 1});
         EXPECT_EQ(cuda.backend->name(), "cuda:0");
         EXPECT_EQ(select_device("cuda:0", {.threads = 1}).backend->name(), "cuda:0");
