@@ -18,7 +18,7 @@
 #
 # Environment: CUDA_ARCHS (CMAKE_CUDA_ARCHITECTURES; default "native" when building on a GPU
 # machine, "90" for a bundle: H100/H200), SHAPES (default gpt2,gpt2-medium,gpt2-large), JOBS,
-# BUILD, BENCH_SECONDS (each llmserve bench run's time limit, default 150). Logs go to $OUT when it is set (the device tool brings them back), else to $BUILD/logs.
+# BUILD, BENCH_SECONDS (each llmserve bench run's time limit, default 120). Logs go to $OUT when it is set (the device tool brings them back), else to $BUILD/logs.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -141,7 +141,7 @@ echo "== llmserve bench on the GPU"
 bench() {  # name, then llmserve bench arguments
     local name=$1
     shift
-    timeout "${BENCH_SECONDS:-150}" "$LLMSERVE" bench --device cuda --weights-dtype f16 \
+    timeout "${BENCH_SECONDS:-120}" "$LLMSERVE" bench --device cuda --weights-dtype f16 \
         --json "$LOGS/bench.$name.json" "$@" >"$LOGS/bench.$name.log" 2>&1 \
         || SUMMARY+=("llmserve bench $name: FAILED (see bench.$name.log)")
     cat "$LOGS/bench.$name.log"
