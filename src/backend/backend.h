@@ -149,8 +149,7 @@ class Backend {
     // out_features]
     virtual void embedding(const Weight& table, std::span<const std::int32_t> ids,
                            MatrixView out) = 0;
-    // y = epilogue(x·W): see LinearEpilogue.                 x: [M, in]  y: [M, out] (never aliases
-    // x)
+    // y = epilogue(x·W), see LinearEpilogue.     x: [M, in]  y: [M, out], never aliasing x
     virtual void linear(MatrixView x, const Weight& w, const LinearEpilogue& epilogue,
                         MatrixView y) = 0;
     void linear(MatrixView x, const Weight& w, const DeviceBuffer* bias, MatrixView y) {
