@@ -1,9 +1,12 @@
-// CUDA graphs: the host-side bookkeeping (signatures, staged inputs) on any machine, and on a GPU
-// the end-to-end rule that replaying graphs computes exactly what launching every kernel does.
+// CUDA graphs: the host-side bookkeeping (signatures, staged inputs, which graphs to keep) on any
+// machine, and on a GPU the end-to-end rule that replaying graphs computes exactly what launching
+// every kernel does.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 
+#include "backend/cuda/graph_cache.h"
 #include "backend/cuda/step_recorder.h"
 #include "model/gpt2.h"
 #include "tests/backend_cuda/cuda_test_support.h"
@@ -11,6 +14,7 @@
 namespace llmserve::testing {
 namespace {
 
+using backend::cuda::GraphCache;
 using backend::cuda::staging_capacity;
 using backend::cuda::StepRecorder;
 
@@ -82,6 +86,84 @@ TEST(StepRecorder, FindsOnlyAnExactRepeatOfTheLastInput) {
     EXPECT_FALSE(recorder.find_last(std::vector<int>{0, 1, 0, 0, 7, 9}).has_value());
     EXPECT_FALSE(recorder.find_last(std::vector<int>{0, 1, 0, 0, 7}).has_value());
     EXPECT_FALSE(recorder.find_last(std::vector<int>{4, 4}).has_value()) << "only the last one";
+}
+
+// GraphCache with ints for graphs, recording which were destroyed.
+struct CacheHarness {
+    std::vector<int> destroyed;
+    GraphCache<int> cache{2, [this](int& graph) { destroyed.push_back(graph); }};
+    static std::vector<unsigned char> record(unsigned char tag) { return {tag, 1, 2, 3}; }
+};
+
+TEST(GraphCache, EagerFirstThenCaptureThenReplay) {
+    CacheHarness h;
+    const auto record = CacheHarness::record(7);
+    EXPECT_EQ(h.cache.decide(7, record).action, GraphCache<int>::Action::kEager);
+    h.cache.ran_eagerly(7);
+    EXPECT_EQ(h.cache.decide(7, record).action, GraphCache<int>::Action::kCapture);
+    h.cache.add(7, record, 70);
+    const auto replay = h.cache.decide(7, record);
+    ASSERT_EQ(replay.action, GraphCache<int>::Action::kReplay);
+    ASSERT_NE(replay.graph, nullptr);
+    EXPECT_EQ(*replay.graph, 70);
+    EXPECT_TRUE(h.destroyed.empty());
+}
+
+TEST(GraphCache, ARecordThatFailedToCaptureStaysEager) {
+    CacheHarness h;
+    const auto record = CacheHarness::record(3);
+    h.cache.ran_eagerly(3);
+    h.cache.capture_failed(3);
+    EXPECT_EQ(h.cache.decide(3, record).action, GraphCache<int>::Action::kEager);
+}
+
+TEST(GraphCache, SameHashWithAnotherRecordNeverReplaysTheOthersGraph) {
+    CacheHarness h;
+    h.cache.ran_eagerly(5);
+    h.cache.add(5, CacheHarness::record(1), 10);
+    EXPECT_EQ(h.cache.decide(5, CacheHarness::record(2)).action, GraphCache<int>::Action::kCapture);
+    h.cache.add(5, CacheHarness::record(2), 20);  // replaces (and frees) the first
+    EXPECT_EQ(h.destroyed, std::vector<int>{10});
+    EXPECT_EQ(h.cache.size(), 1u);
+    EXPECT_EQ(*h.cache.decide(5, CacheHarness::record(2)).graph, 20);
+}
+
+TEST(GraphCache, TheLeastRecentlyUsedGraphGoesFirst) {
+    CacheHarness h;  // room for two
+    h.cache.add(1, CacheHarness::record(1), 10);
+    h.cache.add(2, CacheHarness::record(2), 20);
+    h.cache.decide(1, CacheHarness::record(1));  // 1 is now the most recently used
+    h.cache.add(3, CacheHarness::record(3), 30);
+    EXPECT_EQ(h.destroyed, std::vector<int>{20});
+    EXPECT_EQ(h.cache.decide(1, CacheHarness::record(1)).action, GraphCache<int>::Action::kReplay);
+    EXPECT_EQ(h.cache.decide(3, CacheHarness::record(3)).action, GraphCache<int>::Action::kReplay);
+    EXPECT_NE(h.cache.decide(2, CacheHarness::record(2)).action, GraphCache<int>::Action::kReplay);
+}
+
+TEST(GraphCache, MovedMemoryDropsEveryGraphButRecordsStayWarm) {
+    CacheHarness h;
+    EXPECT_FALSE(h.cache.invalidate_if_moved(1)) << "no graphs yet: nothing dropped";
+    h.cache.ran_eagerly(1);
+    h.cache.add(1, CacheHarness::record(1), 10);
+    h.cache.add(2, CacheHarness::record(2), 20);
+    EXPECT_FALSE(h.cache.invalidate_if_moved(1)) << "same generation";
+    EXPECT_EQ(h.cache.size(), 2u);
+    EXPECT_TRUE(h.cache.invalidate_if_moved(2));
+    EXPECT_EQ(h.cache.size(), 0u);
+    std::sort(h.destroyed.begin(), h.destroyed.end());
+    EXPECT_EQ(h.destroyed, (std::vector<int>{10, 20}));
+    EXPECT_EQ(h.cache.decide(1, CacheHarness::record(1)).action, GraphCache<int>::Action::kCapture);
+}
+
+TEST(GraphCache, DestroysWhatItHoldsWhenDestroyed) {
+    std::vector<int> destroyed;
+    {
+        GraphCache<int> cache(4, [&](int& graph) { destroyed.push_back(graph); });
+        cache.add(1, CacheHarness::record(1), 10);
+        cache.add(2, CacheHarness::record(2), 20);
+    }
+    std::sort(destroyed.begin(), destroyed.end());
+    EXPECT_EQ(destroyed, (std::vector<int>{10, 20}));
 }
 
 // A fixed script of forward passes over a private KV cache, so that two backends see exactly the

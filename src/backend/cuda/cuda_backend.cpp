@@ -7,14 +7,12 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <list>
 #include <mutex>
-#include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "backend/cuda/attention_batch.h"
+#include "backend/cuda/graph_cache.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/paged_layout.h"
 #include "backend/cuda/step_recorder.h"
@@ -376,13 +374,6 @@ enum class StepMode {
     kCapture,  // launched into a CUDA graph being captured
 };
 
-// A captured pass: its executable graph and the record it was captured from.
-struct StepGraph {
-    cudaGraphExec_t exec = nullptr;
-    std::vector<unsigned char> record;
-    std::list<std::uint64_t>::iterator lru;
-};
-
 class CudaBackend final : public Backend {
   public:
     CudaBackend(int device, const CudaOptions& options)
@@ -391,13 +382,13 @@ class CudaBackend final : public Backend {
           index_scratch_("row indices"),
           attention_scratch_("attention block tables"),
           input_scratch_("GEMM inputs"),
-          graph_inputs_("the inputs of CUDA graphs") {}
+          graph_inputs_("the inputs of CUDA graphs"),
+          graphs_(kMaxGraphs, [](cudaGraphExec_t& graph) { cudaGraphExecDestroy(graph); }) {}
 
     ~CudaBackend() override {
         // Queued work may still use the scratch buffers freed next.
         cudaSetDevice(context_->device());
         cudaStreamSynchronize(context_->stream());
-        drop_graphs();
     }
 
     std::string name() const override { return fmt::format("cuda:{}", context_->device()); }
@@ -676,23 +667,18 @@ class CudaBackend final : public Backend {
         }
         run_pass(StepMode::kRecord, issue);
         const std::uint64_t signature = recorder_.signature();
-        // An eager pass since the last capture may have moved the GEMM scratch that every graph
-        // reads (growing it frees the old memory).
-        if (input_scratch_.generation() != captured_scratch_generation_) {
-            if (!graphs_.empty()) ++stats_.invalidations;
-            drop_graphs();
-            captured_scratch_generation_ = input_scratch_.generation();
-        }
-        if (StepGraph* graph = find_graph(signature)) {
-            replay(*graph);
+        // An eager pass since the last capture may have reallocated the GEMM scratch that every
+        // graph reads.
+        if (graphs_.invalidate_if_moved(input_scratch_.generation())) ++stats_.invalidations;
+        const auto decision = graphs_.decide(signature, recorder_.record());
+        if (decision.action == Graphs::Action::kReplay) {
+            replay(*decision.graph);
             return;
         }
-        const bool warm = warm_.contains(signature);
-        if (!warm || uncapturable_.contains(signature) || !capture(signature, issue)) {
-            run_pass(StepMode::kEager, issue);
-            ++stats_.eager_passes;
-            if (!warm) remember(warm_, signature);
-        }
+        if (decision.action == Graphs::Action::kCapture && capture(signature, issue)) return;
+        run_pass(StepMode::kEager, issue);
+        ++stats_.eager_passes;
+        graphs_.ran_eagerly(signature);
     }
 
     CudaGraphStats graph_stats() const {
@@ -703,6 +689,7 @@ class CudaBackend final : public Backend {
   private:
     static constexpr int kMaxGraphRows = 256;
     static constexpr std::size_t kMaxGraphs = 128;  // least recently used ones are dropped
+    using Graphs = cuda::GraphCache<cudaGraphExec_t>;
 
     // Every operation calls this under the context lock, before staging or launching anything.
     void begin_call() {
@@ -747,36 +734,26 @@ class CudaBackend final : public Backend {
         return static_cast<const int*>(graph_inputs_.get()) + offset;
     }
 
-    StepGraph* find_graph(std::uint64_t signature) {
-        const auto found = graphs_.find(signature);
-        if (found == graphs_.end()) return nullptr;
-        const auto record = recorder_.record();
-        if (!std::equal(record.begin(), record.end(), found->second.record.begin(),
-                        found->second.record.end()))
-            return nullptr;  // a hash collision: this pass runs eagerly
-        lru_.splice(lru_.begin(), lru_, found->second.lru);
-        return &found->second;
-    }
-
     // Captures the pass recorded as `signature` into a graph and runs it. False when capturing
-    // failed: the pass has not run, and this signature is never captured again.
+    // failed: the pass has not run, and GraphCache keeps it eager from then on.
     bool capture(std::uint64_t signature, const std::function<void()>& issue) {
         std::vector<unsigned char> record(recorder_.record().begin(), recorder_.record().end());
+        const std::size_t scratch_generation = input_scratch_.generation();
         const cudaStream_t stream = context_->stream();
         try {
             // Graphs read their inputs at the address they were captured with: moving the input
             // area invalidates every graph.
             const std::size_t inputs_generation = graph_inputs_.generation();
             graph_inputs_.reserve(*context_, recorder_.staged().size_bytes());
-            if (graph_inputs_.generation() != inputs_generation && !graphs_.empty()) {
+            if (graph_inputs_.generation() != inputs_generation && graphs_.size() > 0) {
                 ++stats_.invalidations;
-                drop_graphs();
+                graphs_.clear();
             }
             check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
                   context_->device(), "beginning a CUDA graph capture");
         } catch (const Error&) {  // e.g. no memory for the inputs: the pass runs eagerly
             cudaGetLastError();
-            remember(uncapturable_, signature);
+            graphs_.capture_failed(signature);
             return false;
         }
         cudaGraph_t graph = nullptr;
@@ -786,47 +763,30 @@ class CudaBackend final : public Backend {
             cudaStreamEndCapture(stream, &graph);
             if (graph != nullptr) cudaGraphDestroy(graph);
             cudaGetLastError();
-            remember(uncapturable_, signature);
+            graphs_.capture_failed(signature);
             return false;
         }
         cudaGraphExec_t exec = nullptr;
         cudaError_t status = cudaStreamEndCapture(stream, &graph);
-        if (status == cudaSuccess && input_scratch_.generation() == captured_scratch_generation_ &&
-            std::equal(record.begin(), record.end(), recorder_.record().begin(),
-                       recorder_.record().end()))
+        if (status == cudaSuccess && input_scratch_.generation() == scratch_generation &&
+            std::ranges::equal(record, recorder_.record()))
             status = cudaGraphInstantiate(&exec, graph, 0);
         else if (status == cudaSuccess)
             status = cudaErrorStreamCaptureInvalidated;  // the pass changed while capturing
         if (graph != nullptr) cudaGraphDestroy(graph);
         if (status != cudaSuccess) {
             cudaGetLastError();
-            remember(uncapturable_, signature);
+            graphs_.capture_failed(signature);
             return false;
         }
-        if (const auto same = graphs_.find(signature); same != graphs_.end()) {
-            drop_graph(same);  // a hash collision: the newer pass takes the slot
-        } else if (graphs_.size() >= kMaxGraphs) {
-            drop_graph(graphs_.find(lru_.back()));
-        }
-        StepGraph* entry = nullptr;
-        try {
-            lru_.push_front(signature);
-            entry = &graphs_.emplace(signature, StepGraph{exec, std::move(record), lru_.begin()})
-                         .first->second;
-        } catch (...) {  // no memory for the bookkeeping: keep the map and the list consistent
-            if (!lru_.empty() && lru_.front() == signature && !graphs_.contains(signature))
-                lru_.pop_front();
-            cudaGraphExecDestroy(exec);
-            throw;
-        }
         ++stats_.captures;
-        replay(*entry);
+        replay(graphs_.add(signature, record, exec));
         return true;
     }
 
     // Uploads the recorded pass's inputs to where the graph reads them, runs the graph and
     // delivers its host copies.
-    void replay(const StepGraph& graph) {
+    void replay(cudaGraphExec_t graph) {
         std::lock_guard lock(context_->mutex());
         context_->activate();
         const int device = context_->device();
@@ -836,32 +796,13 @@ class CudaBackend final : public Backend {
             check(cudaMemcpyAsync(const_cast<void*>(graph_inputs_.get()), staged.data(),
                                   staged.size_bytes(), cudaMemcpyHostToDevice, stream),
                   device, "uploading the inputs of a CUDA graph");
-        check(cudaGraphLaunch(graph.exec, stream), device, "launching a CUDA graph");
+        check(cudaGraphLaunch(graph, stream), device, "launching a CUDA graph");
         for (const cuda::StepRecorder::HostCopy& copy : recorder_.host_copies())
             check(
                 cudaMemcpyAsync(copy.host, copy.device, copy.bytes, cudaMemcpyDeviceToHost, stream),
                 device, "copying results to the host");
         context_->synchronize("running a CUDA graph");
         ++stats_.replays;
-    }
-
-    // Sets of signatures stay bounded in a long-running server (forgetting one only costs an
-    // eager pass).
-    static void remember(std::unordered_set<std::uint64_t>& set, std::uint64_t signature) {
-        if (set.size() >= 4 * kMaxGraphs) set.clear();
-        set.insert(signature);
-    }
-
-    void drop_graph(std::unordered_map<std::uint64_t, StepGraph>::iterator graph) {
-        cudaGraphExecDestroy(graph->second.exec);
-        lru_.erase(graph->second.lru);
-        graphs_.erase(graph);
-    }
-
-    void drop_graphs() {
-        for (auto& [signature, graph] : graphs_) cudaGraphExecDestroy(graph.exec);
-        graphs_.clear();
-        lru_.clear();
     }
 
     std::shared_ptr<CudaContext> context_;
@@ -876,11 +817,7 @@ class CudaBackend final : public Backend {
     StepMode mode_ = StepMode::kEager;
     bool in_step_ = false;
     cuda::StepRecorder recorder_;
-    std::unordered_map<std::uint64_t, StepGraph> graphs_;
-    std::list<std::uint64_t> lru_;            // graph signatures, most recently used first
-    std::unordered_set<std::uint64_t> warm_;  // passes that have run eagerly once
-    std::unordered_set<std::uint64_t> uncapturable_;
-    std::size_t captured_scratch_generation_ = 0;  // input_scratch_'s when graphs were captured
+    Graphs graphs_;  // after the scratch buffers: destroyed first
 };
 
 }  // namespace
