@@ -215,7 +215,8 @@ TEST(DecoderOps, AttentionRefusesShapesThatDoNotFit) {
         backend->attention({qkv->data(), 1, qkv_cols}, batch, *kv, 0, params,
                            {out->data(), 1, out_cols});
     };
-    const AttentionParams good{.n_head = 4, .n_kv_head = 2, .head_dim = 16, .scale = 0.25f};
+    const AttentionParams good{
+        .n_head = 4, .n_kv_head = 2, .head_dim = 16, .scale = 0.25f, .rotary = {}};
     EXPECT_NO_THROW(run(good, 8 * 16, 4 * 16));
     AttentionParams bad = good;
     bad.n_kv_head = 3;  // not a divisor of the heads, nor the cache's width

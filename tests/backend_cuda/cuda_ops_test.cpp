@@ -366,7 +366,11 @@ struct AttentionHarness {
         std::vector<std::span<const int>> tables;
         for (const Sequence& s : sequences) tables.emplace_back(s.table);
         const AttentionBatch batch{positions, row_sequence, tables, block_tokens};
-        const AttentionParams params{n_head, 1.0f / std::sqrt(static_cast<float>(head_dim))};
+        const AttentionParams params{.n_head = n_head,
+                                     .n_kv_head = n_head,
+                                     .head_dim = head_dim,
+                                     .scale = 1.0f / std::sqrt(static_cast<float>(head_dim)),
+                                     .rotary = {}};
         const int m = static_cast<int>(rows.size());
         const auto qkv = normal_values(rng, static_cast<std::size_t>(m) * 3 * n_embd, 0.0f, 1.0f);
         auto qkv_gpu = upload(gpu, qkv, m, 3 * n_embd);

@@ -563,10 +563,25 @@ class CudaBackend final : public Backend {
         check_launch(context_->device(), "add");
     }
 
+    // The Llama-family ops are not implemented in this backend yet (the cuda branch adds them):
+    // they are refused, naming what is missing, rather than approximated.
+    void rms_norm(MatrixView, const DeviceBuffer&, float, MatrixView) override {
+        fail(ErrorCode::kUnsupported, "the cuda backend has no rms_norm yet (DEVICE=cpu runs it)");
+    }
+    void gated_activation(MatrixView, Activation, MatrixView) override {
+        fail(ErrorCode::kUnsupported,
+             "the cuda backend has no gated activation yet (DEVICE=cpu runs it)");
+    }
+
     void attention(MatrixView qkv, const AttentionBatch& batch, KvStorage& storage, int layer,
                    const AttentionParams& params, MatrixView out) override {
         auto& kv = static_cast<CudaKvStorage&>(storage);
         const KvLayout& layout = kv.layout();
+        if (params.n_kv_head != params.n_head || params.window != 0 || params.q_norm != nullptr ||
+            params.rotary.inv_freq != nullptr || params.head_dim * params.n_head != out.cols)
+            fail(ErrorCode::kUnsupported,
+                 "the cuda backend's attention has no grouped-query heads, sliding windows, q/k "
+                 "norms, rotary embeddings or head_dim override yet (DEVICE=cpu runs them)");
         const int n_embd = out.cols;
         if (n_embd != layout.n_embd || qkv.cols != 3 * n_embd || qkv.rows != out.rows ||
             static_cast<std::size_t>(qkv.rows) != batch.positions.size())
