@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "tokenizer/utf8.h"
+
 namespace llmserve::tokenizer {
 namespace {
 
@@ -101,9 +103,15 @@ void PieceCache::store(std::string_view piece, std::span<const TokenId> ids) {
 }
 
 void BpeModel::encode_piece(std::string_view piece, std::vector<TokenId>& out) const {
-    if (piece.size() == 1) {
-        out.push_back(byte_ids_[static_cast<std::uint8_t>(piece[0])]);
+    if (piece.size() == 1 && symbols_.byte_level) {
+        out.push_back(symbols_.byte_ids[static_cast<std::uint8_t>(piece[0])]);
         return;
+    }
+    if (!whole_pieces_.empty()) {
+        if (const auto it = whole_pieces_.find(piece); it != whole_pieces_.end()) {
+            out.push_back(it->second);
+            return;
+        }
     }
     if (piece.size() <= PieceCache::kMaxPieceBytes && cache_.lookup(piece, out)) return;
     const std::size_t first_new = out.size();
@@ -111,12 +119,56 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<TokenId>& out) c
     cache_.store(piece, std::span(out).subspan(first_new));
 }
 
+void BpeModel::append_initial_symbols(std::string_view piece, std::vector<TokenId>& ids) const {
+    if (symbols_.byte_level) {
+        for (const char byte : piece) ids.push_back(symbols_.byte_ids[static_cast<std::uint8_t>(byte)]);
+        return;
+    }
+    // HF's BPE::merge_word: unknown characters become byte tokens, else the (fused) unknown
+    // token, which is only appended once a known character or the end follows.
+    TokenId pending_unk = -1;
+    for (std::size_t pos = 0; pos < piece.size();) {
+        const auto lead = static_cast<std::uint8_t>(piece[pos]);
+        const std::size_t length = next_utf8_sequence(piece, pos).length;
+        TokenId id = -1;
+        if (lead < 0x80) {
+            id = symbols_.byte_ids[lead];
+        } else if (const auto it = symbols_.char_ids.find(piece.substr(pos, length));
+                   it != symbols_.char_ids.end()) {
+            id = it->second;
+        }
+        const std::string_view character = piece.substr(pos, length);
+        pos += length;
+        if (id >= 0) {
+            if (pending_unk >= 0) ids.push_back(pending_unk);
+            pending_unk = -1;
+            ids.push_back(id);
+            continue;
+        }
+        if (symbols_.byte_fallback &&
+            std::all_of(character.begin(), character.end(), [this](char byte) {
+                return symbols_.fallback_ids[static_cast<std::uint8_t>(byte)] >= 0;
+            })) {
+            for (const char byte : character)
+                ids.push_back(symbols_.fallback_ids[static_cast<std::uint8_t>(byte)]);
+            continue;
+        }
+        if (symbols_.unk < 0) continue;
+        if (pending_unk >= 0 && !symbols_.fuse_unk) ids.push_back(pending_unk);
+        pending_unk = symbols_.unk;
+    }
+    if (pending_unk >= 0) ids.push_back(pending_unk);
+}
+
 void BpeModel::merge_piece(std::string_view piece, std::vector<TokenId>& out) const {
-    const auto count = static_cast<std::int32_t>(piece.size());
-    std::vector<Symbol> symbols(piece.size());
+    std::vector<TokenId> initial;
+    initial.reserve(piece.size());
+    append_initial_symbols(piece, initial);
+    if (initial.empty()) return;
+    const auto count = static_cast<std::int32_t>(initial.size());
+    std::vector<Symbol> symbols(initial.size());
     for (std::int32_t i = 0; i < count; ++i) {
-        symbols[i] = {byte_ids_[static_cast<std::uint8_t>(piece[i])], i - 1,
-                      i + 1 < count ? i + 1 : kNone};
+        symbols[i] = {initial[i], i - 1, i + 1 < count ? i + 1 : kNone};
     }
 
     std::vector<Candidate> queue;
