@@ -85,6 +85,34 @@ const MergeResult* MergeTable::find(TokenId left, TokenId right) const {
     return slot.key == key ? &slot.merge : nullptr;
 }
 
+std::size_t CharPairSet::slot_of(std::uint64_t key) const {
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t slot = static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+    while (slots_[slot] != key && slots_[slot] != kEmpty) slot = (slot + 1) & mask;
+    return slot;
+}
+
+void CharPairSet::insert(char32_t left, char32_t right) {
+    if ((size_ + 1) * 3 > slots_.size() * 2) {
+        std::vector<std::uint64_t> old(std::max<std::size_t>(64, slots_.size() * 2), kEmpty);
+        old.swap(slots_);
+        for (const std::uint64_t key : old)
+            if (key != kEmpty) slots_[slot_of(key)] = key;
+    }
+    const std::uint64_t key = static_cast<std::uint64_t>(left) << 32 | right;
+    std::uint64_t& slot = slots_[slot_of(key)];
+    if (slot == kEmpty) {
+        slot = key;
+        ++size_;
+    }
+}
+
+bool CharPairSet::contains(char32_t left, char32_t right) const {
+    if (slots_.empty()) return false;
+    const std::uint64_t key = static_cast<std::uint64_t>(left) << 32 | right;
+    return slots_[slot_of(key)] == key;
+}
+
 bool PieceCache::lookup(std::string_view piece, std::vector<TokenId>& out) const {
     const Shard& shard = shard_for(piece);
     std::lock_guard lock(shard.mutex);
@@ -107,12 +135,43 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<TokenId>& out) c
         out.push_back(symbols_.byte_ids[static_cast<std::uint8_t>(piece[0])]);
         return;
     }
-    if (!whole_pieces_.empty()) {
+    const CharPairSet& joinable = symbols_.joinable_pairs;
+    if (joinable.empty()) {
+        // The cache holds whole pieces' results, the ignore_merges shortcut included: checked
+        // first, it keeps the (large, scattered) vocabulary map out of the common case.
+        if (piece.size() <= PieceCache::kMaxPieceBytes && cache_.lookup(piece, out)) return;
+        const std::size_t first_new = out.size();
         if (const auto it = whole_pieces_.find(piece); it != whole_pieces_.end()) {
             out.push_back(it->second);
-            return;
+        } else {
+            merge_piece(piece, out);
         }
+        cache_.store(piece, std::span(out).subspan(first_new));
+        return;
     }
+    // Split at unjoinable pairs, the cache holds the parts' merges; the ignore_merges shortcut
+    // applies to the whole piece only.
+    if (const auto it = whole_pieces_.find(piece); it != whole_pieces_.end()) {
+        out.push_back(it->second);
+        return;
+    }
+    std::size_t part_start = 0;
+    std::size_t pos = next_utf8_sequence(piece, 0).length;
+    char32_t previous = decode_code_point(piece, 0, pos);
+    while (pos < piece.size()) {
+        const std::size_t length = next_utf8_sequence(piece, pos).length;
+        const char32_t current = decode_code_point(piece, pos, length);
+        if (!joinable.contains(previous, current)) {
+            merge_cached(piece.substr(part_start, pos - part_start), out);
+            part_start = pos;
+        }
+        previous = current;
+        pos += length;
+    }
+    merge_cached(piece.substr(part_start), out);
+}
+
+void BpeModel::merge_cached(std::string_view piece, std::vector<TokenId>& out) const {
     if (piece.size() <= PieceCache::kMaxPieceBytes && cache_.lookup(piece, out)) return;
     const std::size_t first_new = out.size();
     merge_piece(piece, out);

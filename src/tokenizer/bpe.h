@@ -48,6 +48,21 @@ class MergeTable {
     std::size_t size_ = 0;
 };
 
+// A set of code-point pairs (open addressing, one allocation): which adjacent characters occur
+// together inside some token.
+class CharPairSet {
+  public:
+    void insert(char32_t left, char32_t right);
+    bool contains(char32_t left, char32_t right) const;
+    bool empty() const { return size_ == 0; }
+
+  private:
+    static constexpr std::uint64_t kEmpty = ~std::uint64_t{0};
+    std::size_t slot_of(std::uint64_t key) const;
+    std::vector<std::uint64_t> slots_;
+    std::size_t size_ = 0;
+};
+
 // Maps pieces to their token ids. Safe for concurrent use: 16 mutex-guarded shards, each holding
 // at most kShardCapacity pieces of at most kMaxPieceBytes; a full shard is emptied and refilled.
 class PieceCache {
@@ -89,6 +104,12 @@ struct InitialSymbols {
     std::array<TokenId, 256> fallback_ids{};
     TokenId unk = -1;  // -1: a character with no token is dropped, as HF's BPE does
     bool fuse_unk = false;
+    // Not byte-level, when no merge involves a byte-fallback or unknown token: the character
+    // pairs found inside tokens. No merge can join two characters that no token holds side by
+    // side, so a piece splits there into parts merged independently with the same result
+    // (SentencePiece-style pre-tokenizers leave whole texts as one piece; this makes its words
+    // cacheable).
+    CharPairSet joinable_pairs;
 };
 
 class BpeModel {
@@ -110,6 +131,8 @@ class BpeModel {
     // adjacent pair (the leftmost on ties), as HF tokenizers' BPE does; O(n log n) in the piece
     // length.
     void merge_piece(std::string_view piece, std::vector<TokenId>& out) const;
+    // merge_piece through the cache.
+    void merge_cached(std::string_view piece, std::vector<TokenId>& out) const;
     void append_initial_symbols(std::string_view piece, std::vector<TokenId>& ids) const;
 
     InitialSymbols symbols_;

@@ -482,7 +482,41 @@ class StateBuilder {
             symbols.unk = it->second;
         }
         symbols.fuse_unk = spec_.fuse_unk;
+        if (!merges_join_unknowns(symbols)) {
+            for (const auto& [id, text] : vocab_bytes_) add_joinable_pairs(text, symbols.joinable_pairs);
+            for (const AddedTokenSpec& added : spec_.added)
+                add_joinable_pairs(added.content, symbols.joinable_pairs);
+        }
         return symbols;
+    }
+
+    static void add_joinable_pairs(std::string_view token, CharPairSet& pairs) {
+        if (token.empty()) return;
+        std::size_t pos = next_utf8_sequence(token, 0).length;
+        char32_t previous = decode_code_point(token, 0, pos);
+        while (pos < token.size()) {
+            const std::size_t length = next_utf8_sequence(token, pos).length;
+            const char32_t current = decode_code_point(token, pos, length);
+            pairs.insert(previous, current);
+            previous = current;
+            pos += length;
+        }
+    }
+
+    // Whether a merge names a byte-fallback or the unknown token, whose characters are not the
+    // text's: then pieces are not split at unjoinable pairs.
+    bool merges_join_unknowns(const InitialSymbols& symbols) const {
+        std::unordered_map<TokenId, bool> special;
+        for (const TokenId id : symbols.fallback_ids)
+            if (id >= 0) special[id] = true;
+        if (symbols.unk >= 0) special[symbols.unk] = true;
+        for (const MergeRule& rule : spec_.merges) {
+            for (const std::string* side : {&rule.left, &rule.right}) {
+                const auto it = vocab_ids_.find(*side);
+                if (it != vocab_ids_.end() && special.contains(it->second)) return true;
+            }
+        }
+        return false;
     }
 
     // ignore_merges: a piece that is a vocabulary token as it stands is that token.
