@@ -62,8 +62,9 @@ AddedTokenMatcher::AddedTokenMatcher(std::vector<AddedTokenPattern> tokens)
         for (const char c : content) {
             const auto byte = static_cast<unsigned char>(c);
             auto& children = trie_[node].children;
-            auto it = std::lower_bound(children.begin(), children.end(), byte,
-                                       [](const auto& child, unsigned char b) { return child.first < b; });
+            auto it = std::lower_bound(
+                children.begin(), children.end(), byte,
+                [](const auto& child, unsigned char b) { return child.first < b; });
             if (it == children.end() || it->first != byte) {
                 const auto child = static_cast<std::int32_t>(trie_.size());
                 it = children.insert(it, {byte, child});
@@ -85,8 +86,9 @@ std::pair<std::int32_t, std::size_t> AddedTokenMatcher::longest_at(std::string_v
     for (std::size_t i = pos; i < text.size(); ++i) {
         const auto byte = static_cast<unsigned char>(text[i]);
         const auto& children = trie_[node].children;
-        const auto it = std::lower_bound(children.begin(), children.end(), byte,
-                                         [](const auto& child, unsigned char b) { return child.first < b; });
+        const auto it =
+            std::lower_bound(children.begin(), children.end(), byte,
+                             [](const auto& child, unsigned char b) { return child.first < b; });
         if (it == children.end() || it->first != byte) break;
         node = it->second;
         if (trie_[node].token >= 0) best = {trie_[node].token, i + 1 - pos};
@@ -94,9 +96,9 @@ std::pair<std::int32_t, std::size_t> AddedTokenMatcher::longest_at(std::string_v
     return best;
 }
 
-void AddedTokenMatcher::split(
-    std::string_view text, const std::function<void(std::string_view, std::size_t)>& on_text,
-    const std::function<void(TokenId)>& on_token) const {
+void AddedTokenMatcher::split(std::string_view text,
+                              const std::function<void(std::string_view, std::size_t)>& on_text,
+                              const std::function<void(TokenId)>& on_token) const {
     std::size_t emitted = 0;  // end of the last match (its absorbed whitespace included)
     std::size_t pos = 0;
     while (pos < text.size()) {

@@ -3,8 +3,8 @@
 // and rstrip.
 #pragma once
 
-#include <cstddef>
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -180,7 +180,8 @@ void BpeModel::merge_cached(std::string_view piece, std::vector<TokenId>& out) c
 
 void BpeModel::append_initial_symbols(std::string_view piece, std::vector<TokenId>& ids) const {
     if (symbols_.byte_level) {
-        for (const char byte : piece) ids.push_back(symbols_.byte_ids[static_cast<std::uint8_t>(byte)]);
+        for (const char byte : piece)
+            ids.push_back(symbols_.byte_ids[static_cast<std::uint8_t>(byte)]);
         return;
     }
     // HF's BPE::merge_word: unknown characters become byte tokens, else the (fused) unknown

@@ -74,8 +74,8 @@ std::string single_char(const json& object, std::string_view key, std::string_vi
                         std::string_view source) {
     std::string text = string_field(object, key, path, source);
     if (text.empty() || next_utf8_sequence(text, 0).length != text.size()) {
-        fail(ErrorCode::kCorruptData, "{}: {}.{} must be one character, got {}", source, path,
-             key, json(text).dump());
+        fail(ErrorCode::kCorruptData, "{}: {}.{} must be one character, got {}", source, path, key,
+             json(text).dump());
     }
     return text;
 }
@@ -193,7 +193,8 @@ void add_pre_tokenizer(const json& value, const std::string& path, std::string_v
     } else if (type == "ByteLevel") {
         if (boolean(value, "add_prefix_space", true, path, source))
             spec.steps.push_back({Kind::kPrefixSpace});
-        if (boolean(value, "use_regex", true, path, source)) spec.steps.push_back({Kind::kGpt2Regex});
+        if (boolean(value, "use_regex", true, path, source))
+            spec.steps.push_back({Kind::kGpt2Regex});
         spec.byte_level = true;
     } else if (type == "Metaspace") {
         PreTokenizerStep step{Kind::kMetaspace};
@@ -248,7 +249,8 @@ void add_decoder(const json& value, const std::string& path, std::string_view so
             fail_unsupported(source, path, value["pattern"],
                              "a Replace decoder's pattern must be a String");
         }
-        DecoderStep step{Kind::kReplace, pattern.literal, string_field(value, "content", path, source)};
+        DecoderStep step{Kind::kReplace, pattern.literal,
+                         string_field(value, "content", path, source)};
         chain.per_token.push_back(std::move(step));
     } else if (type == "Strip") {
         DecoderStep step{Kind::kStrip, "", single_char(value, "content", path, source)};
@@ -278,8 +280,9 @@ std::vector<TokenId> template_token_ids(const json& processor, const std::string
                                         std::string_view path, std::string_view source) {
     const auto tokens = processor.find("special_tokens");
     if (tokens == processor.end() || !tokens->is_object() || !tokens->contains(name)) {
-        fail(ErrorCode::kCorruptData, "{}: {} uses the special token {}, which its special_tokens lack",
-             source, path, json(name).dump());
+        fail(ErrorCode::kCorruptData,
+             "{}: {} uses the special token {}, which its special_tokens lack", source, path,
+             json(name).dump());
     }
     const json& entry = (*tokens)[name];
     if (!entry.is_object() || !entry.contains("ids") || !entry["ids"].is_array()) {
@@ -337,16 +340,16 @@ void add_post_processor(const json& value, const std::string& path, std::string_
                 }
                 seen_sequence = true;
             } else if (piece.is_object() && piece.contains("SpecialToken") &&
-                       piece["SpecialToken"].is_object() &&
-                       piece["SpecialToken"].contains("id") &&
+                       piece["SpecialToken"].is_object() && piece["SpecialToken"].contains("id") &&
                        piece["SpecialToken"]["id"].is_string()) {
                 const auto ids = template_token_ids(
                     value, piece["SpecialToken"]["id"].get<std::string>(), path, source);
                 auto& side = seen_sequence ? added.suffix : added.prefix;
                 side.insert(side.end(), ids.begin(), ids.end());
             } else {
-                fail(ErrorCode::kCorruptData, "{}: {}.single holds {}, neither a Sequence nor a SpecialToken",
-                     source, path, brief(piece));
+                fail(ErrorCode::kCorruptData,
+                     "{}: {}.single holds {}, neither a Sequence nor a SpecialToken", source, path,
+                     brief(piece));
             }
         }
         if (!seen_sequence) {
@@ -369,7 +372,8 @@ void add_post_processor(const json& value, const std::string& path, std::string_
 
 std::vector<NormalizerStep> parse_normalizer(const json& root, std::string_view source) {
     std::vector<NormalizerStep> steps;
-    if (!is_absent(root, "normalizer")) add_normalizer(root["normalizer"], "normalizer", source, steps);
+    if (!is_absent(root, "normalizer"))
+        add_normalizer(root["normalizer"], "normalizer", source, steps);
     return steps;
 }
 

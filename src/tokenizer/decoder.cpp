@@ -31,7 +31,8 @@ std::string replace_all(std::string_view text, std::string_view pattern,
     std::string out;
     std::size_t pos = 0;
     while (true) {
-        const std::size_t found = pattern.empty() ? std::string_view::npos : text.find(pattern, pos);
+        const std::size_t found =
+            pattern.empty() ? std::string_view::npos : text.find(pattern, pos);
         if (found == std::string_view::npos) break;
         out.append(text.substr(pos, found - pos)).append(replacement);
         pos = found + pattern.size();
@@ -93,9 +94,8 @@ std::string DecodeStream::finish() {
     if (chain_->fused) {
         // The end of the text: up to fused_strip_stop of the held-back characters go.
         std::string_view held = held_back_;
-        for (std::size_t i = 0; i < chain_->fused_strip_stop &&
-                                held.ends_with(chain_->fused_strip_content);
-             ++i) {
+        for (std::size_t i = 0;
+             i < chain_->fused_strip_stop && held.ends_with(chain_->fused_strip_content); ++i) {
             held.remove_suffix(chain_->fused_strip_content.size());
         }
         out.append(held);

@@ -16,10 +16,10 @@ namespace llmserve::tokenizer {
 struct DecoderStep {
     enum class Kind { kReplace, kStrip, kMetaspace, kByteFallback };
     Kind kind;
-    std::string pattern;      // kReplace: the literal replaced; kMetaspace: the replacement
-    std::string content;      // kReplace: what replaces it; kStrip: the character stripped
-    std::size_t start = 0;    // kStrip: how many leading `content` characters to remove
-    std::size_t stop = 0;     // kStrip: how many trailing ones
+    std::string pattern;         // kReplace: the literal replaced; kMetaspace: the replacement
+    std::string content;         // kReplace: what replaces it; kStrip: the character stripped
+    std::size_t start = 0;       // kStrip: how many leading `content` characters to remove
+    std::size_t stop = 0;        // kStrip: how many trailing ones
     bool drop_in_first = false;  // kMetaspace: prepend_scheme is not "never"
 };
 

@@ -41,9 +41,8 @@ bool is_case_insensitive(char c, char lower) {
 
 std::optional<int> Llama3Scanner::digit_limit_of(std::string_view pattern) {
     if (!pattern.starts_with(kPatternHead) || !pattern.ends_with(kPatternTail)) return std::nullopt;
-    const std::string_view digits =
-        pattern.substr(kPatternHead.size(),
-                       pattern.size() - kPatternHead.size() - kPatternTail.size());
+    const std::string_view digits = pattern.substr(
+        kPatternHead.size(), pattern.size() - kPatternHead.size() - kPatternTail.size());
     if (digits == "\\p{N}{1,3}") return 3;
     if (digits == "\\p{N}") return 1;
     return std::nullopt;

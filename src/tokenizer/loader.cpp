@@ -306,8 +306,8 @@ std::optional<std::string> config_token(const json& config, std::string_view key
     if (value.is_object() && value.contains("content") && value["content"].is_string())
         return value["content"].get<std::string>();
     fail(ErrorCode::kCorruptData,
-         "{}: {} must be a token string or an object with a string 'content', got {}", source,
-         key, brief(value));
+         "{}: {} must be a token string or an object with a string 'content', got {}", source, key,
+         brief(value));
 }
 
 ConfigSpec parse_tokenizer_config(std::string_view text, std::string_view source) {
@@ -337,9 +337,9 @@ ConfigSpec parse_tokenizer_config(std::string_view text, std::string_view source
 // transformers' Llama and Gemma tokenizer classes rebuild the post-processor from add_bos_token
 // (default true) and add_eos_token (default false); other classes keep tokenizer.json's.
 bool rebuilds_post_processor(std::string_view tokenizer_class) {
-    for (const std::string_view name : {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
-                                        "CodeLlamaTokenizerFast", "GemmaTokenizer",
-                                        "GemmaTokenizerFast"}) {
+    for (const std::string_view name :
+         {"LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast",
+          "GemmaTokenizer", "GemmaTokenizerFast"}) {
         if (tokenizer_class == name) return true;
     }
     return false;
@@ -483,7 +483,8 @@ class StateBuilder {
         }
         symbols.fuse_unk = spec_.fuse_unk;
         if (!merges_join_unknowns(symbols)) {
-            for (const auto& [id, text] : vocab_bytes_) add_joinable_pairs(text, symbols.joinable_pairs);
+            for (const auto& [id, text] : vocab_bytes_)
+                add_joinable_pairs(text, symbols.joinable_pairs);
             for (const AddedTokenSpec& added : spec_.added)
                 add_joinable_pairs(added.content, symbols.joinable_pairs);
         }
@@ -680,7 +681,8 @@ Tokenizer Tokenizer::from_tokenizer_json_text(std::string_view json_text, std::s
                                               std::string_view config_json) {
     TokenizerSpec spec = parse_tokenizer_json(json_text, source);
     if (!config_json.empty()) {
-        spec.config = parse_tokenizer_config(config_json, fmt::format("{} (tokenizer_config)", source));
+        spec.config =
+            parse_tokenizer_config(config_json, fmt::format("{} (tokenizer_config)", source));
     }
     return Tokenizer(StateBuilder(std::move(spec)).build());
 }

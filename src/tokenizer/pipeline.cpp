@@ -36,8 +36,7 @@ std::string unicode_normal_form(std::string_view text, int options) {
                      static_cast<utf8proc_ssize_t>(text.size()), &mapped,
                      static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
     if (length < 0) {
-        fail(ErrorCode::kInternal, "Unicode normalization failed: {}",
-             utf8proc_errmsg(length));
+        fail(ErrorCode::kInternal, "Unicode normalization failed: {}", utf8proc_errmsg(length));
     }
     std::string result(reinterpret_cast<const char*>(mapped), static_cast<std::size_t>(length));
     std::free(mapped);

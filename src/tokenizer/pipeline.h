@@ -16,7 +16,7 @@ namespace llmserve::tokenizer {
 
 // What a Split step or a Replace normalizer looks for: a literal string or a regex.
 struct TextPattern {
-    std::string literal;                  // used when regex is null
+    std::string literal;  // used when regex is null
     std::shared_ptr<const Regex> regex;
     // The leftmost occurrence at or after `from`.
     std::optional<Match> find(std::string_view valid_utf8, std::size_t from) const;
@@ -25,8 +25,8 @@ struct TextPattern {
 struct NormalizerStep {
     enum class Kind { kNfc, kNfd, kNfkc, kNfkd, kPrepend, kReplace, kStrip };
     Kind kind;
-    std::string text;  // kPrepend: what to prepend; kReplace: the replacement
-    TextPattern pattern;  // kReplace
+    std::string text;          // kPrepend: what to prepend; kReplace: the replacement
+    TextPattern pattern;       // kReplace
     bool strip_left = false;   // kStrip
     bool strip_right = false;  // kStrip
 };
@@ -62,7 +62,7 @@ struct PreTokenizerStep {
     int digit_limit = 3;
     std::string replacement{};  // kMetaspace, one character
     PrependScheme prepend_scheme = PrependScheme::kAlways;
-    bool split = true;              // kMetaspace
+    bool split = true;               // kMetaspace
     bool individual_digits = false;  // kDigits
 };
 

@@ -104,9 +104,8 @@ Regex::Regex(std::string_view pattern, std::string_view source) : pattern_(patte
     int error_code = 0;
     PCRE2_SIZE error_offset = 0;
     auto compiled = std::make_shared<Compiled>();
-    compiled->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(rewritten.data()),
-                                   rewritten.size(), PCRE2_UTF | PCRE2_UCP, &error_code,
-                                   &error_offset, nullptr);
+    compiled->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(rewritten.data()), rewritten.size(),
+                                   PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
     if (compiled->code == nullptr) {
         PCRE2_UCHAR message[256];
         pcre2_get_error_message(error_code, message, sizeof message);
@@ -121,9 +120,9 @@ Regex::Regex(std::string_view pattern, std::string_view source) : pattern_(patte
 std::optional<Match> Regex::find(std::string_view valid_utf8, std::size_t from) const {
     ThreadMatchState& state = thread_match_state();
     if (state.data == nullptr) fail(ErrorCode::kResourceExhausted, "regex match data: no memory");
-    const int rc = pcre2_match(compiled_->code, reinterpret_cast<PCRE2_SPTR>(valid_utf8.data()),
-                               valid_utf8.size(), from, PCRE2_NO_UTF_CHECK, state.data,
-                               state.context);
+    const int rc =
+        pcre2_match(compiled_->code, reinterpret_cast<PCRE2_SPTR>(valid_utf8.data()),
+                    valid_utf8.size(), from, PCRE2_NO_UTF_CHECK, state.data, state.context);
     if (rc == PCRE2_ERROR_NOMATCH) return std::nullopt;
     if (rc < 0) {
         PCRE2_UCHAR message[256];

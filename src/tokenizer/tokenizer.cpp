@@ -92,7 +92,8 @@ std::vector<TokenId> Tokenizer::encode(std::string_view utf8, bool add_special_t
             },
             [&](TokenId id) { ids.push_back(id); });
     }
-    if (add_special_tokens) ids.insert(ids.end(), state.suffix_tokens.begin(), state.suffix_tokens.end());
+    if (add_special_tokens)
+        ids.insert(ids.end(), state.suffix_tokens.begin(), state.suffix_tokens.end());
     return ids;
 }
 
@@ -102,7 +103,8 @@ std::vector<TokenId> Tokenizer::encode_ordinary(std::string_view utf8) const {
     std::vector<TokenId> ids;
     ids.reserve(utf8.size() / 4 + 1);
     const TokenizerState& state = *state_;
-    const std::string normalized = state.normalizer.empty() ? std::string() : state.normalizer.apply(utf8);
+    const std::string normalized =
+        state.normalizer.empty() ? std::string() : state.normalizer.apply(utf8);
     encode_normalized(state.normalizer.empty() ? utf8 : std::string_view(normalized), true, ids);
     return ids;
 }

