@@ -334,7 +334,8 @@ void add_post_processor(const json& value, const std::string& path, std::string_
         for (const json& piece : *single) {
             if (piece.is_object() && piece.contains("Sequence")) {
                 const json& sequence = piece["Sequence"];
-                if (seen_sequence || !sequence.is_object() || sequence.value("id", "") != "A") {
+                if (seen_sequence || !sequence.is_object() || !sequence.contains("id") ||
+                    sequence["id"] != "A") {
                     fail_unsupported(source, path + ".single", *single,
                                      "a single-sequence template holds $A exactly once");
                 }
@@ -394,8 +395,9 @@ DecoderChain parse_decoder(const json& root, bool byte_level, std::string_view s
         const bool lone_byte_level =
             type == "ByteLevel" ||
             (type == "Sequence" && decoder.contains("decoders") && decoder["decoders"].is_array() &&
-             decoder["decoders"].size() == 1 &&
-             decoder["decoders"][0].value("type", json()) == "ByteLevel");
+             decoder["decoders"].size() == 1 && decoder["decoders"][0].is_object() &&
+             decoder["decoders"][0].contains("type") &&
+             decoder["decoders"][0]["type"] == "ByteLevel");
         if (!lone_byte_level) {
             fail_unsupported(source, "decoder", decoder,
                              "a byte-level pre-tokenizer needs the ByteLevel decoder alone");

@@ -584,8 +584,9 @@ class StateBuilder {
         for (const AddedTokenSpec& added : spec_.added) {
             AddedTokenPattern pattern{added.content, added.id, added.single_word, added.lstrip,
                                       added.rstrip};
-            if (added.normalized && !state.normalizer.empty()) {
-                pattern.content = state.normalizer.apply(added.content);
+            if (added.normalized) {
+                if (!state.normalizer.empty())
+                    pattern.content = state.normalizer.apply(added.content);
                 normalized.push_back(std::move(pattern));
             } else {
                 raw.push_back(std::move(pattern));

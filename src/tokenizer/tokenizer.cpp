@@ -58,11 +58,10 @@ void Tokenizer::encode_stretch(std::string_view valid_utf8, bool at_origin,
     // HF skips empty stretches before normalizing (a Prepend normalizer adds nothing there).
     if (valid_utf8.empty()) return;
     const TokenizerState& state = *state_;
-    if (state.normalizer.empty()) {
-        encode_normalized(valid_utf8, at_origin, out);
-        return;
-    }
-    const std::string normalized = state.normalizer.apply(valid_utf8);
+    std::string storage;
+    const std::string_view normalized =
+        state.normalizer.empty() ? valid_utf8
+                                 : std::string_view(storage = state.normalizer.apply(valid_utf8));
     if (state.normalized_added_tokens.empty()) {
         encode_normalized(normalized, at_origin, out);
         return;
