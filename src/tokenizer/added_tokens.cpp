@@ -3,6 +3,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/utf8.h"
@@ -57,7 +58,12 @@ AddedTokenMatcher::AddedTokenMatcher(std::vector<AddedTokenPattern> tokens)
     for (std::size_t index = 0; index < tokens_.size(); ++index) {
         const std::string& content = tokens_[index].content;
         if (content.empty()) continue;
-        starts_token_[static_cast<unsigned char>(content[0])] = true;
+        const auto first = static_cast<unsigned char>(content[0]);
+        if (!starts_token_[first]) {
+            starts_token_[first] = true;
+            ++first_byte_count_;
+            only_first_byte_ = first;
+        }
         std::int32_t node = 0;
         for (const char c : content) {
             const auto byte = static_cast<unsigned char>(c);
@@ -102,7 +108,12 @@ void AddedTokenMatcher::split(std::string_view text,
     std::size_t emitted = 0;  // end of the last match (its absorbed whitespace included)
     std::size_t pos = 0;
     while (pos < text.size()) {
-        if (!starts_token_[static_cast<unsigned char>(text[pos])]) {
+        if (first_byte_count_ == 1) {
+            // Most vocabularies' added tokens all start with '<': skip to it at memchr speed.
+            const void* next = std::memchr(text.data() + pos, only_first_byte_, text.size() - pos);
+            if (next == nullptr) break;
+            pos = static_cast<const char*>(next) - text.data();
+        } else if (!starts_token_[static_cast<unsigned char>(text[pos])]) {
             ++pos;
             continue;
         }
