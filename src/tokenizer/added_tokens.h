@@ -48,7 +48,7 @@ class AddedTokenMatcher {
     std::vector<AddedTokenPattern> tokens_;
     std::vector<Node> trie_;
     std::array<bool, 256> starts_token_{};
-    int first_byte_count_ = 0;       // distinct first bytes of the tokens
+    int first_byte_count_ = 0;           // distinct first bytes of the tokens
     unsigned char only_first_byte_ = 0;  // the first byte when there is one (found by memchr)
 };
 

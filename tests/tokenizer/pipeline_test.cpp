@@ -287,6 +287,23 @@ TEST(SentencePieceStyle, DecodeAndStreamAgreeAcrossFallbackAndStrip) {
     }
 }
 
+TEST(SentencePieceStyle, DirectoryReadsTokenizerConfig) {
+    const testing::ScratchDir scratch;
+    nlohmann::json json = nlohmann::json::parse(
+        R"({"model": {"type": "BPE", "vocab": {"<s>": 0, "</s>": 1, "a": 2}, "merges": []},
+            "decoder": {"type": "Fuse"}})");
+    scratch.write("tokenizer.json", json.dump());
+    // transformers' Llama classes rebuild the post-processor from add_bos_token / add_eos_token.
+    scratch.write("tokenizer_config.json",
+                  R"({"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>",
+                      "eos_token": {"content": "</s>", "special": true}, "add_eos_token": true})");
+    const Tokenizer tokenizer = Tokenizer::from_directory(scratch.path());
+    EXPECT_EQ(tokenizer.bos_token_id(), 0);
+    EXPECT_EQ(tokenizer.eos_token_id(), 1);
+    EXPECT_EQ(tokenizer.encode("aa"), (std::vector<TokenId>{0, 2, 2, 1}));
+    EXPECT_EQ(tokenizer.encode("aa", false), (std::vector<TokenId>{2, 2}));
+}
+
 TEST(Decoder, MetaspaceDropsMarkersOfTheFirstTokenOnly) {
     DecoderChain chain;
     chain.per_token.push_back({DecoderStep::Kind::kMetaspace, "\xE2\x96\x81", ""});
