@@ -9,7 +9,7 @@
 #include "backend/backend.h"
 #include "common/error.h"
 #include "engine/engine.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tests/common/test_paths.h"
 
 namespace llmserve::engine {
@@ -92,7 +92,7 @@ GenerationRequest long_request() {
 
 TEST(EngineFailure, FailedForwardPassEndsTheStepsRequestsWithAnErrorAndServingGoesOn) {
     auto backend = std::make_shared<FaultyBackend>();
-    auto model = std::shared_ptr<const model::Gpt2Model>(model::Gpt2Model::load(
+    auto model = std::shared_ptr<const model::Model>(model::Model::load(
         testing::embedded_model_dir(), {backend, backend::WeightFormat::kAuto}));
     Engine engine(model, nullptr, EngineOptions{});
 

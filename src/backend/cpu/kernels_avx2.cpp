@@ -376,6 +376,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
     constexpr int kGroup = Rows <= 2 ? 4 : 2;
     const int hd = a.head_dim, bt = a.block_tokens;
     const int head_offset = tile.head * hd;
+    const int kv_offset = tile.head / a.group * hd;  // the query head's key/value head
     const float* q[Rows];
     int position[Rows];
     float running_max[Rows], running_sum[Rows];
@@ -391,14 +392,14 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         for (int d = 0; d < kMaxHeadDim; d += 8) _mm256_store_ps(out[i] + d, _mm256_setzero_ps());
     }
     const int last = position[Rows - 1];
-    for (int start = 0, keys_here = 0; start <= last; start += keys_here) {
+    for (int start = tile.first_key, keys_here = 0; start <= last; start += keys_here) {
         const int block = start / bt, chunk = start % bt;
         keys_here = min_int(min_int(8, bt - chunk), last + 1 - start);
         const Element* base =
             static_cast<const Element*>(a.kv_blocks) + tile.block_table[block] * a.block_stride;
-        const Element* keys = base + static_cast<std::size_t>(head_offset) * bt + chunk;
-        const Element* values = base + static_cast<std::size_t>(bt) * a.n_embd +
-                                static_cast<std::size_t>(chunk) * a.n_embd + head_offset;
+        const Element* keys = base + static_cast<std::size_t>(kv_offset) * bt + chunk;
+        const Element* values = base + static_cast<std::size_t>(bt) * a.kv_dim +
+                                static_cast<std::size_t>(chunk) * a.kv_dim + kv_offset;
 
         __m256 partial[kSets][Rows];
 #pragma GCC unroll 4
@@ -456,7 +457,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
                     o[i][v] = _mm256_mul_ps(_mm256_load_ps(out[i] + d0 + 8 * v),
                                             _mm256_set1_ps(rescale[i]));
             for (int t = 0; t < keys_here; ++t) {
-                const Element* row = values + static_cast<std::size_t>(t) * a.n_embd + d0;
+                const Element* row = values + static_cast<std::size_t>(t) * a.kv_dim + d0;
                 __m256 value[kGroup];
 #pragma GCC unroll 4
                 for (int v = 0; v < kGroup; ++v)

@@ -405,6 +405,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
     constexpr int kGroup = 4;  // value vectors per pass: 64 dimensions
     const int hd = a.head_dim, bt = a.block_tokens;
     const int head_offset = tile.head * hd;
+    const int kv_offset = tile.head / a.group * hd;  // the query head's key/value head
     const float* q[Rows];
     int position[Rows];
     float running_max[Rows], running_sum[Rows];
@@ -420,16 +421,16 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         for (int d = 0; d < kMaxHeadDim; d += 16) _mm512_store_ps(out[i] + d, _mm512_setzero_ps());
     }
     const int last = position[Rows - 1];  // rows are consecutive positions: the last sees most
-    for (int start = 0, keys_here = 0; start <= last; start += keys_here) {
+    for (int start = tile.first_key, keys_here = 0; start <= last; start += keys_here) {
         const int block = start / bt, chunk = start % bt;
         // A chunk never crosses a block: it ends at the block's end when bt is not a multiple
         // of 16.
         keys_here = min_int(min_int(16, bt - chunk), last + 1 - start);
         const Element* base =
             static_cast<const Element*>(a.kv_blocks) + tile.block_table[block] * a.block_stride;
-        const Element* keys = base + static_cast<std::size_t>(head_offset) * bt + chunk;
-        const Element* values = base + static_cast<std::size_t>(bt) * a.n_embd +
-                                static_cast<std::size_t>(chunk) * a.n_embd + head_offset;
+        const Element* keys = base + static_cast<std::size_t>(kv_offset) * bt + chunk;
+        const Element* values = base + static_cast<std::size_t>(bt) * a.kv_dim +
+                                static_cast<std::size_t>(chunk) * a.kv_dim + kv_offset;
         const __mmask16 key_mask = lane_mask(keys_here);
 
         __m512 partial[kSets][Rows];
@@ -488,7 +489,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
                     o[i][v] = _mm512_mul_ps(_mm512_load_ps(out[i] + d0 + 16 * v),
                                             _mm512_set1_ps(rescale[i]));
             for (int t = 0; t < keys_here; ++t) {
-                const Element* row = values + static_cast<std::size_t>(t) * a.n_embd + d0;
+                const Element* row = values + static_cast<std::size_t>(t) * a.kv_dim + d0;
                 __m512 value[kGroup];
 #pragma GCC unroll 4
                 for (int v = 0; v < kGroup; ++v) value[v] = load_kv(dim_mask[v], row + 16 * v);
@@ -524,15 +525,16 @@ template <typename Element>
 void decode_attention(const AttentionArgs& a, const AttentionTile& tile, float* scores) {
     const int hd = a.head_dim, bt = a.block_tokens;
     const int head_offset = tile.head * hd;
+    const int kv_offset = tile.head / a.group * hd;  // the query head's key/value head
     const float* q = a.qkv + static_cast<std::size_t>(tile.first_row) * a.qkv_stride + head_offset;
     const int length = a.positions[tile.first_row] + 1;
     __m512 max_v = _mm512_set1_ps(-INFINITY);
-    for (int start = 0, keys_here = 0; start < length; start += keys_here) {
+    for (int start = tile.first_key, keys_here = 0; start < length; start += keys_here) {
         const int chunk = start % bt;
         keys_here = min_int(min_int(16, bt - chunk), length - start);
         const Element* keys = static_cast<const Element*>(a.kv_blocks) +
                               tile.block_table[start / bt] * a.block_stride +
-                              static_cast<std::size_t>(head_offset) * bt + chunk;
+                              static_cast<std::size_t>(kv_offset) * bt + chunk;
         const __mmask16 mask = lane_mask(keys_here);
         __m512 partial[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                              _mm512_setzero_ps()};
@@ -555,7 +557,7 @@ void decode_attention(const AttentionArgs& a, const AttentionTile& tile, float* 
     }
     const __m512 max_score = _mm512_set1_ps(_mm512_reduce_max_ps(max_v));
     __m512 sum_v = _mm512_setzero_ps();
-    for (int t = 0; t < length; t += 16) {
+    for (int t = tile.first_key; t < length; t += 16) {
         const __mmask16 mask = lane_mask(length - t);
         const __m512 p = _mm512_maskz_mov_ps(
             mask, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scores + t), max_score)));
@@ -575,10 +577,10 @@ void decode_attention(const AttentionArgs& a, const AttentionTile& tile, float* 
         auto value_row = [&](int t) {
             return static_cast<const Element*>(a.kv_blocks) +
                    tile.block_table[t / bt] * a.block_stride +
-                   static_cast<std::size_t>(bt) * a.n_embd +
-                   static_cast<std::size_t>(t % bt) * a.n_embd + head_offset + d0;
+                   static_cast<std::size_t>(bt) * a.kv_dim +
+                   static_cast<std::size_t>(t % bt) * a.kv_dim + kv_offset + d0;
         };
-        int t = 0;
+        int t = tile.first_key;
         for (; t + 2 <= length; t += 2) {
             const Element* row0 = value_row(t);
             const Element* row1 = value_row(t + 1);

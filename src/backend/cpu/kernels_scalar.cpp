@@ -163,6 +163,7 @@ template <typename Element>
 void attention_rows(const AttentionArgs& a, const AttentionTile& tile) {
     const int bt = a.block_tokens;
     const auto* blocks = static_cast<const Element*>(a.kv_blocks);
+    const int kv_offset = tile.head / a.group * a.head_dim;  // the query head's key/value head
     std::vector<float> scores;
     for (int i = 0; i < tile.rows; ++i) {
         const int row = tile.first_row + i;
@@ -171,30 +172,26 @@ void attention_rows(const AttentionArgs& a, const AttentionTile& tile) {
             a.qkv + static_cast<std::size_t>(row) * a.qkv_stride + tile.head * a.head_dim;
         scores.resize(length);
         float max_score = -INFINITY;
-        for (int t = 0; t < length; ++t) {
+        for (int t = tile.first_key; t < length; ++t) {
             const Element* keys = blocks + tile.block_table[t / bt] * a.block_stride;
             float dot = 0.0f;
             for (int d = 0; d < a.head_dim; ++d)
-                dot +=
-                    q[d] *
-                    kv_float(
-                        keys[static_cast<std::size_t>(tile.head * a.head_dim + d) * bt + t % bt]);
+                dot += q[d] * kv_float(keys[static_cast<std::size_t>(kv_offset + d) * bt + t % bt]);
             scores[t] = dot * a.scale;
             max_score = std::max(max_score, scores[t]);
         }
         float sum = 0.0f;
-        for (int t = 0; t < length; ++t) {
+        for (int t = tile.first_key; t < length; ++t) {
             scores[t] = std::exp(scores[t] - max_score);
             sum += scores[t];
         }
         float* o = a.out + static_cast<std::size_t>(row) * a.out_stride + tile.head * a.head_dim;
         std::fill_n(o, a.head_dim, 0.0f);
-        for (int t = 0; t < length; ++t) {
+        for (int t = tile.first_key; t < length; ++t) {
             const float weight = scores[t] / sum;
             const Element* values = blocks + tile.block_table[t / bt] * a.block_stride +
-                                    static_cast<std::size_t>(bt) * a.n_embd +
-                                    static_cast<std::size_t>(t % bt) * a.n_embd +
-                                    tile.head * a.head_dim;
+                                    static_cast<std::size_t>(bt) * a.kv_dim +
+                                    static_cast<std::size_t>(t % bt) * a.kv_dim + kv_offset;
             for (int d = 0; d < a.head_dim; ++d) o[d] += weight * kv_float(values[d]);
         }
     }
