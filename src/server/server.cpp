@@ -339,7 +339,8 @@ void HttpServer::Impl::add_route(std::string method, std::string path, bool prob
 
 void HttpServer::Impl::handle(const httplib::Request& req, httplib::Response& res) {
     // HEAD is GET without the body (the transport leaves it out).
-    const std::string_view method = req.method == "HEAD" ? "GET" : req.method;
+    const std::string_view method =
+        req.method == "HEAD" ? std::string_view("GET") : std::string_view(req.method);
     for (const Route& route : routes) {
         if (route.path == req.path && route.method == method) {
             dispatch(route, req, res);

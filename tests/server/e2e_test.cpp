@@ -635,7 +635,7 @@ TEST(ServerE2ETest, WeightFormatKvBudgetAndStepBudgetReachTheEngine) {
 
     const auto [small_status, small_output] =
         run_llmserve({{"KV_CACHE_MB", std::to_string(minimum_mb - 1)}, {"PORT", "0"}}, {"serve"});
-    EXPECT_EQ(small_status, 1);
+    EXPECT_EQ(small_status, 2);  // a usage error (src/cli/main.cpp)
     EXPECT_NE(small_output.find("KV_CACHE_MB=" + std::to_string(minimum_mb - 1)), std::string::npos)
         << small_output;
     EXPECT_NE(small_output.find("at least " + std::to_string(minimum_mb)), std::string::npos)
@@ -709,13 +709,13 @@ TEST(ServerE2ETest, HalfPrecisionKvCacheHoldsTwiceTheTokens) {
 
 TEST(ServerE2ETest, BadConfigurationStopsStartupNamingTheVariable) {
     const auto [status, output] = run_llmserve({{"PORT", "eighty"}}, {"serve"});
-    EXPECT_EQ(status, 1);
+    EXPECT_EQ(status, 2);  // a usage error (src/cli/main.cpp)
     EXPECT_NE(output.find("PORT"), std::string::npos) << output;
     EXPECT_NE(output.find("eighty"), std::string::npos) << output;
     EXPECT_NE(output.find("[0, 65535]"), std::string::npos) << output;
 
     const auto [flag_status, flag_output] = run_llmserve({}, {"serve", "--top-p", "7"});
-    EXPECT_EQ(flag_status, 1);
+    EXPECT_EQ(flag_status, 2);
     EXPECT_NE(flag_output.find("--top-p"), std::string::npos) << flag_output;
 
     const auto [model_status, model_output] =

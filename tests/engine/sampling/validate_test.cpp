@@ -56,6 +56,8 @@ std::vector<Rule> rules() {
          "repetition_penalty", "0"},
         {"repetition_penalty NaN", [](Request& r) { r.sampling.repetition_penalty = kNaN; },
          "repetition_penalty", "nan"},
+        {"repetition_penalty that divides logits to infinity",
+         [](Request& r) { r.sampling.repetition_penalty = 1e-38f; }, "repetition_penalty", "0.01"},
         {"presence_penalty", [](Request& r) { r.sampling.presence_penalty = 2.5f; },
          "presence_penalty", "2.5"},
         {"frequency_penalty", [](Request& r) { r.sampling.frequency_penalty = -3.0f; },
