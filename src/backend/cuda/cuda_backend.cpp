@@ -629,9 +629,9 @@ class CudaBackend final : public Backend {
                 stage_input(packed, attention_scratch_, "uploading attention block tables");
             eager_batch_ = device_batch;
         }
-        recorder_.note(Op::kAttention, qkv.data, heads, kv.data(), kv.format(), layout.blocks,
-                       layout.block_tokens, layer, params.window, params.scale, out.data,
-                       transform.has_value());
+        recorder_.note(Op::kAttention, qkv.data, qkv.rows, heads, kv.data(), kv.format(),
+                       layout.blocks, layout.block_tokens, layer, params.window, params.scale,
+                       out.data, transform.has_value());
         if (transform)
             recorder_.note(transform->q_norm, transform->k_norm, transform->norm_eps,
                            transform->inv_freq, transform->rotary_dim, transform->attention_factor);
