@@ -8,7 +8,7 @@
 
 #include "backend/cuda/graph_cache.h"
 #include "backend/cuda/step_recorder.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tests/backend_cuda/cuda_test_support.h"
 
 namespace llmserve::testing {
@@ -173,10 +173,10 @@ class ScriptedPasses {
   public:
     static constexpr int kSequences = 5, kBlocksPerSequence = 16, kBlockTokens = 16;
 
-    ScriptedPasses(const model::Gpt2Model& model, backend::KvFormat format)
+    ScriptedPasses(const model::Model& model, backend::KvFormat format)
         : model_(model),
           kv_(model.backend().allocate_kv(model.config().n_layer, kSequences * kBlocksPerSequence,
-                                          kBlockTokens, model.config().n_embd, format)),
+                                          kBlockTokens, model.config().kv_dim(), format)),
           workspace_(model.backend(), model.config(), 256, 256),
           tables_(kSequences),
           lengths_(kSequences, 0) {
@@ -208,7 +208,7 @@ class ScriptedPasses {
     }
 
   private:
-    const model::Gpt2Model& model_;
+    const model::Model& model_;
     std::unique_ptr<backend::KvStorage> kv_;
     model::Workspace workspace_;
     std::vector<std::vector<int>> tables_;
@@ -242,39 +242,52 @@ std::vector<std::vector<float>> run_script(ScriptedPasses& script, int vocab) {
 
 class CudaGraphs : public CudaDeviceTest {};
 
-TEST_F(CudaGraphs, ReplayComputesExactlyWhatLaunchingEveryKernelDoes) {
-    const auto dir = repository_dir() / "models" / "gpt2-brown-mini";
-    for (backend::KvFormat format : {backend::KvFormat::kF32, backend::KvFormat::kF16}) {
-        SCOPED_TRACE(std::string(backend::to_string(format)) + " KV cache");
-        // Fresh backends: the scratch buffers start empty, so the long prefill must grow them.
-        std::shared_ptr<backend::Backend> eager = backend::make_cuda_backend(0, {.graphs = false});
-        std::shared_ptr<backend::Backend> graphs = backend::make_cuda_backend(0, {.graphs = true});
-        auto eager_model = model::Gpt2Model::load(dir, {eager, backend::WeightFormat::kAuto});
-        auto graph_model = model::Gpt2Model::load(dir, {graphs, backend::WeightFormat::kAuto});
-        const int vocab = eager_model->config().vocab_size;
-        ScriptedPasses eager_script(*eager_model, format), graph_script(*graph_model, format);
-        const auto want = run_script(eager_script, vocab);
-        const auto got = run_script(graph_script, vocab);
+// The embedded GPT-2 model, and every Llama-family fixture (RoPE at the replayed step's positions,
+// q/k norm, sliding windows, grouped-query heads).
+std::vector<std::filesystem::path> graph_test_models() {
+    std::vector<std::filesystem::path> dirs = {repository_dir() / "models" / "gpt2-brown-mini"};
+    if (std::filesystem::exists(fixtures_dir() / "models-llama"))
+        for (const auto& dir : subdirectories(fixtures_dir() / "models-llama")) dirs.push_back(dir);
+    return dirs;
+}
 
-        ASSERT_EQ(got.size(), want.size());
-        for (std::size_t pass = 0; pass < got.size(); ++pass) {
-            ASSERT_EQ(got[pass].size(), want[pass].size());
-            for (std::size_t i = 0; i < got[pass].size(); ++i)
-                ASSERT_EQ(got[pass][i], want[pass][i])
-                    << "pass " << pass << ", logit " << i << " (row " << i / vocab << ")";
+TEST_F(CudaGraphs, ReplayComputesExactlyWhatLaunchingEveryKernelDoes) {
+    for (const auto& dir : graph_test_models())
+        for (backend::KvFormat format : {backend::KvFormat::kF32, backend::KvFormat::kF16}) {
+            SCOPED_TRACE(dir.filename().string() + ", " + std::string(backend::to_string(format)) +
+                         " KV cache");
+            // Fresh backends: the scratch buffers start empty, so the long prefill must grow them.
+            std::shared_ptr<backend::Backend> eager =
+                backend::make_cuda_backend(0, {.graphs = false});
+            std::shared_ptr<backend::Backend> graphs =
+                backend::make_cuda_backend(0, {.graphs = true});
+            auto eager_model = model::Model::load(dir, {eager, backend::WeightFormat::kAuto});
+            auto graph_model = model::Model::load(dir, {graphs, backend::WeightFormat::kAuto});
+            const int vocab = eager_model->config().vocab_size;
+            ScriptedPasses eager_script(*eager_model, format), graph_script(*graph_model, format);
+            const auto want = run_script(eager_script, vocab);
+            const auto got = run_script(graph_script, vocab);
+
+            ASSERT_EQ(got.size(), want.size());
+            for (std::size_t pass = 0; pass < got.size(); ++pass) {
+                ASSERT_EQ(got[pass].size(), want[pass].size());
+                for (std::size_t i = 0; i < got[pass].size(); ++i)
+                    ASSERT_EQ(got[pass][i], want[pass][i])
+                        << "pass " << pass << ", logit " << i << " (row " << i / vocab << ")";
+            }
+            const backend::CudaGraphStats stats = backend::cuda_graph_stats(*graphs);
+            // Decode passes: 1 eager + 1 captured + 4 replayed; after the prefill moved the
+            // scratch, 1 captured again (the shape is warm) + 3 replayed.
+            EXPECT_EQ(stats.captures, 2u);
+            EXPECT_EQ(stats.replays, 9u);
+            EXPECT_EQ(stats.invalidations, 1u);
+            EXPECT_EQ(stats.eager_passes, 3u) << "two prefills and the first decode pass";
+            EXPECT_EQ(backend::cuda_graph_stats(*eager).replays, 0u);
+            std::cout << dir.filename().string() << ", " << backend::to_string(format)
+                      << " KV cache: " << stats.captures << " graphs captured, " << stats.replays
+                      << " replays, " << stats.eager_passes << " eager passes, "
+                      << stats.invalidations << " invalidations\n";
         }
-        const backend::CudaGraphStats stats = backend::cuda_graph_stats(*graphs);
-        // Decode passes: 1 eager + 1 captured + 4 replayed; after the prefill moved the scratch,
-        // 1 captured again (the shape is warm) + 3 replayed.
-        EXPECT_EQ(stats.captures, 2u);
-        EXPECT_EQ(stats.replays, 9u);
-        EXPECT_EQ(stats.invalidations, 1u);
-        EXPECT_EQ(stats.eager_passes, 3u) << "two prefills and the first decode pass";
-        EXPECT_EQ(backend::cuda_graph_stats(*eager).replays, 0u);
-        std::cout << backend::to_string(format) << " KV cache: " << stats.captures
-                  << " graphs captured, " << stats.replays << " replays, " << stats.eager_passes
-                  << " eager passes, " << stats.invalidations << " invalidations\n";
-    }
 }
 
 }  // namespace
