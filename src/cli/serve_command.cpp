@@ -19,7 +19,7 @@
 #include "engine/engine.h"
 #include "hub/hub.h"
 #include "hub/progress.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "server/config.h"
 #include "server/logger.h"
 #include "server/server.h"
@@ -72,7 +72,7 @@ constexpr double kMiB = 1024.0 * 1024.0;
 // Builds the engine; a KV_CACHE_MB below one full context (which the engine refuses without
 // naming the setting) is reported as that setting's error, with the minimum for this model.
 std::shared_ptr<engine::Engine> make_engine(const ServerConfig& config,
-                                            std::shared_ptr<const model::Gpt2Model> model,
+                                            std::shared_ptr<const model::Model> model,
                                             std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
                                             const engine::EngineOptions& options,
                                             const engine::KvCacheGeometry& kv) {
@@ -112,7 +112,7 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
     model::LoadOptions options;
     options.backend = std::move(device.backend);
     options.weight_format = config.dtype;
-    auto model = model::Gpt2Model::load(dir, options);
+    auto model = model::Model::load(dir, options);
     auto tokenizer =
         std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_directory(dir));
     const int n_positions = model->config().n_positions;

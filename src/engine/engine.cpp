@@ -17,7 +17,7 @@
 #include "engine/sampling/sampler.h"
 #include "engine/sampling/sequence_tokens.h"
 #include "engine/sampling/stop_matcher.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmserve::engine {
@@ -89,7 +89,7 @@ struct ActiveRequest {
 }  // namespace
 
 struct Engine::State {
-    std::shared_ptr<const model::Gpt2Model> model;
+    std::shared_ptr<const model::Model> model;
     std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
     EngineOptions options;
     std::vector<TokenId> eos_ids;
@@ -146,12 +146,12 @@ void check_options(const EngineOptions& options) {
 
 KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens,
                                   backend::KvFormat format) {
-    return {static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.n_embd *
+    return {static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.kv_dim() *
                 backend::element_bytes(format),
             ceil_div(config.n_positions, block_tokens)};
 }
 
-Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
+Engine::Engine(std::shared_ptr<const model::Model> model,
                std::shared_ptr<const tokenizer::Tokenizer> tokenizer, EngineOptions options)
     : state_(std::make_unique<State>()) {
     check_options(options);
@@ -187,7 +187,7 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
              "needs {} blocks",
              options.kv_cache_bytes, num_blocks, block_tokens, config.n_positions, context_blocks);
     s.kv_storage = s.model->backend().allocate_kv(config.n_layer, num_blocks, block_tokens,
-                                                  config.n_embd, options.kv_format);
+                                                  config.kv_dim(), options.kv_format);
     s.blocks = std::make_unique<KvBlockManager>(num_blocks, block_tokens);
     // A step holds one decode row per running sample (at most max_running_sequences, or one
     // request's n when it runs alone) plus prefill rows within the token budget.
@@ -212,7 +212,7 @@ Engine::~Engine() {
     state_->thread.join();
 }
 
-const model::Gpt2Model& Engine::model() const {
+const model::Model& Engine::model() const {
     return *state_->model;
 }
 const tokenizer::Tokenizer& Engine::tokenizer() const {

@@ -16,7 +16,7 @@
 #include "model/config.h"
 
 namespace llmserve::model {
-class Gpt2Model;
+class Model;
 }
 namespace llmserve::tokenizer {
 class Tokenizer;
@@ -70,7 +70,7 @@ struct EngineStats {
 
 class Engine {
   public:
-    Engine(std::shared_ptr<const model::Gpt2Model> model,
+    Engine(std::shared_ptr<const model::Model> model,
            std::shared_ptr<const tokenizer::Tokenizer> tokenizer, EngineOptions options);
     ~Engine();  // stops the engine thread; requests still in flight finish as kCancelled
     Engine(const Engine&) = delete;
@@ -81,7 +81,7 @@ class Engine {
     std::shared_ptr<RequestHandle> submit(GenerationRequest request);
 
     EngineStats stats() const;
-    const model::Gpt2Model& model() const;
+    const model::Model& model() const;
     const tokenizer::Tokenizer& tokenizer() const;
 
   private:

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "engine/generation_settings.h"
 
 namespace llmserve::server {
 
@@ -28,10 +29,12 @@ std::string_view to_string(ConfigSource source);
 
 struct ServerConfig {
     std::string model_name = "models/gpt2-brown-mini";  // MODEL_NAME: directory or Hub name
-    int max_length = 100;               // MAX_LENGTH: default new tokens per request
-    double temperature = 0.7;           // TEMPERATURE: default sampling temperature
-    double top_p = 0.9;                 // TOP_P: default nucleus mass
-    std::string host = "0.0.0.0";       // HOST
+    // Request defaults (engine/generation_settings.h holds the built-in values; a model's
+    // generation_config.json overrides them unless these are set explicitly).
+    int max_length = engine::GenerationSettings{}.max_new_tokens;   // MAX_LENGTH: new tokens
+    double temperature = engine::GenerationSettings{}.temperature;  // TEMPERATURE
+    double top_p = engine::GenerationSettings{}.top_p;              // TOP_P: nucleus mass
+    std::string host = "0.0.0.0";                                   // HOST
     int port = 8000;                    // PORT; 0 = any free port (logged at start-up)
     std::vector<std::string> api_keys;  // API_KEYS: comma-separated; empty = no authentication
     bool auth_exempt_probes = false;    // AUTH_EXEMPT_PROBES: /health, /ready, /metrics open

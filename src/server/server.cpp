@@ -14,7 +14,7 @@
 
 #include "common/error.h"
 #include "engine/engine.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "server/auth.h"
 #include "server/connection_probe.h"
 #include "server/errors.h"
@@ -180,6 +180,8 @@ struct HttpServer::Impl {
 
     std::shared_ptr<engine::Engine> require_engine() const;
     RequestLimits request_limits(const engine::Engine& engine) const;
+    // The request defaults: explicit settings > the model's generation_config.json > built-in.
+    engine::GenerationSettings generation_settings(const engine::Engine& engine) const;
 
     void handle_generate(const httplib::Request& req, httplib::Response& res,
                          const std::shared_ptr<RequestContext>& context);
@@ -411,10 +413,25 @@ RequestLimits HttpServer::Impl::request_limits(const engine::Engine& e) const {
     limits.max_n = kMaxSamplesPerPrompt;
     limits.max_prompts = kMaxPromptsPerRequest;
     limits.max_sequences = kMaxSequencesPerRequest;
-    limits.default_max_new_tokens = config.max_length;
-    limits.default_temperature = static_cast<float>(config.temperature);
-    limits.default_top_p = static_cast<float>(config.top_p);
+    const engine::GenerationSettings settings = generation_settings(e);
+    limits.default_max_new_tokens = settings.max_new_tokens;
+    limits.default_temperature = static_cast<float>(settings.temperature);
+    limits.default_top_p = static_cast<float>(settings.top_p);
+    limits.default_top_k = settings.top_k;
+    limits.default_repetition_penalty = settings.repetition_penalty;
     return limits;
+}
+
+engine::GenerationSettings HttpServer::Impl::generation_settings(const engine::Engine& e) const {
+    auto is_explicit = [&](std::string_view name) {
+        const auto it = config.sources.find(name);
+        return it != config.sources.end() && it->second != ConfigSource::kDefault;
+    };
+    engine::ExplicitSettings explicit_settings;
+    if (is_explicit("MAX_LENGTH")) explicit_settings.max_new_tokens = config.max_length;
+    if (is_explicit("TEMPERATURE")) explicit_settings.temperature = config.temperature;
+    if (is_explicit("TOP_P")) explicit_settings.top_p = config.top_p;
+    return engine::resolve_generation_settings(explicit_settings, e.model().generation_defaults());
 }
 
 void HttpServer::Impl::handle_generate(const httplib::Request& req, httplib::Response& res,
@@ -639,13 +656,46 @@ void HttpServer::Impl::record_generation(RequestContext& context,
     }
 }
 
+namespace {
+
+// The architecture spec the forward pass runs (what config.json's family reader derived).
+Json spec_json(const model::ModelConfig& c) {
+    Json spec = {{"norm", model::to_string(c.norm)},
+                 {"norm_eps", c.layer_norm_epsilon},
+                 {"n_kv_head", c.n_kv_head},
+                 {"head_dim", c.head_dim},
+                 {"n_inner", c.n_inner},
+                 {"mlp", c.gated_mlp ? "gated" : "plain"},
+                 {"activation", model::to_string(c.activation)},
+                 {"qkv_bias", c.qkv_bias},
+                 {"o_bias", c.o_bias},
+                 {"mlp_bias", c.mlp_bias},
+                 {"qk_norm", c.qk_norm},
+                 {"tie_word_embeddings", c.tie_word_embeddings},
+                 {"sliding_windows", c.layer_windows}};
+    if (c.rope) {
+        spec["positions"] = "rope";
+        spec["rope"] = {{"type", model::to_string(c.rope->type)},
+                        {"theta", c.rope->theta},
+                        {"rotary_dim", c.rope->rotary_dim},
+                        {"factor", c.rope->factor}};
+    } else {
+        spec["positions"] = "learned";
+    }
+    return spec;
+}
+
+}  // namespace
+
 Json HttpServer::Impl::info_json() const {
     const auto e = require_engine();
-    const model::Gpt2Model& model = e->model();
+    const model::Model& model = e->model();
     const model::ModelConfig& c = model.config();
+    const engine::GenerationSettings settings = generation_settings(*e);
     Json model_json = {{"name", model.name()},
                        {"path", model.directory().string()},
-                       {"architecture", "gpt2"},
+                       {"architecture", c.family()},
+                       {"spec", spec_json(c)},
                        {"n_positions", c.n_positions},
                        {"vocab_size", c.vocab_size},
                        {"n_embd", c.n_embd},
@@ -663,9 +713,11 @@ Json HttpServer::Impl::info_json() const {
             {"device", model.device_name()},
             {"threads", model.backend().threads()},
             {"defaults",
-             {{"max_length", config.max_length},
-              {"temperature", config.temperature},
-              {"top_p", config.top_p}}},
+             {{"max_length", settings.max_new_tokens},
+              {"temperature", settings.temperature},
+              {"top_p", settings.top_p},
+              {"top_k", settings.top_k},
+              {"repetition_penalty", settings.repetition_penalty}}},
             {"limits",
              {{"max_body_bytes", config.max_body_bytes},
               {"max_concurrent_requests", config.max_concurrent_requests},

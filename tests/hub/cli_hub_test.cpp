@@ -10,7 +10,9 @@
 #include <filesystem>
 #include <string>
 
+#include "tests/common/scratch_dir.h"
 #include "tests/common/test_paths.h"
+#include "tests/common/tiny_tokenizer.h"
 #include "tests/hub/hub_stand_in.h"
 
 namespace llmserve::hub::testing {
@@ -68,6 +70,32 @@ TEST(CliHub, DownloadThenGenerateFromTheCacheThenOffline) {
     EXPECT_NE(missing.status, 0);
     EXPECT_NE(missing.output.find("llmserve-test/absent"), std::string::npos) << missing.output;
     fs::remove_all(cache);
+}
+
+// A Hub name of the Qwen2.5 kind resolving to a Llama-family fixture (the first sharded one under
+// models-llama, given a tokenizer): downloaded into the HF cache layout, then run.
+TEST(CliHub, LlamaFamilyModelByHubName) {
+    fs::path sharded;
+    for (const fs::path& dir :
+         llmserve::testing::subdirectories(llmserve::testing::fixtures_dir() / "models-llama"))
+        if (sharded.empty() && fs::exists(dir / "model.safetensors.index.json")) sharded = dir;
+    if (sharded.empty()) GTEST_SKIP() << "no sharded folder under models-llama";
+    llmserve::testing::ScratchDir scratch;
+    const fs::path repo = scratch.path() / "repo";
+    llmserve::testing::copy_with_tiny_tokenizer(sharded, repo);
+    HubStandIn hub;
+    hub.add_repo("Qwen/Qwen2.5-0.5B-Instruct", repo);
+    const std::string env = "HF_ENDPOINT=" + hub.endpoint() +
+                            " HF_HUB_CACHE=" + (scratch.path() / "cache").string() + " HF_TOKEN= ";
+    const auto generated =
+        run(env + LLMSERVE_BINARY +
+            " generate --model Qwen/Qwen2.5-0.5B-Instruct --temperature 0 --max-new-tokens 5 "
+            "--ignore-eos --device cpu 'hello world'");
+    ASSERT_EQ(generated.status, 0) << generated.output;
+    EXPECT_NE(generated.output.find("5 tokens, finish reason: length"), std::string::npos)
+        << generated.output;
+    EXPECT_TRUE(fs::exists(scratch.path() / "cache" / "models--Qwen--Qwen2.5-0.5B-Instruct" /
+                           "refs" / "main"));
 }
 
 }  // namespace
