@@ -78,6 +78,7 @@ void run_generate(GenerateOptions& options) {
     }
     const engine::RequestResult result = handle->wait();
     std::cout << "\n";
+    if (!result.error.empty()) throw Error(result.error_code, "generation failed: " + result.error);
     for (const auto& sequence : result.sequences) {
         std::string ending = std::string(engine::to_string(sequence.finish_reason));
         if (!sequence.matched_stop.empty()) ending += fmt::format(" '{}'", sequence.matched_stop);

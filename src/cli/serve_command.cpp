@@ -1,6 +1,7 @@
 #include "cli/serve_command.h"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 #include <cerrno>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -182,14 +185,33 @@ void run_serve(const ServerConfig& config) {
     std::thread serving([&] { http.serve(); });
     logger.info("listening", {{"host", config.host}, {"port", port}});
 
+    // A signal while the model downloads or loads: nothing is served yet, so the process exits at
+    // once rather than after the load (a stalled download could take minutes to give up). A
+    // partial download resumes on the next start.
+    std::atomic<bool> loading{true};
+    std::thread load_watch([&] {
+        pollfd signal_ready{signal_pipe, POLLIN, 0};
+        while (loading) {
+            if (::poll(&signal_ready, 1, 50) <= 0 || !loading) continue;
+            const int signal_number = wait_for_shutdown_signal(signal_pipe);
+            logger.info("shutting down while the model loads",
+                        {{"signal", strsignal(signal_number)}});
+            std::fflush(nullptr);
+            std::_Exit(0);
+        }
+    });
     double load_seconds = 0;
     try {
         engine = load_engine(config, logger, load_seconds);
     } catch (...) {
+        loading = false;
+        load_watch.join();
         http.shutdown(std::chrono::seconds(0));
         serving.join();
         throw;
     }
+    loading = false;
+    load_watch.join();
     http.attach_engine(engine, load_seconds);
     print_ready_banner(config, port, engine->model().name());
 

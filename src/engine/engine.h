@@ -66,10 +66,14 @@ struct EngineStats {
     std::uint64_t requests_finished = 0;
     std::uint64_t requests_cancelled = 0;
     std::uint64_t requests_timed_out = 0;
+    std::uint64_t requests_failed = 0;  // ended by an error (finish reason kError)
+    std::uint64_t step_failures = 0;    // steps that failed as a whole (every request in them)
 };
 
 class Engine {
   public:
+    // Refuses (Error kInvalidArgument naming the model) a model whose first forward pass gives
+    // non-finite logits, such as one whose weights hold NaN.
     Engine(std::shared_ptr<const model::Model> model,
            std::shared_ptr<const tokenizer::Tokenizer> tokenizer, EngineOptions options);
     ~Engine();  // stops the engine thread; requests still in flight finish as kCancelled

@@ -46,11 +46,13 @@ struct ServerConfig {
     int max_batch_tokens = 256;         // MAX_BATCH_TOKENS: tokens one engine step computes
     int kv_cache_mb = 0;                // KV_CACHE_MB: KV cache budget in MiB; 0 = auto
     backend::KvFormat kv_cache_dtype = backend::KvFormat::kF32;  // KV_CACHE_DTYPE
-    long long max_body_bytes = 1 << 20;  // MAX_BODY_BYTES: larger request bodies get 413
-    std::string cache_dir;               // CACHE_DIR: model cache (used by Hub downloads)
-    std::string device = "auto";         // DEVICE: auto, cpu, cuda or cuda:N
-    int threads = 0;                     // THREADS: compute threads; 0 = one per core
-    bool cuda_graphs = true;             // CUDA_GRAPHS: replay decode steps as CUDA graphs
+    long long max_body_bytes = 1 << 20;    // MAX_BODY_BYTES: larger request bodies get 413
+    double request_read_timeout_s = 10;    // REQUEST_READ_TIMEOUT_S: headers + body must arrive
+    int max_connections_per_client = 256;  // MAX_CONNECTIONS_PER_CLIENT: per address; 0 = off
+    std::string cache_dir;                 // CACHE_DIR: model cache (used by Hub downloads)
+    std::string device = "auto";           // DEVICE: auto, cpu, cuda or cuda:N
+    int threads = 0;                       // THREADS: compute threads; 0 = one per core
+    bool cuda_graphs = true;               // CUDA_GRAPHS: replay decode steps as CUDA graphs
     backend::WeightFormat dtype = backend::WeightFormat::kAuto;  // DTYPE: weights for compute
     LogLevel log_level = LogLevel::kInfo;                        // LOG_LEVEL
     LogFormat log_format = LogFormat::kText;                     // LOG_FORMAT
