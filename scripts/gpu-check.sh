@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check of the CUDA backend: build it, run its GPU tests (op parity with the CPU backend,
-# model parity with transformers, batched == unbatched) and measure the engine on the gpt2,
-# gpt2-medium and gpt2-large shapes, then print a summary. Everything a session with a GPU needs, in
-# one call, so that GPU time is spent only on running it.
+# the GPT-2 and Llama-family fixtures' parity with transformers, batched == unbatched, graphs ==
+# eager) and measure the engine on the gpt2, gpt2-medium, gpt2-large, qwen2.5-0.5b and llama-3.2-1b
+# shapes, then print a summary. Everything a session with a GPU needs, in one call, so that GPU
+# time is spent only on running it.
 #
 #   scripts/gpu-check.sh                     GPU machine with the build dependencies: configure,
 #                                            build and run (in $BUILD, default build-gpu).
@@ -17,8 +18,10 @@
 # `scripts/gpu-check.sh --prebuilt` with build-gpu-bundle carried (a few MiB).
 #
 # Environment: CUDA_ARCHS (CMAKE_CUDA_ARCHITECTURES; default "native" when building on a GPU
-# machine, "90" for a bundle: H100/H200), SHAPES (default gpt2,gpt2-medium,gpt2-large), JOBS,
-# BUILD, BENCH_SECONDS (each llmserve bench run's time limit, default 120). Logs go to $OUT when it is set (the device tool brings them back), else to $BUILD/logs.
+# machine, "90" for a bundle: H100/H200), SHAPES (default
+# gpt2,gpt2-medium,gpt2-large,qwen2.5-0.5b,llama-3.2-1b), JOBS, BUILD, BENCH_SECONDS (each
+# llmserve bench run's time limit, default 120). Logs go to $OUT when it is set (the device tool
+# brings them back), else to $BUILD/logs.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -33,7 +36,7 @@ case "${1:-}" in
 esac
 BUILD=${BUILD:-build-gpu}
 JOBS=${JOBS:-$(nproc)}
-SHAPES=${SHAPES:-gpt2,gpt2-medium,gpt2-large}
+SHAPES=${SHAPES:-gpt2,gpt2-medium,gpt2-large,qwen2.5-0.5b,llama-3.2-1b}
 
 die() { echo "gpu-check: $*" >&2; exit 1; }
 

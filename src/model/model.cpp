@@ -163,8 +163,13 @@ std::shared_ptr<const Model> Model::from_weights(ModelConfig config, GenerationD
                                        backend::MatrixLayout::kOutIn, options.weight_format);
     } else {
         const RotaryTable table = rotary_table(*c.rope);
-        model->inv_freq_ = be.allocate(table.inv_freq.size());
-        std::copy(table.inv_freq.begin(), table.inv_freq.end(), model->inv_freq_->data());
+        // Uploaded like a weight: a DeviceBuffer's data() is device memory on the GPU.
+        io::TensorView inv_freq;
+        inv_freq.name = "rotary inverse frequencies";
+        inv_freq.file = "config.json";
+        inv_freq.shape = {static_cast<std::int64_t>(table.inv_freq.size())};
+        inv_freq.data = std::as_bytes(std::span(table.inv_freq));
+        model->inv_freq_ = be.upload_vector(inv_freq);
         model->rotary_attention_factor_ = table.attention_factor;
     }
     const std::vector<std::int64_t> qkv_outs = {Q, KV, KV};

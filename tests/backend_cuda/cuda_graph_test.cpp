@@ -242,39 +242,52 @@ std::vector<std::vector<float>> run_script(ScriptedPasses& script, int vocab) {
 
 class CudaGraphs : public CudaDeviceTest {};
 
-TEST_F(CudaGraphs, ReplayComputesExactlyWhatLaunchingEveryKernelDoes) {
-    const auto dir = repository_dir() / "models" / "gpt2-brown-mini";
-    for (backend::KvFormat format : {backend::KvFormat::kF32, backend::KvFormat::kF16}) {
-        SCOPED_TRACE(std::string(backend::to_string(format)) + " KV cache");
-        // Fresh backends: the scratch buffers start empty, so the long prefill must grow them.
-        std::shared_ptr<backend::Backend> eager = backend::make_cuda_backend(0, {.graphs = false});
-        std::shared_ptr<backend::Backend> graphs = backend::make_cuda_backend(0, {.graphs = true});
-        auto eager_model = model::Model::load(dir, {eager, backend::WeightFormat::kAuto});
-        auto graph_model = model::Model::load(dir, {graphs, backend::WeightFormat::kAuto});
-        const int vocab = eager_model->config().vocab_size;
-        ScriptedPasses eager_script(*eager_model, format), graph_script(*graph_model, format);
-        const auto want = run_script(eager_script, vocab);
-        const auto got = run_script(graph_script, vocab);
+// The embedded GPT-2 model, and every Llama-family fixture (RoPE at the replayed step's positions,
+// q/k norm, sliding windows, grouped-query heads).
+std::vector<std::filesystem::path> graph_test_models() {
+    std::vector<std::filesystem::path> dirs = {repository_dir() / "models" / "gpt2-brown-mini"};
+    if (std::filesystem::exists(fixtures_dir() / "models-llama"))
+        for (const auto& dir : subdirectories(fixtures_dir() / "models-llama")) dirs.push_back(dir);
+    return dirs;
+}
 
-        ASSERT_EQ(got.size(), want.size());
-        for (std::size_t pass = 0; pass < got.size(); ++pass) {
-            ASSERT_EQ(got[pass].size(), want[pass].size());
-            for (std::size_t i = 0; i < got[pass].size(); ++i)
-                ASSERT_EQ(got[pass][i], want[pass][i])
-                    << "pass " << pass << ", logit " << i << " (row " << i / vocab << ")";
+TEST_F(CudaGraphs, ReplayComputesExactlyWhatLaunchingEveryKernelDoes) {
+    for (const auto& dir : graph_test_models())
+        for (backend::KvFormat format : {backend::KvFormat::kF32, backend::KvFormat::kF16}) {
+            SCOPED_TRACE(dir.filename().string() + ", " + std::string(backend::to_string(format)) +
+                         " KV cache");
+            // Fresh backends: the scratch buffers start empty, so the long prefill must grow them.
+            std::shared_ptr<backend::Backend> eager =
+                backend::make_cuda_backend(0, {.graphs = false});
+            std::shared_ptr<backend::Backend> graphs =
+                backend::make_cuda_backend(0, {.graphs = true});
+            auto eager_model = model::Model::load(dir, {eager, backend::WeightFormat::kAuto});
+            auto graph_model = model::Model::load(dir, {graphs, backend::WeightFormat::kAuto});
+            const int vocab = eager_model->config().vocab_size;
+            ScriptedPasses eager_script(*eager_model, format), graph_script(*graph_model, format);
+            const auto want = run_script(eager_script, vocab);
+            const auto got = run_script(graph_script, vocab);
+
+            ASSERT_EQ(got.size(), want.size());
+            for (std::size_t pass = 0; pass < got.size(); ++pass) {
+                ASSERT_EQ(got[pass].size(), want[pass].size());
+                for (std::size_t i = 0; i < got[pass].size(); ++i)
+                    ASSERT_EQ(got[pass][i], want[pass][i])
+                        << "pass " << pass << ", logit " << i << " (row " << i / vocab << ")";
+            }
+            const backend::CudaGraphStats stats = backend::cuda_graph_stats(*graphs);
+            // Decode passes: 1 eager + 1 captured + 4 replayed; after the prefill moved the
+            // scratch, 1 captured again (the shape is warm) + 3 replayed.
+            EXPECT_EQ(stats.captures, 2u);
+            EXPECT_EQ(stats.replays, 9u);
+            EXPECT_EQ(stats.invalidations, 1u);
+            EXPECT_EQ(stats.eager_passes, 3u) << "two prefills and the first decode pass";
+            EXPECT_EQ(backend::cuda_graph_stats(*eager).replays, 0u);
+            std::cout << dir.filename().string() << ", " << backend::to_string(format)
+                      << " KV cache: " << stats.captures << " graphs captured, " << stats.replays
+                      << " replays, " << stats.eager_passes << " eager passes, "
+                      << stats.invalidations << " invalidations\n";
         }
-        const backend::CudaGraphStats stats = backend::cuda_graph_stats(*graphs);
-        // Decode passes: 1 eager + 1 captured + 4 replayed; after the prefill moved the scratch,
-        // 1 captured again (the shape is warm) + 3 replayed.
-        EXPECT_EQ(stats.captures, 2u);
-        EXPECT_EQ(stats.replays, 9u);
-        EXPECT_EQ(stats.invalidations, 1u);
-        EXPECT_EQ(stats.eager_passes, 3u) << "two prefills and the first decode pass";
-        EXPECT_EQ(backend::cuda_graph_stats(*eager).replays, 0u);
-        std::cout << backend::to_string(format) << " KV cache: " << stats.captures
-                  << " graphs captured, " << stats.replays << " replays, " << stats.eager_passes
-                  << " eager passes, " << stats.invalidations << " invalidations\n";
-    }
 }
 
 }  // namespace

@@ -287,6 +287,61 @@ TEST_F(CudaOps, LayerNormMatchesCpu) {
     }
 }
 
+TEST_F(CudaOps, RmsNormMatchesCpu) {
+    const int rows = 7;
+    for (int cols : {64, 896, 2048, 4100}) {
+        const auto x = normal_values(rng, static_cast<std::size_t>(rows) * cols, 0.5f, 3.0f);
+        const auto gamma = normal_values(rng, cols, 1.0f, 0.5f);
+        HostTensor g({cols}, gamma, DType::kF32);
+        auto g_gpu = cuda->upload_vector(g.view);
+        auto g_cpu = cpu->upload_vector(g.view);
+        auto x_gpu = upload(*cuda, x, rows, cols);
+        auto x_cpu = upload(*cpu, x, rows, cols);
+        auto y_gpu = poisoned(*cuda, rows, cols);
+        auto y_cpu = poisoned(*cpu, rows, cols);
+        cuda->rms_norm(x_gpu.view, *g_gpu, 1e-6f, y_gpu.view);
+        cpu->rms_norm(x_cpu.view, *g_cpu, 1e-6f, y_cpu.view);
+        const auto want = download(*cpu, y_cpu.view);
+        // One float32 sum of squares (the CPU's is in double) rounded differently: ~1e-7.
+        expect_close(download(*cuda, y_gpu.view), want, 2e-6, fmt::format("cols {}", cols));
+        cuda->rms_norm(x_gpu.view, *g_gpu, 1e-6f, x_gpu.view);  // in place
+        expect_close(download(*cuda, x_gpu.view), want, 2e-6,
+                     fmt::format("in place, cols {}", cols));
+    }
+    // eps matters for rows near zero.
+    const std::vector<float> small(64, 1e-4f), ones(64, 1.0f);
+    HostTensor g({64}, ones, DType::kF32);
+    auto g_gpu = cuda->upload_vector(g.view);
+    auto g_cpu = cpu->upload_vector(g.view);
+    auto x_gpu = upload(*cuda, small, 1, 64);
+    auto x_cpu = upload(*cpu, small, 1, 64);
+    cuda->rms_norm(x_gpu.view, *g_gpu, 1e-5f, x_gpu.view);
+    cpu->rms_norm(x_cpu.view, *g_cpu, 1e-5f, x_cpu.view);
+    expect_close(download(*cuda, x_gpu.view), download(*cpu, x_cpu.view), 2e-6, "eps");
+}
+
+TEST_F(CudaOps, GatedActivationMatchesCpu) {
+    const int rows = 5;
+    for (int width : {1, 96, 4864}) {
+        const auto gate_up =
+            normal_values(rng, static_cast<std::size_t>(rows) * 2 * width, 0.0f, 3.0f);
+        auto in_gpu = upload(*cuda, gate_up, rows, 2 * width);
+        auto in_cpu = upload(*cpu, gate_up, rows, 2 * width);
+        for (Activation kind : {Activation::kSilu, Activation::kGeluNew, Activation::kGelu,
+                                Activation::kGeluFast, Activation::kRelu}) {
+            auto out_gpu = poisoned(*cuda, rows, width);
+            auto out_cpu = poisoned(*cpu, rows, width);
+            cuda->gated_activation(in_gpu.view, kind, out_gpu.view);
+            cpu->gated_activation(in_cpu.view, kind, out_cpu.view);
+            expect_close(download(*cuda, out_gpu.view), download(*cpu, out_cpu.view), 1e-5,
+                         fmt::format("width {}, activation {}", width, static_cast<int>(kind)));
+        }
+    }
+    auto in = poisoned(*cuda, 2, 8);
+    auto out = poisoned(*cuda, 2, 3);
+    EXPECT_THROW(cuda->gated_activation(in.view, Activation::kSilu, out.view), Error);
+}
+
 // The epilogues on grid values (the products are exact on both sides): accumulating into a
 // residual with a bias is exact, the activations agree to their float32 formulas.
 TEST_F(CudaOps, LinearEpiloguesAndAddMatchCpu) {
@@ -337,23 +392,85 @@ struct Sequence {
     std::vector<int> table;
 };
 
-// Runs the same attention step on both backends and compares the outputs.
+// An attention configuration, built on both backends from the same numbers.
+struct AttentionSetup {
+    int n_head = 0, n_kv_head = 0, head_dim = 0;
+    int window = 0;
+    bool qk_norm = false;
+    int rotary_dim = 0;  // 0: no rotary embedding
+    float rope_theta = 10000.0f;
+    float attention_factor = 1.0f;
+
+    std::string describe() const {
+        return fmt::format("H {}, KV {}, D {}, window {}{}, rotary {} (theta {}, factor {})",
+                           n_head, n_kv_head, head_dim, window, qk_norm ? ", qk norm" : "",
+                           rotary_dim, rope_theta, attention_factor);
+    }
+};
+
+// The parameter buffers of one backend and the AttentionParams pointing at them.
+struct BackendParams {
+    DeviceMatrix q_norm, k_norm, inv_freq;
+    AttentionParams params;
+
+    BackendParams(Backend& backend, const AttentionSetup& s, const std::vector<float>& q_gamma,
+                  const std::vector<float>& k_gamma, const std::vector<float>& frequencies)
+        : q_norm(upload(backend, q_gamma, 1, s.head_dim)),
+          k_norm(upload(backend, k_gamma, 1, s.head_dim)),
+          inv_freq(upload(backend, frequencies, 1, static_cast<int>(frequencies.size()))) {
+        params = {.n_head = s.n_head,
+                  .n_kv_head = s.n_kv_head,
+                  .head_dim = s.head_dim,
+                  .scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim)),
+                  .window = s.window,
+                  .rotary = {}};
+        if (s.qk_norm) {
+            params.q_norm = q_norm.buffer.get();
+            params.k_norm = k_norm.buffer.get();
+            params.norm_eps = 1e-6f;
+        }
+        if (s.rotary_dim > 0)
+            params.rotary = {inv_freq.buffer.get(), s.rotary_dim, s.attention_factor};
+    }
+};
+
+std::vector<float> inverse_frequencies(const AttentionSetup& s) {
+    std::vector<float> frequencies(std::max(s.rotary_dim / 2, 1), 0.0f);
+    for (int i = 0; i < s.rotary_dim / 2; ++i)
+        frequencies[i] = static_cast<float>(
+            1.0 / std::pow(static_cast<double>(s.rope_theta), 2.0 * i / s.rotary_dim));
+    return frequencies;
+}
+
+// Runs the same attention step on both backends and compares the outputs, and the q and k heads
+// that attention normalises and rotates in place in qkv.
 struct AttentionHarness {
     Backend& gpu;
     Backend& cpu;
+    AttentionSetup setup;
     std::unique_ptr<backend::KvStorage> kv_gpu, kv_cpu;
-    int n_head, head_dim, n_embd, block_tokens;
+    BackendParams params_gpu, params_cpu;
+    int block_tokens;
+    double tolerance;
 
-    AttentionHarness(Backend& g, Backend& c, int layers, int blocks, int block_tokens_, int heads,
-                     int dim, KvFormat format)
+    AttentionHarness(Backend& g, Backend& c, std::mt19937& rng, int layers, int blocks,
+                     int block_tokens_, const AttentionSetup& s, KvFormat format)
         : gpu(g),
           cpu(c),
-          kv_gpu(g.allocate_kv(layers, blocks, block_tokens_, heads * dim, format)),
-          kv_cpu(c.allocate_kv(layers, blocks, block_tokens_, heads * dim, format)),
-          n_head(heads),
-          head_dim(dim),
-          n_embd(heads * dim),
-          block_tokens(block_tokens_) {}
+          setup(s),
+          kv_gpu(g.allocate_kv(layers, blocks, block_tokens_, s.n_kv_head * s.head_dim, format)),
+          kv_cpu(c.allocate_kv(layers, blocks, block_tokens_, s.n_kv_head * s.head_dim, format)),
+          params_gpu(g, s, normal_values(rng, s.head_dim, 1.0f, 0.3f),
+                     normal_values(rng, s.head_dim, 1.0f, 0.3f), inverse_frequencies(s)),
+          params_cpu(c, s, download(g, params_gpu.q_norm.view), download(g, params_gpu.k_norm.view),
+                     inverse_frequencies(s)),
+          block_tokens(block_tokens_),
+          // Weighted means of values ~N(0, 1): float32 softmax and sums in another order. An f16
+          // cache holds the same rounded keys and values on both sides, except where normalising
+          // and rotating k (float32 on both sides, last-bit differences) lands a key on either
+          // side of an f16 rounding boundary: one element then differs by 2^-11 relative, which
+          // moves a score by about 1e-4.
+          tolerance(format == KvFormat::kF16 && (s.qk_norm || s.rotary_dim > 0) ? 5e-4 : 2e-5) {}
 
     // rows: (sequence index, position) in batch order.
     void step(std::mt19937& rng, const std::vector<Sequence>& sequences,
@@ -366,24 +483,29 @@ struct AttentionHarness {
         std::vector<std::span<const int>> tables;
         for (const Sequence& s : sequences) tables.emplace_back(s.table);
         const AttentionBatch batch{positions, row_sequence, tables, block_tokens};
-        const AttentionParams params{.n_head = n_head,
-                                     .n_kv_head = n_head,
-                                     .head_dim = head_dim,
-                                     .scale = 1.0f / std::sqrt(static_cast<float>(head_dim)),
-                                     .rotary = {}};
         const int m = static_cast<int>(rows.size());
-        const auto qkv = normal_values(rng, static_cast<std::size_t>(m) * 3 * n_embd, 0.0f, 1.0f);
-        auto qkv_gpu = upload(gpu, qkv, m, 3 * n_embd);
-        auto qkv_cpu = upload(cpu, qkv, m, 3 * n_embd);
-        auto out_gpu = poisoned(gpu, m, n_embd);
-        auto out_cpu = poisoned(cpu, m, n_embd);
-        gpu.attention(qkv_gpu.view, batch, *kv_gpu, layer, params, out_gpu.view);
-        cpu.attention(qkv_cpu.view, batch, *kv_cpu, layer, params, out_cpu.view);
-        // Weighted means of values ~N(0, 1): float32 softmax and sums in another order (an f16
-        // cache holds the same rounded keys and values on both sides).
-        expect_close(download(gpu, out_gpu.view), download(cpu, out_cpu.view), 2e-5, what);
+        const int width = (setup.n_head + 2 * setup.n_kv_head) * setup.head_dim;
+        const int out_width = setup.n_head * setup.head_dim;
+        const auto qkv = normal_values(rng, static_cast<std::size_t>(m) * width, 0.0f, 1.0f);
+        auto qkv_gpu = upload(gpu, qkv, m, width);
+        auto qkv_cpu = upload(cpu, qkv, m, width);
+        auto out_gpu = poisoned(gpu, m, out_width);
+        auto out_cpu = poisoned(cpu, m, out_width);
+        gpu.attention(qkv_gpu.view, batch, *kv_gpu, layer, params_gpu.params, out_gpu.view);
+        cpu.attention(qkv_cpu.view, batch, *kv_cpu, layer, params_cpu.params, out_cpu.view);
+        expect_close(download(gpu, qkv_gpu.view), download(cpu, qkv_cpu.view), 1e-5,
+                     what + " (q and k after normalising and rotating)");
+        expect_close(download(gpu, out_gpu.view), download(cpu, out_cpu.view), tolerance, what);
     }
 };
+
+// Block ids in random order, so that a kernel ignoring the tables would read the wrong tokens.
+std::vector<int> shuffled_blocks(std::mt19937& rng, int blocks) {
+    std::vector<int> pool(blocks);
+    std::iota(pool.begin(), pool.end(), 0);
+    std::shuffle(pool.begin(), pool.end(), rng);
+    return pool;
+}
 
 TEST_F(CudaOps, PagedAttentionMatchesCpuForPrefillDecodeAndCopiedBlocks) {
     struct Heads {
@@ -392,14 +514,12 @@ TEST_F(CudaOps, PagedAttentionMatchesCpuForPrefillDecodeAndCopiedBlocks) {
     for (KvFormat format : {KvFormat::kF32, KvFormat::kF16})
         for (Heads heads : {Heads{3, 16}, Heads{2, 64}, Heads{1, 80}, Heads{2, 256}}) {
             const int block_tokens = 4, blocks = 40, layers = 2;
-            AttentionHarness h(*cuda, *cpu, layers, blocks, block_tokens, heads.n_head,
-                               heads.head_dim, format);
+            const AttentionSetup gpt2{heads.n_head, heads.n_head, heads.head_dim};
+            AttentionHarness h(*cuda, *cpu, rng, layers, blocks, block_tokens, gpt2, format);
             EXPECT_EQ(h.kv_gpu->bytes(), static_cast<std::size_t>(layers) * 2 * blocks *
-                                             block_tokens * h.n_embd * element_bytes(format));
-            // Shuffled block ids, so that a kernel ignoring the tables would read the wrong tokens.
-            std::vector<int> pool(blocks);
-            std::iota(pool.begin(), pool.end(), 0);
-            std::shuffle(pool.begin(), pool.end(), rng);
+                                             block_tokens * heads.n_head * heads.head_dim *
+                                             element_bytes(format));
+            const std::vector<int> pool = shuffled_blocks(rng, blocks);
             std::vector<Sequence> s(3);
             s[0].table.assign(pool.begin(), pool.begin() + 7);        // A: 28 tokens
             s[1].table.assign(pool.begin() + 7, pool.begin() + 15);   // B: 32 tokens
@@ -434,6 +554,69 @@ TEST_F(CudaOps, PagedAttentionMatchesCpuForPrefillDecodeAndCopiedBlocks) {
         }
 }
 
+// The Llama family's attention: grouped-query and multi-query heads, head_dim unrelated to the
+// residual width, per-head q/k RMSNorm, full and partial rotary embeddings with another theta and
+// an attention factor, sliding windows narrower and wider than a block, through f32 and f16
+// caches: a long prefill, a batch mixing decode and prefill chunks, then decode steps past the
+// windows.
+TEST_F(CudaOps, LlamaFamilyAttentionMatchesCpu) {
+    const AttentionSetup setups[] = {
+        {.n_head = 4, .n_kv_head = 2, .head_dim = 16, .rotary_dim = 16},  // Llama, GQA
+        {.n_head = 8, .n_kv_head = 1, .head_dim = 128, .rotary_dim = 128, .rope_theta = 1e6f},
+        {.n_head = 4,
+         .n_kv_head = 2,
+         .head_dim = 32,
+         .qk_norm = true,
+         .rotary_dim = 32,
+         .rope_theta = 1e6f},  // Qwen3
+        {.n_head = 6,
+         .n_kv_head = 3,
+         .head_dim = 40,
+         .window = 7,
+         .rotary_dim = 20,
+         .attention_factor = 1.2f},  // partial rotary, yarn's factor
+        {.n_head = 2, .n_kv_head = 2, .head_dim = 24, .window = 1, .qk_norm = true},
+        {.n_head = 14,
+         .n_kv_head = 2,
+         .head_dim = 64,
+         .window = 32,
+         .rotary_dim = 64,
+         .rope_theta = 1e6f},  // Qwen2.5-0.5B's heads, with Mistral's kind of window
+        {.n_head = 2, .n_kv_head = 1, .head_dim = 256, .window = 100, .rotary_dim = 256},
+    };
+    const int block_tokens = 16, blocks = 64, layers = 2;
+    for (KvFormat format : {KvFormat::kF32, KvFormat::kF16})
+        for (const AttentionSetup& setup : setups) {
+            const std::string label =
+                setup.describe() + ", " + std::string(to_string(format)) + " cache";
+            SCOPED_TRACE(label);
+            AttentionHarness h(*cuda, *cpu, rng, layers, blocks, block_tokens, setup, format);
+            EXPECT_EQ(h.kv_gpu->bytes(), static_cast<std::size_t>(layers) * 2 * blocks *
+                                             block_tokens * setup.n_kv_head * setup.head_dim *
+                                             element_bytes(format));
+            const std::vector<int> pool = shuffled_blocks(rng, blocks);
+            std::vector<Sequence> s(3);
+            s[0].table.assign(pool.begin(), pool.begin() + 12);       // A: 192 tokens
+            s[1].table.assign(pool.begin() + 12, pool.begin() + 16);  // B: 64 tokens
+            s[2].table.assign(pool.begin() + 16, pool.begin() + 17);  // C: 16 tokens
+            const int layer = 1;
+
+            std::vector<std::pair<int, int>> prefill;  // A 0..149, B 0..8
+            for (int p = 0; p < 150; ++p) prefill.emplace_back(0, p);
+            for (int p = 0; p <= 8; ++p) prefill.emplace_back(1, p);
+            h.step(rng, s, prefill, layer, "prefill");
+
+            std::vector<std::pair<int, int>> mixed = {{0, 150}};  // A decodes, B and C prefill
+            for (int p = 9; p <= 40; ++p) mixed.emplace_back(1, p);
+            for (int p = 0; p <= 5; ++p) mixed.emplace_back(2, p);
+            h.step(rng, s, mixed, layer, "mixed prefill and decode");
+
+            for (int i = 0; i < 6; ++i)
+                h.step(rng, s, {{0, 151 + i}, {1, 41 + i}, {2, 6 + i}}, layer,
+                       fmt::format("decode step {}", i));
+        }
+}
+
 TEST_F(CudaOps, ErrorsNameTheProblem) {
     HostTensor table({4, 8}, std::vector<float>(32, 0.5f), DType::kF32);
     auto t = cuda->upload_matrix(table.view, MatrixLayout::kOutIn, WeightFormat::kAuto);
@@ -462,7 +645,9 @@ TEST_F(CudaOps, ErrorsNameTheProblem) {
     const std::vector<int> positions = {0}, sequences = {0}, table_ids = {0};
     const std::vector<std::span<const int>> tables = {table_ids};
     try {
-        cuda->attention(qkv.view, {positions, sequences, tables, 4}, *kv, 0, {2, 1.0f}, attn.view);
+        cuda->attention(qkv.view, {positions, sequences, tables, 4}, *kv, 0,
+                        {.n_head = 2, .n_kv_head = 2, .head_dim = 512, .scale = 1.0f, .rotary = {}},
+                        attn.view);
         ADD_FAILURE() << "a head dimension of 512 was accepted";
     } catch (const Error& error) {
         EXPECT_EQ(error.code(), ErrorCode::kUnsupported);

@@ -1,5 +1,6 @@
 // Parity with Hugging Face transformers on the GPU: every model folder under
-// $LLMSERVE_FIXTURES/models and every case of its reference.json, the embedded model's greedy
+// $LLMSERVE_FIXTURES/models (GPT-2) and $LLMSERVE_FIXTURES/models-llama (Llama, Mistral, Qwen2,
+// Qwen3: whatever it holds) and every case of its reference.json, the embedded model's greedy
 // continuations, and batched == unbatched through the Engine. Cases and folders are discovered.
 //
 // Tolerances. With f32 weights the GPU computes in float32 throughout: the CPU suite's bounds
@@ -13,7 +14,10 @@
 // gives errors of order 1. A greedy step can flip only where the top two logits are closer than
 // the sum of their errors (<= 0.016 above), so tokens are compared while the reference margin is
 // >= 0.05. An f16 KV cache rounds keys and values the same way (2^-11 relative) once more; the same
-// bounds apply to it.
+// bounds apply to it. For the Llama-family fixtures, tests/backend_cuda/gpu_rounding_estimate.py
+// emulates the same arithmetic (bf16, 2^-8 relative, for the bf16 checkpoint, which kAuto keeps
+// in bf16): at most 1.13e-2·(1+|ref|) and 1.2e-2 absolute (f16 KV cache included), so the same
+// bounds hold there too, with less room (1.8x) for the bf16 one.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -73,9 +77,13 @@ class CudaParity : public CudaDeviceTest {
         return model::Model::load(dir, {cuda, precision.format});
     }
 
-    void check_models(const Precision& precision) {
-        const auto folders = subdirectories(fixtures_dir() / "models");
-        ASSERT_FALSE(folders.empty()) << "no model folders under " << fixtures_dir() / "models";
+    // Every folder of `family` under the fixtures; the test is skipped when the family is absent
+    // (a fixtures folder of another layout), failed when it is empty.
+    void check_models(const std::string& family, const Precision& precision) {
+        const auto root = fixtures_dir() / family;
+        if (!std::filesystem::exists(root)) GTEST_SKIP() << "no " << family << " in " << root;
+        const auto folders = subdirectories(root);
+        ASSERT_FALSE(folders.empty()) << "no model folders under " << root;
         int cases = 0;
         for (const auto& dir : folders) {
             SCOPED_TRACE("model folder " + dir.string());
@@ -119,15 +127,29 @@ class CudaParity : public CudaDeviceTest {
 };
 
 TEST_F(CudaParity, FixtureModelsF16) {
-    check_models(kF16);
+    check_models("models", kF16);
 }
 
 TEST_F(CudaParity, FixtureModelsF16WithF16Cache) {
-    check_models(kF16Cache);
+    check_models("models", kF16Cache);
 }
 
 TEST_F(CudaParity, FixtureModelsF32) {
-    check_models(kF32);
+    check_models("models", kF32);
+}
+
+// RMSNorm, RoPE (llama3 scaling included), grouped-query heads, sliding windows, q/k norm, q/k/v
+// biases, gated MLPs, tied heads, bf16/f16/sharded checkpoints: whatever models-llama holds.
+TEST_F(CudaParity, LlamaFamilyModelsF16) {
+    check_models("models-llama", kF16);
+}
+
+TEST_F(CudaParity, LlamaFamilyModelsF16WithF16Cache) {
+    check_models("models-llama", kF16Cache);
+}
+
+TEST_F(CudaParity, LlamaFamilyModelsF32) {
+    check_models("models-llama", kF32);
 }
 
 // Prompt text in, tokens and text out, equal to transformers' greedy continuation.
@@ -187,11 +209,14 @@ void check_batched_equals_unbatched(engine::Engine& engine, const std::vector<Pr
 }
 
 TEST_F(CudaParity, BatchedEqualsUnbatched) {
-    for (const auto& dir : subdirectories(fixtures_dir() / "models")) {
-        SCOPED_TRACE("model folder " + dir.string());
-        const json reference = json::parse(read_text(dir / "reference.json"));
-        engine::Engine engine(load(dir, kF16), nullptr, {});
-        check_batched_equals_unbatched(engine, reference_prompts(reference.at("cases")));
+    for (const char* family : {"models", "models-llama"}) {
+        if (!std::filesystem::exists(fixtures_dir() / family)) continue;
+        for (const auto& dir : subdirectories(fixtures_dir() / family)) {
+            SCOPED_TRACE("model folder " + dir.string());
+            const json reference = json::parse(read_text(dir / "reference.json"));
+            engine::Engine engine(load(dir, kF16), nullptr, {});
+            check_batched_equals_unbatched(engine, reference_prompts(reference.at("cases")));
+        }
     }
     const auto embedded = repository_dir() / "models" / "gpt2-brown-mini";
     const json reference =

@@ -54,4 +54,31 @@ std::vector<int> pack_attention_batch(const AttentionBatch& batch, int num_block
     return packed;
 }
 
+HeadLayout attention_heads(MatrixView qkv, const AttentionParams& params, int kv_dim,
+                           MatrixView out) {
+    check_attention(qkv, params, kv_dim, out);
+    if (params.head_dim > kMaxHeadDim)
+        fail(ErrorCode::kUnsupported,
+             "the cuda backend's attention handles head dimensions up to {}; this model has {}",
+             kMaxHeadDim, params.head_dim);
+    return {params.n_head, params.n_kv_head, params.head_dim};
+}
+
+std::optional<QkTransform> qk_transform(const AttentionParams& params) {
+    const RotaryParams& rotary = params.rotary;
+    if (params.q_norm == nullptr && rotary.inv_freq == nullptr) return std::nullopt;
+    QkTransform transform;
+    if (params.q_norm != nullptr) {
+        transform.q_norm = params.q_norm->data();
+        transform.k_norm = params.k_norm->data();
+        transform.norm_eps = params.norm_eps;
+    }
+    if (rotary.inv_freq != nullptr) {
+        transform.inv_freq = rotary.inv_freq->data();
+        transform.rotary_dim = rotary.rotary_dim;
+        transform.attention_factor = rotary.attention_factor;
+    }
+    return transform;
+}
+
 }  // namespace llmserve::backend::cuda

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -21,6 +22,7 @@
 namespace llmserve::backend {
 namespace {
 
+using cuda::HeadLayout;
 using cuda::KvLayout;
 using cuda::PagedRows;
 
@@ -308,7 +310,7 @@ class CudaKvStorage final : public KvStorage {
         context_->activate();
         const std::size_t element = element_bytes(format_);
         const std::size_t block_bytes =
-            static_cast<std::size_t>(layout_.block_tokens) * layout_.n_embd * element;
+            static_cast<std::size_t>(layout_.block_tokens) * layout_.kv_dim * element;
         auto* base = static_cast<std::byte*>(memory_.get());
         for (int layer = 0; layer < layers_; ++layer)
             for (int kind = 0; kind < 2; ++kind)
@@ -361,6 +363,8 @@ enum class Op : std::uint8_t {
     kEmbedding,
     kLinear,
     kLayerNorm,
+    kRmsNorm,
+    kGatedActivation,
     kAdd,
     kAttention,
     kGatherRows,
@@ -411,16 +415,16 @@ class CudaBackend final : public Backend {
     }
 
     using Backend::allocate_kv;
-    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int n_embd,
+    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int kv_dim,
                                            KvFormat format) override {
-        if (layers <= 0 || blocks <= 0 || block_tokens <= 0 || n_embd <= 0)
+        if (layers <= 0 || blocks <= 0 || block_tokens <= 0 || kv_dim <= 0)
             fail(ErrorCode::kInternal,
-                 "allocate_kv: layers {}, blocks {}, block_tokens {}, n_embd {} must be positive",
-                 layers, blocks, block_tokens, n_embd);
+                 "allocate_kv: layers {}, blocks {}, block_tokens {}, kv_dim {} must be positive",
+                 layers, blocks, block_tokens, kv_dim);
         std::lock_guard lock(context_->mutex());
         context_->activate();
         return std::make_unique<CudaKvStorage>(context_, layers,
-                                               KvLayout{blocks, block_tokens, n_embd}, format);
+                                               KvLayout{blocks, block_tokens, kv_dim}, format);
     }
 
     std::unique_ptr<Weight> upload_matrix(const io::TensorView& tensor, MatrixLayout layout,
@@ -551,6 +555,33 @@ class CudaBackend final : public Backend {
         check_launch(context_->device(), "layer_norm");
     }
 
+    void rms_norm(MatrixView x, const DeviceBuffer& gamma, float eps, MatrixView y) override {
+        if (x.rows != y.rows || x.cols != y.cols || gamma.size() < static_cast<std::size_t>(x.cols))
+            fail(ErrorCode::kInternal, "rms_norm: x [{}, {}], y [{}, {}], gamma of {} floats",
+                 x.rows, x.cols, y.rows, y.cols, gamma.size());
+        std::lock_guard lock(context_->mutex());
+        begin_call();
+        recorder_.note(Op::kRmsNorm, x.data, x.rows, x.cols, gamma.data(), eps, y.data);
+        if (mode_ == StepMode::kRecord) return;
+        cuda::launch_rms_norm(x.data, gamma.data(), eps, x.rows, x.cols, y.data,
+                              context_->stream());
+        check_launch(context_->device(), "rms_norm");
+    }
+
+    void gated_activation(MatrixView gate_up, Activation activation, MatrixView out) override {
+        if (gate_up.cols != 2 * out.cols || gate_up.rows != out.rows)
+            fail(ErrorCode::kInternal, "gated_activation: gate_up [{}, {}] -> out [{}, {}]",
+                 gate_up.rows, gate_up.cols, out.rows, out.cols);
+        std::lock_guard lock(context_->mutex());
+        begin_call();
+        recorder_.note(Op::kGatedActivation, gate_up.data, out.rows, out.cols, activation,
+                       out.data);
+        if (mode_ == StepMode::kRecord) return;
+        cuda::launch_gated_activation(gate_up.data, activation, out.rows, out.cols, out.data,
+                                      context_->stream());
+        check_launch(context_->device(), "gated_activation");
+    }
+
     void add(MatrixView x, MatrixView y) override {
         if (x.rows != y.rows || x.cols != y.cols)
             fail(ErrorCode::kInternal, "add: [{}, {}] += [{}, {}]", x.rows, x.cols, y.rows, y.cols);
@@ -563,39 +594,15 @@ class CudaBackend final : public Backend {
         check_launch(context_->device(), "add");
     }
 
-    // The Llama-family ops are not implemented in this backend yet (the cuda branch adds them):
-    // they are refused, naming what is missing, rather than approximated.
-    void rms_norm(MatrixView, const DeviceBuffer&, float, MatrixView) override {
-        fail(ErrorCode::kUnsupported, "the cuda backend has no rms_norm yet (DEVICE=cpu runs it)");
-    }
-    void gated_activation(MatrixView, Activation, MatrixView) override {
-        fail(ErrorCode::kUnsupported,
-             "the cuda backend has no gated activation yet (DEVICE=cpu runs it)");
-    }
-
     void attention(MatrixView qkv, const AttentionBatch& batch, KvStorage& storage, int layer,
                    const AttentionParams& params, MatrixView out) override {
         auto& kv = static_cast<CudaKvStorage&>(storage);
         const KvLayout& layout = kv.layout();
-        if (params.n_kv_head != params.n_head || params.window != 0 || params.q_norm != nullptr ||
-            params.rotary.inv_freq != nullptr || params.head_dim * params.n_head != out.cols)
-            fail(ErrorCode::kUnsupported,
-                 "the cuda backend's attention has no grouped-query heads, sliding windows, q/k "
-                 "norms, rotary embeddings or head_dim override yet (DEVICE=cpu runs them)");
-        const int n_embd = out.cols;
-        if (n_embd != layout.n_embd || qkv.cols != 3 * n_embd || qkv.rows != out.rows ||
-            static_cast<std::size_t>(qkv.rows) != batch.positions.size())
-            fail(ErrorCode::kInternal,
-                 "attention: qkv [{}, {}], out [{}, {}], {} positions, KV cache width {}", qkv.rows,
-                 qkv.cols, out.rows, out.cols, batch.positions.size(), layout.n_embd);
-        if (params.n_head <= 0 || n_embd % params.n_head != 0)
-            fail(ErrorCode::kInternal, "attention: n_embd {} is not a multiple of n_head {}",
-                 n_embd, params.n_head);
-        if (n_embd / params.n_head > cuda::kMaxHeadDim)
-            fail(ErrorCode::kUnsupported,
-                 "the cuda backend's attention handles head dimensions up to {}; this model has "
-                 "{} (n_embd {} / n_head {})",
-                 cuda::kMaxHeadDim, n_embd / params.n_head, n_embd, params.n_head);
+        const HeadLayout heads = cuda::attention_heads(qkv, params, layout.kv_dim, out);
+        const std::optional<cuda::QkTransform> transform = cuda::qk_transform(params);
+        if (static_cast<std::size_t>(qkv.rows) != batch.positions.size())
+            fail(ErrorCode::kInternal, "attention: qkv of {} rows for {} positions", qkv.rows,
+                 batch.positions.size());
         if (layer < 0 || layer >= kv.layers())
             fail(ErrorCode::kInternal, "attention: layer {} of a KV cache with {} layers", layer,
                  kv.layers());
@@ -622,16 +629,23 @@ class CudaBackend final : public Backend {
                 stage_input(packed, attention_scratch_, "uploading attention block tables");
             eager_batch_ = device_batch;
         }
-        recorder_.note(Op::kAttention, qkv.data, qkv.rows, qkv.cols, kv.data(), kv.format(),
-                       layout.blocks, layout.block_tokens, layout.n_embd, layer, params.n_head,
-                       params.scale, out.data);
+        recorder_.note(Op::kAttention, qkv.data, qkv.rows, heads, kv.data(), kv.format(),
+                       layout.blocks, layout.block_tokens, layer, params.window, params.scale,
+                       out.data, transform.has_value());
+        if (transform)
+            recorder_.note(transform->q_norm, transform->k_norm, transform->norm_eps,
+                           transform->inv_freq, transform->rotary_dim, transform->attention_factor);
         if (mode_ == StepMode::kRecord) return;
         const PagedRows rows{device_batch, qkv.rows, layout.block_tokens};
-        cuda::launch_write_kv(qkv.data, rows, layout, layer, kv.format(), kv.data(),
-                              context_->stream());
+        const cudaStream_t stream = context_->stream();
+        if (transform) {
+            cuda::launch_transform_qk(qkv.data, rows, heads, *transform, stream);
+            check_launch(context_->device(), "transform_qk");
+        }
+        cuda::launch_write_kv(qkv.data, rows, heads, layout, layer, kv.format(), kv.data(), stream);
         check_launch(context_->device(), "write_kv");
-        cuda::launch_paged_attention(qkv.data, rows, kv.data(), kv.format(), layout, layer,
-                                     params.n_head, params.scale, out.data, context_->stream());
+        cuda::launch_paged_attention(qkv.data, rows, kv.data(), kv.format(), layout, layer, heads,
+                                     params.window, params.scale, out.data, stream);
         check_launch(context_->device(), "paged_attention");
     }
 

@@ -1,6 +1,6 @@
 // The CUDA backend: weights, activations and the KV cache in device memory; matrix products through
-// cuBLAS with f16 (or bf16) inputs and float32 accumulation; layer norm, softmax and attention in
-// float32.
+// cuBLAS with f16 (or bf16) inputs and float32 accumulation; layer norm, RMSNorm, RoPE, the gated
+// activation, softmax and attention in float32.
 //
 // Choices, to be measured on a GPU (scripts/gpu-check.sh):
 // - Activations stay float32 (the interface's DeviceBuffer). `linear` rounds its input to the
@@ -15,8 +15,12 @@
 //   pass; the attention batch once per pass (every layer sees the same one).
 // - Decode passes replay CUDA graphs (CudaOptions::graphs; see run_step in cuda_backend.cpp and
 //   step_recorder.h): one graph launch per pass instead of about 16 launches per layer.
-// - Paged attention: one thread block per (row, head), four warps sharing the cached tokens with an
-//   online softmax, merged in shared memory; head dimensions up to 256.
+// - Paged attention: one thread block per (row, query head), four warps sharing the cached tokens
+//   of the row's window with an online softmax, merged in shared memory; head dimensions up to
+//   256. Grouped-query heads read their KV head's keys from the cache once per query head (the
+//   KV head's group shares them only through the L2 cache).
+// - Per-head q/k RMSNorm and RoPE run in one kernel before the cache write, in place in qkv (as on
+//   the CPU); positions come from the staged attention batch, so graphs replay them per pass.
 #pragma once
 
 #include <memory>

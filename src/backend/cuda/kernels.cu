@@ -154,35 +154,97 @@ __global__ void layer_norm_kernel(const float* x, const float* gamma, const floa
         out[c] = (in[c] - mean) * inv_std * gamma[c] + beta[c];
 }
 
-// One block per row: copies its k and v (columns [C, 2C) and [2C, 3C) of qkv) into the cache.
+// One block per row, like layer_norm_kernel: the sum of squares first, then each thread scales its
+// own columns (so x may alias y).
+__global__ void rms_norm_kernel(const float* x, const float* gamma, float eps, int cols, float* y) {
+    __shared__ float scratch[kThreads / kWarp];
+    const float* in = x + static_cast<std::size_t>(blockIdx.x) * cols;
+    float* out = y + static_cast<std::size_t>(blockIdx.x) * cols;
+    float squares = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) squares += in[c] * in[c];
+    const float inverse = 1.0f / sqrtf(block_sum(squares, scratch) / cols + eps);
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) out[c] = gamma[c] * (in[c] * inverse);
+}
+
+//                                     gate_up: [rows, 2 width] (gate | up)   out: [rows, width]
+__global__ void gated_activation_kernel(const float* gate_up, Activation kind, int width,
+                                        std::size_t count, float* out) {
+    for (std::size_t i = global_thread(); i < count; i += grid_threads()) {
+        const std::size_t row = i / width, column = i % width;
+        const float* gate = gate_up + row * 2 * width;
+        out[i] = apply_activation(kind, gate[column]) * gate[width + column];
+    }
+}
+
+constexpr int kTransformThreads = 64;
+
+// One block per (row, head of the H query and KV key heads, which are adjacent in the row). Every
+// element of the head is read and written by one thread: pair i < R/2 (dimensions i and i + R/2)
+// by thread i mod blockDim, the dimensions past R likewise; the RMSNorm's sum of squares is
+// reduced over the block before anything is written.           qkv: [rows.rows, row_width]
+__global__ void __launch_bounds__(kTransformThreads)
+    transform_qk_kernel(float* qkv, PagedRows rows, HeadLayout heads, QkTransform t) {
+    __shared__ float scratch[kTransformThreads / kWarp];
+    const int row = blockIdx.x;
+    const int head = blockIdx.y;  // < H: a query head; else key head head - H
+    const int dims = heads.head_dim;
+    float* x = qkv + static_cast<std::size_t>(row) * heads.row_width() + head * dims;
+
+    float inverse = 1.0f;
+    const float* gamma = head < heads.n_head ? t.q_norm : t.k_norm;
+    if (gamma != nullptr) {
+        float squares = 0.0f;
+        for (int d = threadIdx.x; d < dims; d += blockDim.x) squares += x[d] * x[d];
+        inverse = 1.0f / sqrtf(block_sum(squares, scratch) / dims + t.norm_eps);
+    }
+    auto normalised = [&](int d) { return gamma != nullptr ? gamma[d] * (x[d] * inverse) : x[d]; };
+
+    const int half = t.inv_freq != nullptr ? t.rotary_dim / 2 : 0;
+    const auto position = static_cast<float>(rows.position(row));
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float sine, cosine;
+        sincosf(position * t.inv_freq[i], &sine, &cosine);
+        cosine *= t.attention_factor;
+        sine *= t.attention_factor;
+        const float first = normalised(i), second = normalised(i + half);
+        x[i] = first * cosine - second * sine;
+        x[i + half] = second * cosine + first * sine;
+    }
+    if (gamma != nullptr)
+        for (int d = 2 * half + threadIdx.x; d < dims; d += blockDim.x) x[d] = normalised(d);
+}
+
+// One block per row: copies its keys and values (every KV head) into the cache.
 template <typename T>
-__global__ void write_kv_kernel(const float* qkv, PagedRows rows, KvLayout layout, int layer,
-                                T* kv) {
+__global__ void write_kv_kernel(const float* qkv, PagedRows rows, HeadLayout heads, KvLayout layout,
+                                int layer, T* kv) {
     const int row = blockIdx.x;
     const int position = rows.position(row);
     const int block = rows.block_of(row, position);
     const int offset = rows.offset_of(position);
-    const int n_embd = layout.n_embd;
-    const float* source = qkv + static_cast<std::size_t>(row) * 3 * n_embd;
+    const float* source = qkv + static_cast<std::size_t>(row) * heads.row_width();
+    const float* k = source + heads.key(0);
+    const float* v = source + heads.value(0);
     T* keys = kv + layout.slot(layer, 0, block, offset);
     T* values = kv + layout.slot(layer, 1, block, offset);
-    for (int c = threadIdx.x; c < n_embd; c += blockDim.x) {
-        store(keys + c, source[n_embd + c]);
-        store(values + c, source[2 * n_embd + c]);
+    for (int c = threadIdx.x; c < layout.kv_dim; c += blockDim.x) {
+        store(keys + c, k[c]);
+        store(values + c, v[c]);
     }
 }
 
 constexpr int kAttentionWarps = 4;
 constexpr int kDimsPerLane = kMaxHeadDim / kWarp;
 
-// One block per (row, head). Each warp walks every kAttentionWarps-th cached token with an online
-// softmax (running max, running sum, running weighted values); lane l holds dimensions l, l + 32,
-// ... of q and of the accumulator (indexed only in unrolled loops so they stay in registers).
-// The warps' partial results are then merged through shared memory.
+// One block per (row, query head), reading the head's KV head. Each warp walks every
+// kAttentionWarps-th cached token of the row's window with an online softmax (running max,
+// running sum, running weighted values); lane l holds dimensions l, l + 32, ... of q and of the
+// accumulator (indexed only in unrolled loops so they stay in registers). The warps' partial
+// results are then merged through shared memory.
 template <typename T>
 __global__ void __launch_bounds__(kAttentionWarps* kWarp)
     paged_attention_kernel(const float* qkv, PagedRows rows, const T* kv, KvLayout layout,
-                           int layer, int head_dim, float scale, float* out) {
+                           int layer, HeadLayout heads, int window, float scale, float* out) {
     __shared__ float warp_max[kAttentionWarps];
     __shared__ float warp_total[kAttentionWarps];
     __shared__ float warp_values[kAttentionWarps][kMaxHeadDim];
@@ -191,9 +253,9 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarp)
     const int head = blockIdx.y;
     const int lane = threadIdx.x % kWarp;
     const int warp = threadIdx.x / kWarp;
-    const int n_embd = layout.n_embd;
-    const int head_offset = head * head_dim;
-    const float* q = qkv + static_cast<std::size_t>(row) * 3 * n_embd + head_offset;
+    const int head_dim = heads.head_dim;
+    const int kv_offset = heads.kv_head_of(head) * head_dim;  // within a cached token
+    const float* q = qkv + static_cast<std::size_t>(row) * heads.row_width() + heads.query(head);
 
     float q_lane[kDimsPerLane];
     float acc[kDimsPerLane];
@@ -204,14 +266,14 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarp)
         acc[i] = 0.0f;
     }
 
-    const int length = rows.position(row) + 1;
+    const int position = rows.position(row);
     float running_max = -INFINITY;
     float running_total = 0.0f;
-    for (int t = warp; t < length; t += kAttentionWarps) {
+    for (int t = first_key(position, window) + warp; t <= position; t += kAttentionWarps) {
         const int block = rows.block_of(row, t);
         const int offset = rows.offset_of(t);
-        const T* k = kv + layout.slot(layer, 0, block, offset) + head_offset;
-        const T* v = kv + layout.slot(layer, 1, block, offset) + head_offset;
+        const T* k = kv + layout.slot(layer, 0, block, offset) + kv_offset;
+        const T* v = kv + layout.slot(layer, 1, block, offset) + kv_offset;
         float dot = 0.0f;
 #pragma unroll
         for (int i = 0; i < kDimsPerLane; ++i) {
@@ -242,7 +304,8 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarp)
     }
     __syncthreads();
 
-    // Warps that saw no token (length < kAttentionWarps) have max -inf and contribute nothing.
+    // Warps that saw no token (fewer keys than kAttentionWarps) have max -inf and contribute
+    // nothing.
     float max_score = -INFINITY;
     for (int w = 0; w < kAttentionWarps; ++w) max_score = fmaxf(max_score, warp_max[w]);
     float warp_scale[kAttentionWarps];
@@ -252,7 +315,7 @@ __global__ void __launch_bounds__(kAttentionWarps* kWarp)
         warp_scale[w] = warp_max[w] == -INFINITY ? 0.0f : expf(warp_max[w] - max_score);
         total += warp_total[w] * warp_scale[w];
     }
-    float* o = out + static_cast<std::size_t>(row) * n_embd + head_offset;
+    float* o = out + static_cast<std::size_t>(row) * heads.out_width() + heads.query(head);
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float value = 0.0f;
 #pragma unroll
@@ -323,29 +386,49 @@ void launch_layer_norm(const float* x, const float* gamma, const float* beta, fl
     layer_norm_kernel<<<rows, kThreads, 0, stream>>>(x, gamma, beta, eps, cols, y);
 }
 
-void launch_write_kv(const float* qkv, PagedRows rows, KvLayout layout, int layer, KvFormat format,
-                     void* kv, cudaStream_t stream) {
+void launch_rms_norm(const float* x, const float* gamma, float eps, int rows, int cols, float* y,
+                     cudaStream_t stream) {
+    if (rows == 0) return;
+    rms_norm_kernel<<<rows, kThreads, 0, stream>>>(x, gamma, eps, cols, y);
+}
+
+void launch_gated_activation(const float* gate_up, Activation kind, int rows, int width, float* out,
+                             cudaStream_t stream) {
+    const std::size_t count = static_cast<std::size_t>(rows) * width;
+    if (count == 0) return;
+    gated_activation_kernel<<<elementwise_blocks(count), kThreads, 0, stream>>>(gate_up, kind,
+                                                                                width, count, out);
+}
+
+void launch_transform_qk(float* qkv, PagedRows rows, HeadLayout heads, const QkTransform& transform,
+                         cudaStream_t stream) {
+    if (rows.rows == 0) return;
+    const dim3 grid(rows.rows, heads.n_head + heads.n_kv_head);
+    transform_qk_kernel<<<grid, kTransformThreads, 0, stream>>>(qkv, rows, heads, transform);
+}
+
+void launch_write_kv(const float* qkv, PagedRows rows, HeadLayout heads, KvLayout layout, int layer,
+                     KvFormat format, void* kv, cudaStream_t stream) {
     if (rows.rows == 0) return;
     if (format == KvFormat::kF16)
-        write_kv_kernel<<<rows.rows, kThreads, 0, stream>>>(qkv, rows, layout, layer,
+        write_kv_kernel<<<rows.rows, kThreads, 0, stream>>>(qkv, rows, heads, layout, layer,
                                                             static_cast<__half*>(kv));
     else
-        write_kv_kernel<<<rows.rows, kThreads, 0, stream>>>(qkv, rows, layout, layer,
+        write_kv_kernel<<<rows.rows, kThreads, 0, stream>>>(qkv, rows, heads, layout, layer,
                                                             static_cast<float*>(kv));
 }
 
 void launch_paged_attention(const float* qkv, PagedRows rows, const void* kv, KvFormat format,
-                            KvLayout layout, int layer, int n_head, float scale, float* out,
-                            cudaStream_t stream) {
+                            KvLayout layout, int layer, HeadLayout heads, int window, float scale,
+                            float* out, cudaStream_t stream) {
     if (rows.rows == 0) return;
-    const dim3 grid(rows.rows, n_head);
-    const int head_dim = layout.n_embd / n_head;
+    const dim3 grid(rows.rows, heads.n_head);
     if (format == KvFormat::kF16)
         paged_attention_kernel<<<grid, kAttentionWarps * kWarp, 0, stream>>>(
-            qkv, rows, static_cast<const __half*>(kv), layout, layer, head_dim, scale, out);
+            qkv, rows, static_cast<const __half*>(kv), layout, layer, heads, window, scale, out);
     else
         paged_attention_kernel<<<grid, kAttentionWarps * kWarp, 0, stream>>>(
-            qkv, rows, static_cast<const float*>(kv), layout, layer, head_dim, scale, out);
+            qkv, rows, static_cast<const float*>(kv), layout, layer, heads, window, scale, out);
 }
 
 }  // namespace llmserve::backend::cuda

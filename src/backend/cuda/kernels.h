@@ -14,9 +14,6 @@
 
 namespace llmserve::backend::cuda {
 
-// The largest head dimension the attention kernel handles (each lane keeps head_dim / 32 values).
-inline constexpr int kMaxHeadDim = 256;
-
 // dst[i] = src[i] converted from `from` to `to` (round to nearest even).
 void launch_convert(DType from, const void* src, DType to, void* dst, std::size_t count,
                     cudaStream_t stream);
@@ -44,16 +41,33 @@ void launch_add(float* x, const float* y, std::size_t count, cudaStream_t stream
 void launch_layer_norm(const float* x, const float* gamma, const float* beta, float eps, int rows,
                        int cols, float* y, cudaStream_t stream);
 
-// Writes each row's k and v into the cache (elements of `format`) at the row's position.
-//                                                                    qkv: [rows.rows, 3 n_embd]
-void launch_write_kv(const float* qkv, PagedRows rows, KvLayout layout, int layer, KvFormat format,
-                     void* kv, cudaStream_t stream);
+// y = x / sqrt(mean(x²) + eps) * gamma per row, in float32.          x, y: [rows, cols] (may alias)
+void launch_rms_norm(const float* x, const float* gamma, float eps, int rows, int cols, float* y,
+                     cudaStream_t stream);
 
-// Causal attention of each row over its sequence's cached positions [0, position], softmax in
-// float32. Needs n_embd = n_head * head_dim with head_dim <= kMaxHeadDim.
-//                                     qkv: [rows.rows, 3 n_embd]   out: [rows.rows, n_embd]
+// out[r, i] = activation(gate[r, i]) * up[r, i].   gate_up: [rows, 2 width] (gate | up)
+//                                                   out: [rows, width]
+void launch_gated_activation(const float* gate_up, Activation kind, int rows, int width, float* out,
+                             cudaStream_t stream);
+
+// Applies `transform` in place to the H query and KV key heads of each row, at the row's
+// position (rotate_half: dimension i < R/2 pairs with i + R/2; the angle is float32(position *
+// inv_freq[i]); cos and sin are multiplied by attention_factor).
+//                                                       qkv: [rows.rows, heads.row_width()]
+void launch_transform_qk(float* qkv, PagedRows rows, HeadLayout heads, const QkTransform& transform,
+                         cudaStream_t stream);
+
+// Writes each row's k and v (all KV heads) into the cache (elements of `format`) at the row's
+// position; layout.kv_dim == heads.kv_dim().            qkv: [rows.rows, heads.row_width()]
+void launch_write_kv(const float* qkv, PagedRows rows, HeadLayout heads, KvLayout layout, int layer,
+                     KvFormat format, void* kv, cudaStream_t stream);
+
+// Causal attention of each row's query heads over its sequence's cached positions
+// [first_key(position, window), position], softmax in float32; query head h reads KV head
+// heads.kv_head_of(h). Needs head_dim <= kMaxHeadDim.
+//                        qkv: [rows.rows, heads.row_width()]   out: [rows.rows, heads.out_width()]
 void launch_paged_attention(const float* qkv, PagedRows rows, const void* kv, KvFormat format,
-                            KvLayout layout, int layer, int n_head, float scale, float* out,
-                            cudaStream_t stream);
+                            KvLayout layout, int layer, HeadLayout heads, int window, float scale,
+                            float* out, cudaStream_t stream);
 
 }  // namespace llmserve::backend::cuda
