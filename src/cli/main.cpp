@@ -8,6 +8,9 @@
 #include "cli/serve_command.h"
 #include "common/error.h"
 
+// Exit statuses, as POSIX utilities use them: 0 success, 1 failure, 2 usage error.
+constexpr int kUsageError = 2;
+
 int main(int argc, char** argv) {
     CLI::App app{"llmserve: a C++ inference server for GPT-2-family language models"};
     app.require_subcommand(1);
@@ -21,13 +24,16 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        // --help and --version exit 0; every other parse error is a usage error. CLI11's own codes
+        // (106, 109, ...) mean nothing to shells and scripts.
+        return app.exit(e) == 0 ? 0 : kUsageError;
     } catch (const llmserve::Error& e) {
         std::cerr << "llmserve: error: " << e.what() << "\n";
-        return 1;
+        // An option value out of its range is a usage error too; anything else failed at run time.
+        return e.code() == llmserve::ErrorCode::kInvalidArgument ? kUsageError : 1;
     } catch (const std::exception& e) {
         std::cerr << "llmserve: unexpected error: " << e.what() << "\n";
-        return 2;
+        return 1;
     }
     return 0;
 }

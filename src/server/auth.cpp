@@ -1,22 +1,26 @@
 #include "server/auth.h"
 
-#include <algorithm>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
 #include <cctype>
 
 namespace llmserve::server {
 
-bool constant_time_equals(std::string_view a, std::string_view b) {
-    const std::size_t length = std::max(a.size(), b.size());
-    unsigned difference = a.size() == b.size() ? 0u : 1u;
-    for (std::size_t i = 0; i < length; ++i) {
-        const auto x = static_cast<unsigned char>(i < a.size() ? a[i] : 0);
-        const auto y = static_cast<unsigned char>(i < b.size() ? b[i] : 0);
-        difference |= static_cast<unsigned>(x ^ y);
-    }
-    return difference == 0;
+KeyDigest key_digest(std::string_view key) {
+    KeyDigest digest{};
+    SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest.data());
+    return digest;
 }
 
-ApiKeyAuthenticator::ApiKeyAuthenticator(std::vector<std::string> keys) : keys_(std::move(keys)) {}
+bool digests_equal(const KeyDigest& a, const KeyDigest& b) {
+    return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+ApiKeyAuthenticator::ApiKeyAuthenticator(const std::vector<std::string>& keys) {
+    key_digests_.reserve(keys.size());
+    for (const std::string& key : keys) key_digests_.push_back(key_digest(key));
+}
 
 std::optional<std::size_t> ApiKeyAuthenticator::authenticate(
     std::string_view authorization_header) const {
@@ -33,9 +37,10 @@ std::optional<std::size_t> ApiKeyAuthenticator::authenticate(
     while (!credential.empty() && credential.front() == ' ') credential.remove_prefix(1);
     while (!credential.empty() && credential.back() == ' ') credential.remove_suffix(1);
 
+    const KeyDigest presented = key_digest(credential);
     std::optional<std::size_t> match;
-    for (std::size_t i = 0; i < keys_.size(); ++i) {
-        if (constant_time_equals(credential, keys_[i]) && !match) match = i;
+    for (std::size_t i = 0; i < key_digests_.size(); ++i) {
+        if (digests_equal(presented, key_digests_[i]) && !match) match = i;
     }
     return match;
 }
