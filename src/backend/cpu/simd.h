@@ -212,16 +212,18 @@ inline Vi q8_dot(Vi acc, Vi stored, Vi x_quad) {
 constexpr int kLanes = 8;
 using Vf = __m256;
 using Vi = __m256i;
-// The lane count as well as the bits, so that full vectors take plain loads and stores.
+// A lane count: full vectors take plain loads and stores, and the bit mask is only built where
+// a partial one needs it.
 struct Mask {
-    __m256i bits;
     int count;
+    __m256 bits() const {
+        return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(count),
+                                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    }
 };
 
 inline Mask first_lanes(int count) {
-    count = count < 0 ? 0 : (count > kLanes ? kLanes : count);
-    return {_mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
-            count};
+    return {count < 0 ? 0 : (count > kLanes ? kLanes : count)};
 }
 inline bool any(Mask m) {
     return m.count > 0;
@@ -240,7 +242,8 @@ inline Vf load_aligned(const float* p) {
     return _mm256_load_ps(p);
 }
 inline Vf load(Mask m, const float* p) {
-    return m.count == kLanes ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m.bits);
+    return m.count == kLanes ? _mm256_loadu_ps(p)
+                             : _mm256_maskload_ps(p, _mm256_castps_si256(m.bits()));
 }
 inline void store(float* p, Vf v) {
     _mm256_storeu_ps(p, v);
@@ -252,7 +255,7 @@ inline void store(Mask m, float* p, Vf v) {
     if (m.count == kLanes) {
         _mm256_storeu_ps(p, v);
     } else if (m.count > 0) {
-        _mm256_maskstore_ps(p, m.bits, v);
+        _mm256_maskstore_ps(p, _mm256_castps_si256(m.bits()), v);
     }
 }
 
@@ -321,10 +324,10 @@ inline Vf abs(Vf a) {
     return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a);
 }
 inline Vf keep(Mask m, Vf a) {
-    return _mm256_and_ps(_mm256_castsi256_ps(m.bits), a);
+    return _mm256_and_ps(m.bits(), a);
 }
 inline Vf max(Mask m, Vf a, Vf b) {
-    return _mm256_blendv_ps(a, _mm256_max_ps(a, b), _mm256_castsi256_ps(m.bits));
+    return _mm256_blendv_ps(a, _mm256_max_ps(a, b), m.bits());
 }
 inline float reduce_add(Vf v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -339,7 +342,7 @@ inline float reduce_max(Vf v) {
     return _mm_cvtss_f32(s);
 }
 inline float reduce_max(Mask m, Vf v) {
-    return reduce_max(_mm256_blendv_ps(set1(-INFINITY), v, _mm256_castsi256_ps(m.bits)));
+    return reduce_max(_mm256_blendv_ps(set1(-INFINITY), v, m.bits()));
 }
 
 // e^x for every lane, relative error ~2 ulp for x in [-87.3, 88.3] (clamped outside).
