@@ -212,8 +212,8 @@ inline Vi q8_dot(Vi acc, Vi stored, Vi x_quad) {
 constexpr int kLanes = 8;
 using Vf = __m256;
 using Vi = __m256i;
-// A lane count: full vectors take plain loads and stores, and the bit mask is only built where
-// a partial one needs it.
+// The first `count` lanes (all when count >= kLanes, none when count <= 0): full vectors take
+// plain loads and stores, and the bit mask is only built where a partial one needs it.
 struct Mask {
     int count;
     __m256 bits() const {
@@ -223,7 +223,7 @@ struct Mask {
 };
 
 inline Mask first_lanes(int count) {
-    return {count < 0 ? 0 : (count > kLanes ? kLanes : count)};
+    return {count};
 }
 inline bool any(Mask m) {
     return m.count > 0;
@@ -242,7 +242,7 @@ inline Vf load_aligned(const float* p) {
     return _mm256_load_ps(p);
 }
 inline Vf load(Mask m, const float* p) {
-    return m.count == kLanes ? _mm256_loadu_ps(p)
+    return m.count >= kLanes ? _mm256_loadu_ps(p)
                              : _mm256_maskload_ps(p, _mm256_castps_si256(m.bits()));
 }
 inline void store(float* p, Vf v) {
@@ -252,7 +252,7 @@ inline void store_aligned(float* p, Vf v) {
     _mm256_store_ps(p, v);
 }
 inline void store(Mask m, float* p, Vf v) {
-    if (m.count == kLanes) {
+    if (m.count >= kLanes) {
         _mm256_storeu_ps(p, v);
     } else if (m.count > 0) {
         _mm256_maskstore_ps(p, _mm256_castps_si256(m.bits()), v);
@@ -267,7 +267,7 @@ inline Vf widen_bf16(__m128i h) {
 }
 // The first m.count 16-bit values of p (no others read), zeros after.
 inline __m128i load_halves(Mask m, const std::uint16_t* p) {
-    if (m.count == kLanes) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    if (m.count >= kLanes) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     alignas(16) std::uint16_t part[kLanes] = {};
     for (int i = 0; i < m.count; ++i) part[i] = p[i];
     return _mm_load_si128(reinterpret_cast<const __m128i*>(part));
@@ -296,7 +296,7 @@ inline void store_f16(std::uint16_t* p, Vf v) {
 inline void store_f16(Mask m, std::uint16_t* p, Vf v) {
     alignas(32) float part[kLanes];
     _mm256_store_ps(part, v);
-    for (int i = 0; i < m.count; ++i) p[i] = cpu::f32_to_f16(part[i]);
+    for (int i = 0; i < m.count && i < kLanes; ++i) p[i] = cpu::f32_to_f16(part[i]);
 }
 
 inline Vf add(Vf a, Vf b) {
