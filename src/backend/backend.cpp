@@ -76,4 +76,29 @@ void check_linear(MatrixView x, int in_features, int out_features, const LinearE
     if (x.rows > 0 && x.data == y.data) fail(ErrorCode::kInternal, "linear: y aliases x");
 }
 
+void check_attention(MatrixView qkv, const AttentionParams& p, int kv_dim, MatrixView out) {
+    const bool heads_fit = p.n_head > 0 && p.n_kv_head > 0 && p.head_dim > 0 &&
+                           p.n_head % p.n_kv_head == 0 && p.window >= 0;
+    if (!heads_fit || kv_dim != p.n_kv_head * p.head_dim ||
+        qkv.cols != (p.n_head + 2 * p.n_kv_head) * p.head_dim ||
+        out.cols != p.n_head * p.head_dim || qkv.rows != out.rows)
+        fail(ErrorCode::kInternal,
+             "attention: qkv [{}, {}], out [{}, {}], {} heads, {} KV heads of {} dims, window {} "
+             "and a KV cache of {} floats per token do not fit",
+             qkv.rows, qkv.cols, out.rows, out.cols, p.n_head, p.n_kv_head, p.head_dim, p.window,
+             kv_dim);
+    const auto head_dim = static_cast<std::size_t>(p.head_dim);
+    if ((p.q_norm != nullptr) != (p.k_norm != nullptr) ||
+        (p.q_norm != nullptr && (p.q_norm->size() < head_dim || p.k_norm->size() < head_dim)))
+        fail(ErrorCode::kInternal, "attention: q/k norm weights must both be given, of {} floats",
+             p.head_dim);
+    const RotaryParams& r = p.rotary;
+    if (r.inv_freq != nullptr &&
+        (r.rotary_dim <= 0 || r.rotary_dim % 2 != 0 || r.rotary_dim > p.head_dim ||
+         r.inv_freq->size() < static_cast<std::size_t>(r.rotary_dim / 2)))
+        fail(ErrorCode::kInternal,
+             "attention: rotary_dim {} (inv_freq of {} floats) does not fit head_dim {}",
+             r.rotary_dim, r.inv_freq->size(), p.head_dim);
+}
+
 }  // namespace llmserve::backend

@@ -1,7 +1,9 @@
-// The small interface the model drives: device memory, weight upload and the handful of ops a GPT-2
-// forward pass needs. Kernels never know the model; the model never knows the device or how a
-// weight is stored (f32, f16, bf16, quantized: the backend decides at upload and dispatches inside
-// `linear`). Shapes are row-major [rows, cols].
+// The small interface the model drives: device memory, weight upload and the handful of ops a
+// decoder forward pass needs (GPT-2, Llama, Mistral, Qwen2/3: norms, linear products, RoPE, paged
+// attention). Kernels never know the model; the model never knows the device or how a weight is
+// stored (f32, f16, bf16, quantized: the backend decides at upload and dispatches inside `linear`).
+// Shapes are row-major [rows, cols]. Notation in the shape comments: M rows (tokens), C the
+// residual width, H query heads, KV key/value heads, D head_dim, I the MLP width.
 #pragma once
 
 #include <cstddef>
@@ -86,7 +88,7 @@ struct AttentionBatch {
 };
 
 // Keys and values of every layer for a pool of blocks: per layer, K and V of [blocks, block_tokens,
-// n_embd].
+// kv_dim] with kv_dim = KV * D (n_embd for GPT-2).
 class KvStorage {
   public:
     virtual ~KvStorage() = default;
@@ -116,10 +118,28 @@ struct StepShape {
     int logits_rows = 0;  // rows whose logits are copied to the host
 };
 
+// Rotary position embedding (transformers' rotate_half convention: dimension i < R/2 pairs with
+// i + R/2, R = rotary_dim <= D; dimensions past R are left alone). The angle of frequency i at
+// position p is float32(p * inv_freq[i]); cos and sin are computed in float32 and multiplied by
+// attention_factor (yarn's scaling; 1 otherwise).
+struct RotaryParams {
+    const DeviceBuffer* inv_freq = nullptr;  // [R / 2]; null: no rotary embedding
+    int rotary_dim = 0;
+    float attention_factor = 1.0f;
+};
+
 struct AttentionParams {
-    int n_head = 0;
-    float scale =
-        1.0f;  // multiplies q·k (1/sqrt(head_dim), times 1/(layer+1) when the config asks)
+    int n_head = 0;      // H
+    int n_kv_head = 0;   // KV: H is a multiple; query head h reads key/value head h / (H / KV)
+    int head_dim = 0;    // D
+    float scale = 1.0f;  // multiplies q·k (1/sqrt(D), times 1/(layer+1) when the config asks)
+    // A query at position p attends to keys at positions (p - window, p]; 0: to all of [0, p].
+    int window = 0;
+    // Per-head RMSNorm of q and k (weights [D]) before the rotary embedding (Qwen3); null: none.
+    const DeviceBuffer* q_norm = nullptr;
+    const DeviceBuffer* k_norm = nullptr;
+    float norm_eps = 1e-6f;
+    RotaryParams rotary;
 };
 
 class Backend {
@@ -132,15 +152,16 @@ class Backend {
     // Host memory for results (logits) that copy_to_host / linear_to_host fill fastest. By
     // default: plain heap memory.
     virtual std::unique_ptr<HostBuffer> allocate_host(std::size_t floats);
-    // Throws kInvalidArgument naming the format when this backend cannot keep the cache in it.
+    // A cache of `kv_dim` (KV * D) floats per token, layer and K or V. Throws kInvalidArgument
+    // naming the format when this backend cannot keep the cache in it.
     virtual std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens,
-                                                   int n_embd, KvFormat format) = 0;
-    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int n_embd) {
-        return allocate_kv(layers, blocks, block_tokens, n_embd, KvFormat::kF32);
+                                                   int kv_dim, KvFormat format) = 0;
+    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int kv_dim) {
+        return allocate_kv(layers, blocks, block_tokens, kv_dim, KvFormat::kF32);
     }
 
-    // Weights are read from the checkpoint view once; f32 views may be aliased, not copied, so the
-    // mapping must outlive the returned object.
+    // Weights are read from the checkpoint view once and copied (converted, packed); the view need
+    // not outlive the call.
     virtual std::unique_ptr<Weight> upload_matrix(const io::TensorView& tensor, MatrixLayout layout,
                                                   WeightFormat format) = 0;
     virtual std::unique_ptr<DeviceBuffer> upload_vector(const io::TensorView& tensor) = 0;
@@ -158,10 +179,16 @@ class Backend {
     // y = (x - mean) / sqrt(var + eps) * gamma + beta, per row.          x, y: [M, C] (may alias)
     virtual void layer_norm(MatrixView x, const DeviceBuffer& gamma, const DeviceBuffer& beta,
                             float eps, MatrixView y) = 0;
+    // y = x / sqrt(mean(x²) + eps) * gamma, per row, in float32.     x, y: [M, C] (may alias)
+    virtual void rms_norm(MatrixView x, const DeviceBuffer& gamma, float eps, MatrixView y) = 0;
+    // out = activation(gate) * up, the gated MLP (SwiGLU for silu).
+    //                                          gate_up: [M, 2I] (gate | up)   out: [M, I]
+    virtual void gated_activation(MatrixView gate_up, Activation activation, MatrixView out) = 0;
     virtual void add(MatrixView x, MatrixView y) = 0;  // x += y, same shape
-    // Writes each row's k, v into the cache at its position, then causal attention over the
-    // sequence's cached positions [0, position].                               qkv: [M, 3C] (q | k
-    // | v)   out: [M, C]
+    // Per row: normalises q and k per head and rotates them when `params` asks (in place in qkv),
+    // writes k, v into the cache at the row's position, then causal attention over the sequence's
+    // cached positions [0, position] (or the window's). Validated by check_attention.
+    //                                 qkv: [M, (H + 2 KV) D] (q | k | v)   out: [M, H D]
     virtual void attention(MatrixView qkv, const AttentionBatch& batch, KvStorage& kv, int layer,
                            const AttentionParams& params, MatrixView out) = 0;
     // out[i] = x[rows[i]].                                                   out: [rows.size(), C]
@@ -190,6 +217,11 @@ class Backend {
 // epilogue and y [M, out] do not fit together (every backend's linear checks this first).
 void check_linear(MatrixView x, int in_features, int out_features, const LinearEpilogue& epilogue,
                   MatrixView y);
+
+// Throws Error(kInternal) naming the shapes when qkv, out, the heads, the rotary and norm
+// parameters and a cache of `kv_dim` floats per token do not fit together (every backend's
+// attention checks this first).
+void check_attention(MatrixView qkv, const AttentionParams& params, int kv_dim, MatrixView out);
 
 // The CPU backend with `threads` worker threads (0 = one per core).
 std::unique_ptr<Backend> make_cpu_backend(int threads);

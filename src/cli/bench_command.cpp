@@ -272,7 +272,7 @@ void run_bench(const BenchOptions& options) {
     // Before the model exists: the probe forks, and its buffer must not count as ours.
     const double bandwidth = measure_bandwidth(threads_hint);
 
-    std::shared_ptr<const model::Gpt2Model> model;
+    std::shared_ptr<const model::Model> model;
     std::string tokenizer_dir;
     if (!options.shape.empty()) {
         model::LoadOptions load;
@@ -283,7 +283,8 @@ void run_bench(const BenchOptions& options) {
                                                                : DType::kF32;
         model = model::synthetic_model(model::published_shape(options.shape), stored, load,
                                        options.shape);
-        tokenizer_dir = embedded_model_dir();  // the published shapes share GPT-2's vocabulary
+        // GPT-2 shapes share the embedded model's vocabulary; the others run on token ids alone.
+        if (model->config().family() == "gpt2") tokenizer_dir = embedded_model_dir();
     } else {
         tokenizer_dir = options.model.resolved_model_dir();
         model = options.model.load_model(tokenizer_dir);
@@ -292,11 +293,11 @@ void run_bench(const BenchOptions& options) {
     const bool on_cpu = model->device_name() == "cpu";
     const auto format = backend::parse_weight_format(model->dtype());
     // Per decode step every layer weight and the output projection are read once; of the
-    // position embeddings one row.
+    // learned position embeddings (rotary models have none) one row.
+    const std::size_t position_bytes =
+        config.rope ? 0 : backend::cpu::packed_bytes(format, config.n_embd, config.n_positions);
     const std::size_t step_bytes =
-        on_cpu ? model->resident_weight_bytes() -
-                     backend::cpu::packed_bytes(format, config.n_embd, config.n_positions)
-               : model->weight_bytes();
+        on_cpu ? model->resident_weight_bytes() - position_bytes : model->weight_bytes();
     // Decode steps/s if weights streamed at the probed bandwidth: the host's, so only on the CPU.
     const double roofline = on_cpu ? bandwidth / static_cast<double>(step_bytes) : 0.0;
     auto of_roofline = [&](double rate, double bound) {
@@ -327,7 +328,8 @@ void run_bench(const BenchOptions& options) {
     engine_options.kv_cache_bytes =
         kv_blocks *
         engine::kv_cache_geometry(config, block_tokens, engine_options.kv_format).block_bytes;
-    engine::Engine engine(model, load_tokenizer(tokenizer_dir), engine_options);
+    engine::Engine engine(model, tokenizer_dir.empty() ? nullptr : load_tokenizer(tokenizer_dir),
+                          engine_options);
     const std::size_t kv_bytes = engine_options.kv_cache_bytes;
     const std::size_t weights_bytes =
         on_cpu ? model->resident_weight_bytes() : model->weight_bytes();
@@ -342,11 +344,11 @@ void run_bench(const BenchOptions& options) {
     std::cout << fmt::format("machine: {}, {} logical CPUs, load average {}\n", cpu_model_name(),
                              std::thread::hardware_concurrency(), load_average());
     std::cout << fmt::format(
-        "model {}: {} layers, n_embd {}, {:.1f}M parameters, stored {}, compute {}, KV cache {} "
-        "({})\n",
-        model->name(), config.n_layer, config.n_embd, model->parameter_count() / 1e6,
-        model->stored_dtype(), model->dtype(), backend::to_string(engine_options.kv_format),
-        device);
+        "model {} ({}): {} layers, n_embd {}, {}/{} heads of {}, {:.1f}M parameters, stored {}, "
+        "compute {}, KV cache {} ({})\n",
+        model->name(), config.family(), config.n_layer, config.n_embd, config.n_head,
+        config.n_kv_head, config.head_dim, model->parameter_count() / 1e6, model->stored_dtype(),
+        model->dtype(), backend::to_string(engine_options.kv_format), device);
     if (on_cpu)
         std::cout << fmt::format(
             "memory bandwidth {:.1f} GB/s ({} threads); weights read per decode step {:.1f} MB, "
@@ -361,6 +363,7 @@ void run_bench(const BenchOptions& options) {
                          {"load_average", load_average()},
                          {"bandwidth_gb_per_s", bandwidth / 1e9}};
     report["model"] = {{"name", model->name()},
+                       {"architecture", config.family()},
                        {"layers", config.n_layer},
                        {"n_embd", config.n_embd},
                        {"parameters", model->parameter_count()},
@@ -521,7 +524,8 @@ void register_bench_command(CLI::App& app) {
         app.add_subcommand("bench", "Measure prefill and decode speed, latency and memory");
     options->model.add_to(*cmd);
     cmd->add_option("--shape", options->shape,
-                    "Random weights of a published shape: gpt2, gpt2-medium, gpt2-large, gpt2-xl");
+                    "Random weights of a published shape: gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
+                    "qwen2.5-0.5b, smollm2-135m, llama-3.2-1b");
     cmd->add_option("--weights-dtype", options->weights_dtype,
                     "Stored dtype of the synthetic weights")
         ->check(CLI::IsMember({"f32", "f16", "bf16"}))

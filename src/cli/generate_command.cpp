@@ -8,6 +8,7 @@
 #include "cli/model_options.h"
 #include "common/error.h"
 #include "engine/engine.h"
+#include "engine/generation_settings.h"
 
 namespace llmserve::cli {
 namespace {
@@ -20,6 +21,9 @@ struct GenerateOptions {
     std::vector<engine::TokenId> bad_word_ids;
     std::optional<std::uint64_t> seed;
     bool show_tokens = false;
+    // The flags whose default the model's generation_config.json replaces when they are not given.
+    CLI::Option *temperature = nullptr, *top_p = nullptr, *top_k = nullptr,
+                *repetition_penalty = nullptr;
 };
 
 std::pair<engine::TokenId, float> parse_bias(const std::string& text) {
@@ -42,6 +46,15 @@ void run_generate(GenerateOptions& options) {
     auto model = options.model.load_model(model_dir);
     auto tokenizer = load_tokenizer(model_dir);
     engine::GenerationRequest request = options.request;
+    // A flag given > generation_config.json > built-in (engine::GenerationSettings).
+    const engine::GenerationSettings settings =
+        engine::resolve_generation_settings({}, model->generation_defaults());
+    if (options.temperature->count() == 0)
+        request.sampling.temperature = static_cast<float>(settings.temperature);
+    if (options.top_p->count() == 0) request.sampling.top_p = static_cast<float>(settings.top_p);
+    if (options.top_k->count() == 0) request.sampling.top_k = settings.top_k;
+    if (options.repetition_penalty->count() == 0)
+        request.sampling.repetition_penalty = settings.repetition_penalty;
     request.prompt = tokenizer->encode(options.prompt);
     request.sampling.seed = options.seed;
     for (const auto& bias : options.logit_bias)
@@ -65,6 +78,7 @@ void run_generate(GenerateOptions& options) {
     }
     const engine::RequestResult result = handle->wait();
     std::cout << "\n";
+    if (!result.error.empty()) throw Error(result.error_code, "generation failed: " + result.error);
     for (const auto& sequence : result.sequences) {
         std::string ending = std::string(engine::to_string(sequence.finish_reason));
         if (!sequence.matched_stop.empty()) ending += fmt::format(" '{}'", sequence.matched_stop);
@@ -93,10 +107,11 @@ void run_generate(GenerateOptions& options) {
 
 void register_generate_command(CLI::App& app) {
     auto options = std::make_shared<GenerateOptions>();
-    // The service's defaults (MAX_LENGTH 100, TEMPERATURE 0.7, TOP_P 0.9).
-    options->request.stop.max_new_tokens = 100;
-    options->request.sampling.temperature = 0.7f;
-    options->request.sampling.top_p = 0.9f;
+    // The service's built-in defaults (MAX_LENGTH, TEMPERATURE, TOP_P).
+    const engine::GenerationSettings defaults;
+    options->request.stop.max_new_tokens = defaults.max_new_tokens;
+    options->request.sampling.temperature = static_cast<float>(defaults.temperature);
+    options->request.sampling.top_p = static_cast<float>(defaults.top_p);
     auto& s = options->request.sampling;
     auto& stop = options->request.stop;
     CLI::App* cmd =
@@ -109,17 +124,21 @@ void register_generate_command(CLI::App& app) {
     cmd->add_option("--min-new-tokens", stop.min_new_tokens,
                     "EOS and stop tokens suppressed until this many")
         ->capture_default_str();
-    cmd->add_option("--temperature", s.temperature, "0 = greedy")->capture_default_str();
-    cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0 = off)")
-        ->capture_default_str();
-    cmd->add_option("--top-p", s.top_p, "Nucleus sampling mass (1 = off)")->capture_default_str();
+    options->temperature =
+        cmd->add_option("--temperature", s.temperature,
+                        "0 = greedy (default: generation_config.json's, else this)")
+            ->capture_default_str();
+    options->top_k = cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0 = off)")
+                         ->capture_default_str();
+    options->top_p = cmd->add_option("--top-p", s.top_p, "Nucleus sampling mass (1 = off)")
+                         ->capture_default_str();
     cmd->add_option("--min-p", s.min_p, "Drop tokens below min_p x the top probability (0 = off)")
         ->capture_default_str();
     cmd->add_option("--typical-p", s.typical_p, "Locally typical sampling mass (1 = off)")
         ->capture_default_str();
-    cmd->add_option("--repetition-penalty", s.repetition_penalty,
-                    "transformers' repetition penalty (1 = off)")
-        ->capture_default_str();
+    options->repetition_penalty = cmd->add_option("--repetition-penalty", s.repetition_penalty,
+                                                  "transformers' repetition penalty (1 = off)")
+                                      ->capture_default_str();
     cmd->add_option("--presence-penalty", s.presence_penalty, "OpenAI presence penalty [-2, 2]")
         ->capture_default_str();
     cmd->add_option("--frequency-penalty", s.frequency_penalty, "OpenAI frequency penalty [-2, 2]")

@@ -59,11 +59,11 @@ std::string ModelOptions::resolved_model_dir() const {
     return hub::resolve_model(name, hub_options(), progress.get()).string();
 }
 
-std::shared_ptr<const model::Gpt2Model> ModelOptions::load_model(const std::string& dir) const {
+std::shared_ptr<const model::Model> ModelOptions::load_model(const std::string& dir) const {
     model::LoadOptions options;
     options.backend = make_backend();
     options.weight_format = backend::parse_weight_format(dtype);
-    return model::Gpt2Model::load(dir, options);
+    return model::Model::load(dir, options);
 }
 
 std::shared_ptr<backend::Backend> ModelOptions::make_backend() const {

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "hub/hub.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmserve::cli {
@@ -25,7 +25,7 @@ struct ModelOptions {
     std::string resolved_model_dir() const;
     std::shared_ptr<backend::Backend> make_backend()
         const;  // per --device, saying which and why on stderr
-    std::shared_ptr<const model::Gpt2Model> load_model(
+    std::shared_ptr<const model::Model> load_model(
         const std::string& dir) const;  // dir: resolved_model_dir()
     backend::KvFormat kv_format() const { return backend::parse_kv_format(kv_cache_dtype); }
 };

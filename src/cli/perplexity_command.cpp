@@ -16,7 +16,7 @@
 #include "cli/model_options.h"
 #include "common/error.h"
 #include "engine/sampling/logprobs.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 
 namespace llmserve::cli {
 namespace {
@@ -62,7 +62,7 @@ void run_perplexity(const PerplexityOptions& options) {
 
     backend::Backend& backend = model->backend();
     const int blocks = (context + kBlockTokens - 1) / kBlockTokens;
-    auto kv = backend.allocate_kv(config.n_layer, blocks, kBlockTokens, config.n_embd,
+    auto kv = backend.allocate_kv(config.n_layer, blocks, kBlockTokens, config.kv_dim(),
                                   options.model.kv_format());
     std::vector<int> table(blocks);
     for (int b = 0; b < blocks; ++b) table[b] = b;

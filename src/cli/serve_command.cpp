@@ -1,6 +1,7 @@
 #include "cli/serve_command.h"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 #include <cerrno>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -19,7 +22,7 @@
 #include "engine/engine.h"
 #include "hub/hub.h"
 #include "hub/progress.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "server/config.h"
 #include "server/logger.h"
 #include "server/server.h"
@@ -72,7 +75,7 @@ constexpr double kMiB = 1024.0 * 1024.0;
 // Builds the engine; a KV_CACHE_MB below one full context (which the engine refuses without
 // naming the setting) is reported as that setting's error, with the minimum for this model.
 std::shared_ptr<engine::Engine> make_engine(const ServerConfig& config,
-                                            std::shared_ptr<const model::Gpt2Model> model,
+                                            std::shared_ptr<const model::Model> model,
                                             std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
                                             const engine::EngineOptions& options,
                                             const engine::KvCacheGeometry& kv) {
@@ -112,7 +115,7 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
     model::LoadOptions options;
     options.backend = std::move(device.backend);
     options.weight_format = config.dtype;
-    auto model = model::Gpt2Model::load(dir, options);
+    auto model = model::Model::load(dir, options);
     auto tokenizer =
         std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_directory(dir));
     const int n_positions = model->config().n_positions;
@@ -182,14 +185,33 @@ void run_serve(const ServerConfig& config) {
     std::thread serving([&] { http.serve(); });
     logger.info("listening", {{"host", config.host}, {"port", port}});
 
+    // A signal while the model downloads or loads: nothing is served yet, so the process exits at
+    // once rather than after the load (a stalled download could take minutes to give up). A
+    // partial download resumes on the next start.
+    std::atomic<bool> loading{true};
+    std::thread load_watch([&] {
+        pollfd signal_ready{signal_pipe, POLLIN, 0};
+        while (loading) {
+            if (::poll(&signal_ready, 1, 50) <= 0 || !loading) continue;
+            const int signal_number = wait_for_shutdown_signal(signal_pipe);
+            logger.info("shutting down while the model loads",
+                        {{"signal", strsignal(signal_number)}});
+            std::fflush(nullptr);
+            std::_Exit(0);
+        }
+    });
     double load_seconds = 0;
     try {
         engine = load_engine(config, logger, load_seconds);
     } catch (...) {
+        loading = false;
+        load_watch.join();
         http.shutdown(std::chrono::seconds(0));
         serving.join();
         throw;
     }
+    loading = false;
+    load_watch.join();
     http.attach_engine(engine, load_seconds);
     print_ready_banner(config, port, engine->model().name());
 

@@ -8,6 +8,7 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "common/error.h"
 #include "common/memory.h"
@@ -17,7 +18,8 @@
 #include "engine/sampling/sampler.h"
 #include "engine/sampling/sequence_tokens.h"
 #include "engine/sampling/stop_matcher.h"
-#include "model/gpt2.h"
+#include "engine/sampling/vector_math.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmserve::engine {
@@ -77,7 +79,8 @@ struct ActiveRequest {
     int published_blocks = 0;
     std::vector<std::optional<float>> prompt_logprobs;
     std::vector<std::unique_ptr<Sample>> samples;  // empty until the prompt is prefilled
-    std::string error;                             // why the engine ended it early, if it did
+    std::string error;  // why the engine ended it early (finish reason kError), if it did
+    ErrorCode error_code = ErrorCode::kInternal;
 
     bool prefilling() const { return samples.empty(); }
     bool finished() const {
@@ -89,7 +92,7 @@ struct ActiveRequest {
 }  // namespace
 
 struct Engine::State {
-    std::shared_ptr<const model::Gpt2Model> model;
+    std::shared_ptr<const model::Model> model;
     std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
     EngineOptions options;
     std::vector<TokenId> eos_ids;
@@ -109,10 +112,13 @@ struct Engine::State {
 
     std::vector<std::unique_ptr<ActiveRequest>> active;  // engine thread only
     int reserved_blocks = 0;                             // engine thread only
+    std::vector<ActiveRequest*> in_step;                 // requests with rows in this step
     std::thread thread;
 
+    void check_first_forward();
     void run();
     bool step();
+    void fail_request(ActiveRequest& request, std::string error, ErrorCode code);
     void admit();
     void expire_and_cancel(Clock::time_point now);
     void abort_request(ActiveRequest& request, FinishReason reason);
@@ -146,12 +152,12 @@ void check_options(const EngineOptions& options) {
 
 KvCacheGeometry kv_cache_geometry(const model::ModelConfig& config, int block_tokens,
                                   backend::KvFormat format) {
-    return {static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.n_embd *
+    return {static_cast<std::size_t>(config.n_layer) * 2 * block_tokens * config.kv_dim() *
                 backend::element_bytes(format),
             ceil_div(config.n_positions, block_tokens)};
 }
 
-Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
+Engine::Engine(std::shared_ptr<const model::Model> model,
                std::shared_ptr<const tokenizer::Tokenizer> tokenizer, EngineOptions options)
     : state_(std::make_unique<State>()) {
     check_options(options);
@@ -187,7 +193,7 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
              "needs {} blocks",
              options.kv_cache_bytes, num_blocks, block_tokens, config.n_positions, context_blocks);
     s.kv_storage = s.model->backend().allocate_kv(config.n_layer, num_blocks, block_tokens,
-                                                  config.n_embd, options.kv_format);
+                                                  config.kv_dim(), options.kv_format);
     s.blocks = std::make_unique<KvBlockManager>(num_blocks, block_tokens);
     // A step holds one decode row per running sample (at most max_running_sequences, or one
     // request's n when it runs alone) plus prefill rows within the token budget.
@@ -199,6 +205,7 @@ Engine::Engine(std::shared_ptr<const model::Gpt2Model> model,
         s.model->backend().allocate_host(static_cast<std::size_t>(max_rows) * config.vocab_size);
     s.stats.kv_blocks_total = num_blocks;
     s.stats.kv_blocks_free = num_blocks;
+    s.check_first_forward();
     release_free_heap_memory();  // what loading the model and tokenizer freed
     s.thread = std::thread([&s] { s.run(); });
 }
@@ -212,7 +219,7 @@ Engine::~Engine() {
     state_->thread.join();
 }
 
-const model::Gpt2Model& Engine::model() const {
+const model::Model& Engine::model() const {
     return *state_->model;
 }
 const tokenizer::Tokenizer& Engine::tokenizer() const {
@@ -269,6 +276,43 @@ std::shared_ptr<RequestHandle> Engine::submit(GenerationRequest request) {
     return handle;
 }
 
+// One token through the model in a scratch KV block. Weights holding NaN or infinity would turn
+// every request's logits into garbage; such a model is refused before it serves anything.
+void Engine::State::check_first_forward() {
+    const int vocab = model->config().vocab_size;
+    const auto block = blocks->allocate();
+    if (!block) fail(ErrorCode::kInternal, "the KV cache has no block for the model check");
+    const std::vector<int> table = {*block};
+    model::Batch batch;
+    batch.tokens = {eos_ids.empty() ? 0 : eos_ids.front()};
+    batch.positions = {0};
+    batch.row_sequence = {0};
+    batch.block_tables = {std::span<const int>(table)};
+    batch.logits_rows = {0};
+    const std::span<float> row(logits->data(), static_cast<std::size_t>(vocab));
+    try {
+        model->forward(batch, *kv_storage, *workspace, row);
+    } catch (...) {
+        blocks->release(*block);
+        throw;
+    }
+    blocks->release(*block);
+    if (!detail::finite_or_removed(row) ||
+        !(detail::max_value(row) > -std::numeric_limits<float>::infinity())) {
+        fail(ErrorCode::kInvalidArgument,
+             "model '{}' is refused: its first forward pass gives non-finite logits (NaN or "
+             "infinity); its weights are damaged or hold NaN/infinity",
+             model->name());
+    }
+}
+
+// Ends `request` with finish reason kError; its client gets `error`.
+void Engine::State::fail_request(ActiveRequest& request, std::string error, ErrorCode code) {
+    request.error = std::move(error);
+    request.error_code = code;
+    abort_request(request, FinishReason::kError);
+}
+
 void Engine::State::run() {
     while (true) {
         {
@@ -279,12 +323,18 @@ void Engine::State::run() {
         try {
             step();
         } catch (const std::exception& e) {
-            // A failed step must not take the server down: end the requests it involved with the
-            // reason, keep serving new ones.
-            for (auto& request : active) {
-                request->error = e.what();
-                abort_request(*request, FinishReason::kCancelled);
+            // A failure no single sequence caused (the forward pass, KV bookkeeping): the requests
+            // in the step end with the error, the others and later ones go on.
+            {
+                std::lock_guard lock(mutex);
+                ++stats.step_failures;
             }
+            const std::string cause = fmt::format("the engine step failed: {}", e.what());
+            if (in_step.empty())
+                for (auto& request : active) in_step.push_back(request.get());
+            for (ActiveRequest* request : in_step)
+                if (request->error.empty()) fail_request(*request, cause, ErrorCode::kInternal);
+            in_step.clear();
             retire_finished();
         }
     }
@@ -366,8 +416,8 @@ void Engine::State::expire_and_cancel(Clock::time_point now) {
 
 // Ends every unfinished sample of `request` with `reason`, keeping what was generated.
 void Engine::State::abort_request(ActiveRequest& request, FinishReason reason) {
+    release(request.prompt_kv);  // held here only until every sample has started
     if (request.prefilling()) {  // nothing generated yet: the samples finish empty
-        release(request.prompt_kv);
         for (int i = 0; i < request.request.n; ++i)
             request.samples.push_back(std::make_unique<Sample>(i, derive_seed(request.seed, i),
                                                                request.request, tokenizer.get()));
@@ -410,29 +460,28 @@ void Engine::State::finish_sample(ActiveRequest& request, Sample& sample, Finish
 void Engine::State::start_samples(ActiveRequest& request,
                                   std::span<const float> last_prompt_logits) {
     const GenerationRequest& r = request.request;
-    for (int i = 0; i < r.n; ++i) {
+    // Samples 1..n-1 first, so that the prompt's blocks have exactly one owner at every moment
+    // (the request, then sample 0), even when this fails half-way.
+    for (int i = 1; i < r.n; ++i) {
         auto sample = std::make_unique<Sample>(i, derive_seed(request.seed, i), r, tokenizer.get());
-        if (i == 0) {
-            sample->kv = request.prompt_kv;
-        } else {
-            const int prompt = static_cast<int>(r.prompt.size());
-            const int full = prompt / blocks->block_tokens();
-            for (int b = 0; b < full; ++b) {
-                blocks->retain(request.prompt_kv.blocks[b]);
-                sample->kv.blocks.push_back(request.prompt_kv.blocks[b]);
-            }
-            if (full < static_cast<int>(request.prompt_kv.blocks.size())) {
-                auto copy = blocks->allocate();
-                if (!copy)
-                    fail(ErrorCode::kInternal, "KV cache exhausted despite admission control");
-                kv_storage->copy_block(request.prompt_kv.blocks[full], *copy);
-                sample->kv.blocks.push_back(*copy);
-            }
-            sample->kv.cached = prompt;
+        const int prompt = static_cast<int>(r.prompt.size());
+        const int full = prompt / blocks->block_tokens();
+        for (int b = 0; b < full; ++b) {
+            blocks->retain(request.prompt_kv.blocks[b]);
+            sample->kv.blocks.push_back(request.prompt_kv.blocks[b]);
         }
+        sample->kv.cached = prompt;
         request.samples.push_back(std::move(sample));
+        if (full < static_cast<int>(request.prompt_kv.blocks.size())) {
+            auto copy = blocks->allocate();
+            if (!copy) fail(ErrorCode::kInternal, "KV cache exhausted despite admission control");
+            kv_storage->copy_block(request.prompt_kv.blocks[full], *copy);
+            request.samples.back()->kv.blocks.push_back(*copy);
+        }
     }
-    request.prompt_kv = KvSequence{};
+    auto first = std::make_unique<Sample>(0, derive_seed(request.seed, 0), r, tokenizer.get());
+    first->kv = std::exchange(request.prompt_kv, KvSequence{});
+    request.samples.insert(request.samples.begin(), std::move(first));
     request.first_token = Clock::now();
     for (auto& sample : request.samples) {
         if (r.stop.max_new_tokens == 0) {
@@ -452,8 +501,19 @@ void Engine::State::accept_token(ActiveRequest& request, Sample& sample, std::sp
     std::optional<StepLogprobs> logprobs;
     const int top_n = r.sampling.logprobs.value_or(-1);
     std::vector<float> raw_copy;
+    if (!detail::finite_or_removed(logits))
+        fail(ErrorCode::kInternal,
+             "model '{}' gave non-finite logits (NaN or +infinity) for this sequence after {} "
+             "tokens; its weights or activations overflow",
+             model->name(), sample.history.tokens().size());
     if (top_n >= 0) raw_copy.assign(logits.begin(), logits.end());
     processor.process(r.sampling, r.stop, eos_ids, sample.history, logits);
+    if (!detail::finite_or_removed(logits))
+        fail(ErrorCode::kInternal,
+             "the logits processors turned finite logits into NaN or +infinity "
+             "(repetition_penalty {}, temperature {}, presence_penalty {}, frequency_penalty {})",
+             r.sampling.repetition_penalty, r.sampling.temperature, r.sampling.presence_penalty,
+             r.sampling.frequency_penalty);
     generated.token = sample.sampler.sample(logits, is_greedy(r.sampling));
     if (top_n >= 0) {
         StepLogprobs step = step_logprobs(raw_copy, generated.token, top_n);
@@ -524,6 +584,7 @@ void Engine::State::publish_prompt_blocks(ActiveRequest& request) {
 }
 
 bool Engine::State::step() {
+    in_step.clear();
     admit();
     expire_and_cancel(Clock::now());
     retire_finished();
@@ -545,6 +606,7 @@ bool Engine::State::step() {
 
     // Decode rows first: one token per running sample.
     for (auto& request : active) {
+        if (!request->prefilling() && !request->finished()) in_step.push_back(request.get());
         for (auto& sample : request->samples) {
             if (sample->finished) continue;
             const int position = sample->kv.cached;
@@ -591,6 +653,7 @@ bool Engine::State::step() {
         if (every_row) chunk = std::min(chunk, free_logits);
         if (chunk <= 0 || free_logits <= 0) continue;
         const int first = r.prompt_kv.cached;
+        in_step.push_back(&r);
         ensure_block_for(r.prompt_kv, first + chunk - 1);
         const int seq = add_sequence(r.prompt_kv);
         for (int i = 0; i < chunk; ++i) {
@@ -635,20 +698,30 @@ bool Engine::State::step() {
         row = end;
     }
 
+    // Each row's sampling is its own request's: a failure there ends only that request.
     for (std::size_t i = 0; i < logits_owners.size(); ++i) {
         const RowOwner& owner = logits_owners[i];
         std::span<float> row(logits->data() + i * vocab, vocab);
         ActiveRequest& r = *owner.request;
-        if (owner.sample != nullptr) {
-            accept_token(r, *owner.sample, row);
-            continue;
+        if (!r.error.empty()) continue;
+        try {
+            if (owner.sample != nullptr) {
+                accept_token(r, *owner.sample, row);
+                continue;
+            }
+            const int prompt = static_cast<int>(r.request.prompt.size());
+            if (r.request.sampling.prompt_logprobs && owner.prompt_index + 1 < prompt)
+                r.prompt_logprobs[owner.prompt_index + 1] =
+                    token_logprob(row, r.request.prompt[owner.prompt_index + 1]);
+            if (owner.prompt_index == prompt - 1) start_samples(r, row);
+        } catch (const Error& e) {
+            fail_request(r, e.what(),
+                         e.code() == ErrorCode::kInvalidArgument ? e.code() : ErrorCode::kInternal);
+        } catch (const std::exception& e) {
+            fail_request(r, e.what(), ErrorCode::kInternal);
         }
-        const int prompt = static_cast<int>(r.request.prompt.size());
-        if (r.request.sampling.prompt_logprobs && owner.prompt_index + 1 < prompt)
-            r.prompt_logprobs[owner.prompt_index + 1] =
-                token_logprob(row, r.request.prompt[owner.prompt_index + 1]);
-        if (owner.prompt_index == prompt - 1) start_samples(r, row);
     }
+    in_step.clear();
 
     {
         std::lock_guard lock(mutex);
@@ -666,6 +739,7 @@ void Engine::State::complete(ActiveRequest& request) {
     result.prompt_tokens = static_cast<int>(request.request.prompt.size());
     result.seed = request.seed;
     result.error = std::move(request.error);
+    result.error_code = request.error_code;
     result.prompt_logprobs = std::move(request.prompt_logprobs);
     for (auto& sample : request.samples) {
         result.completion_tokens += static_cast<int>(sample->result.tokens.size());
@@ -702,6 +776,7 @@ void Engine::State::retire(std::vector<std::unique_ptr<ActiveRequest>>& done) {
             const FinishReason reason = request->samples.front()->result.finish_reason;
             if (reason == FinishReason::kCancelled) ++stats.requests_cancelled;
             if (reason == FinishReason::kTimeout) ++stats.requests_timed_out;
+            if (!request->error.empty()) ++stats.requests_failed;
         }
         int running = 0;
         for (const auto& request : active)

@@ -16,7 +16,7 @@
 #include "model/config.h"
 
 namespace llmserve::model {
-class Gpt2Model;
+class Model;
 }
 namespace llmserve::tokenizer {
 class Tokenizer;
@@ -66,11 +66,15 @@ struct EngineStats {
     std::uint64_t requests_finished = 0;
     std::uint64_t requests_cancelled = 0;
     std::uint64_t requests_timed_out = 0;
+    std::uint64_t requests_failed = 0;  // ended by an error (finish reason kError)
+    std::uint64_t step_failures = 0;    // steps that failed as a whole (every request in them)
 };
 
 class Engine {
   public:
-    Engine(std::shared_ptr<const model::Gpt2Model> model,
+    // Refuses (Error kInvalidArgument naming the model) a model whose first forward pass gives
+    // non-finite logits, such as one whose weights hold NaN.
+    Engine(std::shared_ptr<const model::Model> model,
            std::shared_ptr<const tokenizer::Tokenizer> tokenizer, EngineOptions options);
     ~Engine();  // stops the engine thread; requests still in flight finish as kCancelled
     Engine(const Engine&) = delete;
@@ -81,7 +85,7 @@ class Engine {
     std::shared_ptr<RequestHandle> submit(GenerationRequest request);
 
     EngineStats stats() const;
-    const model::Gpt2Model& model() const;
+    const model::Model& model() const;
     const tokenizer::Tokenizer& tokenizer() const;
 
   private:

@@ -14,6 +14,8 @@ std::string_view to_string(FinishReason reason) {
             return "timeout";
         case FinishReason::kCancelled:
             return "cancelled";
+        case FinishReason::kError:
+            return "error";
     }
     return "unknown";
 }

@@ -10,13 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/sampling/logprobs.h"
 #include "engine/sampling/sampling_params.h"
 
 namespace llmserve::engine {
 
-enum class FinishReason { kLength, kEos, kStop, kTimeout, kCancelled };
-std::string_view to_string(FinishReason reason);  // "length", "eos", "stop", "timeout", "cancelled"
+// kError: the engine could not continue the sequence (RequestResult::error says why).
+enum class FinishReason { kLength, kEos, kStop, kTimeout, kCancelled, kError };
+// "length", "eos", "stop", "timeout", "cancelled", "error"
+std::string_view to_string(FinishReason reason);
 
 struct GenerationRequest {
     std::vector<TokenId>
@@ -66,7 +69,10 @@ struct RequestResult {
     std::vector<std::optional<float>>
         prompt_logprobs;  // when SamplingParams::prompt_logprobs (first is nullopt)
     RequestTiming timing;
-    std::string error;  // set when the engine had to end the request because of an internal failure
+    // Set when the engine had to end the request (finish reason kError): why, and whether it was
+    // the request's doing (kInvalidArgument) or the engine's or model's (kInternal).
+    std::string error;
+    ErrorCode error_code = ErrorCode::kInternal;
 };
 
 // Shared between the engine thread (producer) and the caller (consumer). Thread-safe.

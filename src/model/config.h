@@ -1,5 +1,6 @@
-// A GPT-2 model's configuration (config.json) and its default generation settings
-// (generation_config.json), parsed strictly. JSON stays out of this header on purpose.
+// A decoder model's configuration (config.json), read by its family's reader into one spec that
+// the single forward pass is parameterised by, and its default generation settings
+// (generation_config.json); parsed strictly. JSON stays out of this header on purpose.
 #pragma once
 
 #include <filesystem>
@@ -16,14 +17,46 @@ enum class Activation { kGeluNew, kGelu, kGeluFast, kGeluPytorchTanh, kRelu, kSi
 
 std::string_view to_string(Activation activation);  // the config.json spelling
 
+enum class NormKind { kLayerNorm, kRmsNorm };  // LayerNorm with a bias (GPT-2) | RMSNorm
+std::string_view to_string(NormKind norm);
+
+// Rotary position embedding, as transformers 5 standardises it (see README-llama.md of the
+// fixtures): the "rope_scaling" dict (older spelling) wins over "rope_parameters"; theta from the
+// dict, else the top-level "rope_theta", else 10000. kDynamic equals kDefault inside the context
+// (NTK scaling starts past max_position_embeddings, which forward() refuses).
+enum class RopeType { kDefault, kLinear, kDynamic, kYarn, kLlama3 };
+std::string_view to_string(RopeType type);  // the config.json spelling
+struct RopeConfig {
+    RopeType type = RopeType::kDefault;
+    double theta = 10000.0;
+    int rotary_dim = 0;                                    // head_dim * partial_rotary_factor, even
+    double factor = 1.0;                                   // linear, dynamic, yarn, llama3
+    double low_freq_factor = 1.0, high_freq_factor = 4.0;  // llama3
+    int original_max_position_embeddings = 0;              // llama3, yarn
+    std::optional<double> attention_factor, beta_fast, beta_slow, mscale, mscale_all_dim;  // yarn
+    bool truncate = true;                                                                  // yarn
+};
+
 struct ModelConfig {
     // Required and positive. n_inner is resolved: null/absent -> 4 * n_embd.
     // Hugging Face aliases are accepted when the GPT-2 name is absent: hidden_size (n_embd),
     // max_position_embeddings (n_positions), num_attention_heads (n_head),
-    // num_hidden_layers (n_layer).
+    // num_hidden_layers (n_layer); Llama-family configs use the Hugging Face names
+    // (intermediate_size for n_inner).
     int vocab_size = 0, n_positions = 0, n_embd = 0, n_layer = 0, n_head = 0, n_inner = 0;
+    // Key/value heads (num_key_value_heads; n_head when absent) and the width of one head (an
+    // explicit head_dim, else n_embd / n_head; qwen3 defaults to 128).
+    int n_kv_head = 0, head_dim = 0;
     Activation activation = Activation::kGeluNew;
-    float layer_norm_epsilon = 1e-5f;
+    NormKind norm = NormKind::kLayerNorm;
+    float layer_norm_epsilon = 1e-5f;  // the norm's eps (rms_norm_eps for RMSNorm)
+    // Positions: learned absolute embeddings (GPT-2's wpe) or rotary.
+    std::optional<RopeConfig> rope;
+    bool gated_mlp = false;  // down(act(gate(x)) * up(x)) instead of proj(act(fc(x)))
+    bool qkv_bias = true, o_bias = true, mlp_bias = true;
+    bool qk_norm = false;  // per-head RMSNorm of q and k (qwen3)
+    // Per layer: the sliding window (attend to keys (p - window, p]), 0 for full attention.
+    std::vector<int> layer_windows;
     bool scale_attn_weights = true;
     bool scale_attn_by_inverse_layer_idx = false;
     bool reorder_and_upcast_attn = false;
@@ -32,14 +65,21 @@ struct ModelConfig {
     // of them and eos_token_id the first (empty/nullopt when null or absent).
     std::optional<int> bos_token_id, eos_token_id, pad_token_id;
     std::vector<int> eos_token_ids;
-    std::string model_type;  // "gpt2" or empty (absent); anything else is kUnsupported
+    // "gpt2" or empty (absent: GPT-2), "llama", "mistral", "qwen2", "qwen3"; anything else is
+    // kUnsupported.
+    std::string model_type;
 
-    int head_dim() const { return n_embd / n_head; }
+    std::string_view family() const {
+        return model_type.empty() ? std::string_view("gpt2") : std::string_view(model_type);
+    }
+    int kv_dim() const { return n_kv_head * head_dim; }  // floats per token and layer of K (or V)
+    int q_dim() const { return n_head * head_dim; }
 
-    // Parses config.json text; `source` (usually the path) names it in every error: bad JSON
-    // (with the parser's position), a missing required field, a wrong type, a non-positive size,
-    // n_embd not divisible by n_head (all kCorruptData); model_type other than gpt2, an unknown
-    // activation (listing the allowed ones) (kUnsupported). Unknown fields are ignored.
+    // Parses config.json text with the reader of its model_type; `source` (usually the path)
+    // names it in every error: bad JSON (with the parser's position), a missing required field,
+    // a wrong type, a non-positive size, heads that do not divide (all kCorruptData); an unknown
+    // model_type, activation, rope type or a field whose meaning is not implemented
+    // (kUnsupported, naming the field and what is supported). Unknown fields are ignored.
     static ModelConfig parse(std::string_view json_text, const std::string& source);
     // Reads and parses the file; errors name its path (kNotFound when it does not exist).
     static ModelConfig load(const std::filesystem::path& config_json);

@@ -4,37 +4,70 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <numeric>
 
 #include "common/error.h"
 #include "io/mapped_file.h"
+#include "model/families.h"
 
 namespace llmserve::model {
 
+namespace {
+
+// The published config.json of each shape (the fields that shape the computation), read by the
+// family readers like any checkpoint's.
+struct PublishedShape {
+    std::string_view name;
+    std::string_view config_json;
+};
+constexpr PublishedShape kShapes[] = {
+    {"gpt2", R"({"model_type": "gpt2", "vocab_size": 50257, "n_positions": 1024, "n_embd": 768,
+                 "n_layer": 12, "n_head": 12, "bos_token_id": 50256, "eos_token_id": 50256})"},
+    {"gpt2-medium",
+     R"({"model_type": "gpt2", "vocab_size": 50257, "n_positions": 1024, "n_embd": 1024,
+         "n_layer": 24, "n_head": 16, "bos_token_id": 50256, "eos_token_id": 50256})"},
+    {"gpt2-large",
+     R"({"model_type": "gpt2", "vocab_size": 50257, "n_positions": 1024, "n_embd": 1280,
+         "n_layer": 36, "n_head": 20, "bos_token_id": 50256, "eos_token_id": 50256})"},
+    {"gpt2-xl", R"({"model_type": "gpt2", "vocab_size": 50257, "n_positions": 1024, "n_embd": 1600,
+                    "n_layer": 48, "n_head": 25, "bos_token_id": 50256, "eos_token_id": 50256})"},
+    // Qwen/Qwen2.5-0.5B
+    {"qwen2.5-0.5b",
+     R"({"model_type": "qwen2", "vocab_size": 151936, "hidden_size": 896,
+         "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+         "num_key_value_heads": 2, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+         "rope_theta": 1000000.0, "tie_word_embeddings": true, "hidden_act": "silu",
+         "use_sliding_window": false, "bos_token_id": 151643, "eos_token_id": 151643})"},
+    // HuggingFaceTB/SmolLM2-135M
+    {"smollm2-135m",
+     R"({"model_type": "llama", "vocab_size": 49152, "hidden_size": 576,
+         "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+         "num_key_value_heads": 3, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
+         "rope_theta": 100000, "tie_word_embeddings": true, "hidden_act": "silu",
+         "bos_token_id": 0, "eos_token_id": 0})"},
+    // meta-llama/Llama-3.2-1B
+    {"llama-3.2-1b",
+     R"({"model_type": "llama", "vocab_size": 128256, "hidden_size": 2048,
+         "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+         "num_key_value_heads": 8, "head_dim": 64, "max_position_embeddings": 131072,
+         "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": true,
+         "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                          "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+         "hidden_act": "silu", "bos_token_id": 128000, "eos_token_id": 128001})"},
+};
+
+}  // namespace
+
 ModelConfig published_shape(std::string_view name) {
-    struct Shape {
-        std::string_view name;
-        int n_layer, n_embd, n_head;
-    };
-    constexpr Shape kShapes[] = {{"gpt2", 12, 768, 12},
-                                 {"gpt2-medium", 24, 1024, 16},
-                                 {"gpt2-large", 36, 1280, 20},
-                                 {"gpt2-xl", 48, 1600, 25}};
-    for (const Shape& shape : kShapes) {
-        if (shape.name != name) continue;
-        ModelConfig config;
-        config.vocab_size = 50257;
-        config.n_positions = 1024;
-        config.n_layer = shape.n_layer;
-        config.n_embd = shape.n_embd;
-        config.n_head = shape.n_head;
-        config.n_inner = 4 * shape.n_embd;
-        config.bos_token_id = config.eos_token_id = 50256;
-        config.eos_token_ids = {50256};
-        config.model_type = "gpt2";
-        return config;
+    std::string names;
+    for (const PublishedShape& shape : kShapes) {
+        if (shape.name == name)
+            return ModelConfig::parse(shape.config_json,
+                                      "<published shape " + std::string(name) + ">");
+        names += names.empty() ? "" : ", ";
+        names += shape.name;
     }
-    fail_param("shape",
-               "unknown model shape '{}'; expected gpt2, gpt2-medium, gpt2-large or gpt2-xl", name);
+    fail_param("shape", "unknown model shape '{}'; expected one of {}", name, names);
 }
 
 namespace {
@@ -45,28 +78,53 @@ struct TensorSpec {
     float constant;  // NaN: random
 };
 
-std::vector<TensorSpec> gpt2_tensors(const ModelConfig& c) {
-    const std::int64_t C = c.n_embd, I = c.n_inner;
+// Every tensor the loader asks for, from the family's name table: norms of ones, zero biases,
+// random matrices.
+std::vector<TensorSpec> tensor_specs(const ModelConfig& c) {
+    const TensorNames& names = tensor_names(c);
+    const std::int64_t C = c.n_embd, I = c.n_inner, Q = c.q_dim(), KV = c.kv_dim();
     const float random = std::nanf("");
-    std::vector<TensorSpec> specs = {{"wte.weight", {c.vocab_size, C}, random},
-                                     {"wpe.weight", {c.n_positions, C}, random}};
+    std::vector<TensorSpec> specs = {{names.embed, {c.vocab_size, C}, random}};
+    if (!c.rope) specs.push_back({names.position_embed, {c.n_positions, C}, random});
+    auto norm = [&](const std::string& weight) {
+        specs.push_back({weight, {C}, 1.0f});
+        if (c.norm == NormKind::kLayerNorm)
+            specs.push_back({TensorNames::bias_of(weight), {C}, 0.0f});
+    };
+    // Parts of one product with their output widths (a single part holds them all).
+    auto product = [&](const std::vector<std::string>& parts, std::vector<std::int64_t> outs,
+                       std::int64_t in, bool bias, int layer) {
+        if (parts.size() == 1) outs = {std::accumulate(outs.begin(), outs.end(), std::int64_t{0})};
+        for (std::size_t i = 0; i < parts.size(); ++i) {
+            std::string name = parts[i];
+            name.replace(name.find("{}"), 2, std::to_string(layer));
+            specs.push_back({name,
+                             names.layout == backend::MatrixLayout::kInOut
+                                 ? std::vector<std::int64_t>{in, outs[i]}
+                                 : std::vector<std::int64_t>{outs[i], in},
+                             random});
+            if (bias) specs.push_back({TensorNames::bias_of(name), {outs[i]}, 0.0f});
+        }
+    };
+    auto layer_name = [](std::string pattern, int layer) {
+        return pattern.replace(pattern.find("{}"), 2, std::to_string(layer));
+    };
     for (int i = 0; i < c.n_layer; ++i) {
-        const std::string p = "h." + std::to_string(i) + ".";
-        specs.push_back({p + "ln_1.weight", {C}, 1.0f});
-        specs.push_back({p + "ln_1.bias", {C}, 0.0f});
-        specs.push_back({p + "attn.c_attn.weight", {C, 3 * C}, random});
-        specs.push_back({p + "attn.c_attn.bias", {3 * C}, 0.0f});
-        specs.push_back({p + "attn.c_proj.weight", {C, C}, random});
-        specs.push_back({p + "attn.c_proj.bias", {C}, 0.0f});
-        specs.push_back({p + "ln_2.weight", {C}, 1.0f});
-        specs.push_back({p + "ln_2.bias", {C}, 0.0f});
-        specs.push_back({p + "mlp.c_fc.weight", {C, I}, random});
-        specs.push_back({p + "mlp.c_fc.bias", {I}, 0.0f});
-        specs.push_back({p + "mlp.c_proj.weight", {I, C}, random});
-        specs.push_back({p + "mlp.c_proj.bias", {C}, 0.0f});
+        norm(layer_name(names.attn_norm, i));
+        product(names.qkv, {Q, KV, KV}, C, c.qkv_bias, i);
+        if (c.qk_norm) {
+            specs.push_back({layer_name(names.q_norm, i), {c.head_dim}, 1.0f});
+            specs.push_back({layer_name(names.k_norm, i), {c.head_dim}, 1.0f});
+        }
+        product({names.o_proj}, {C}, Q, c.o_bias, i);
+        norm(layer_name(names.mlp_norm, i));
+        product(names.up,
+                c.gated_mlp ? std::vector<std::int64_t>{I, I} : std::vector<std::int64_t>{I}, C,
+                c.mlp_bias, i);
+        product({names.down}, {C}, I, c.mlp_bias, i);
     }
-    specs.push_back({"ln_f.weight", {C}, 1.0f});
-    specs.push_back({"ln_f.bias", {C}, 0.0f});
+    norm(names.final_norm);
+    if (!c.tie_word_embeddings) specs.push_back({names.lm_head, {c.vocab_size, C}, random});
     return specs;
 }
 
@@ -87,9 +145,9 @@ std::uint16_t f32_to_half_bits(float value, DType dtype) {
 
 }  // namespace
 
-std::shared_ptr<const Gpt2Model> synthetic_model(const ModelConfig& config, DType dtype,
-                                                 const LoadOptions& options, std::string name) {
-    const auto specs = gpt2_tensors(config);
+std::shared_ptr<const Model> synthetic_model(const ModelConfig& config, DType dtype,
+                                             const LoadOptions& options, std::string name) {
+    const auto specs = tensor_specs(config);
     std::size_t total = 0;
     for (const auto& spec : specs) {
         std::size_t count = 1;
@@ -152,8 +210,8 @@ std::shared_ptr<const Gpt2Model> synthetic_model(const ModelConfig& config, DTyp
     }
     io::WeightStore store{std::filesystem::path("<synthetic>")};
     store.add_file(std::move(file), std::move(views));
-    return Gpt2Model::from_weights(config, GenerationDefaults{}, std::move(store), std::move(name),
-                                   options);
+    return Model::from_weights(config, GenerationDefaults{}, std::move(store), std::move(name),
+                               options);
 }
 
 }  // namespace llmserve::model

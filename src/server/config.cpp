@@ -236,6 +236,18 @@ const std::vector<Setting>& settings() {
              return parse_int(raw, 64LL, 1LL << 30, c.max_body_bytes);
          },
          [](const ServerConfig& c) { return std::to_string(c.max_body_bytes); }},
+        {{"REQUEST_READ_TIMEOUT_S", "--request-read-timeout",
+          "seconds a client has to send a request's headers and body, (0, 3600] (10)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_float(raw, 0.0, 3600.0, true, c.request_read_timeout_s);
+         },
+         [](const ServerConfig& c) { return show_float(c.request_read_timeout_s); }},
+        {{"MAX_CONNECTIONS_PER_CLIENT", "--max-connections-per-client",
+          "open connections one client address may hold, 0..1000000; 0 = unlimited (256)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_int(raw, 0, 1'000'000, c.max_connections_per_client);
+         },
+         [](const ServerConfig& c) { return std::to_string(c.max_connections_per_client); }},
         {{"CACHE_DIR", "--cache-dir", "extra model cache directory (unset)"},
          [](ServerConfig& c, std::string_view raw) { return parse_cache_dir(raw, c.cache_dir); },
          [](const ServerConfig& c) { return c.cache_dir.empty() ? "(unset)" : c.cache_dir; }},

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "engine/generation_settings.h"
 
 namespace llmserve::server {
 
@@ -28,10 +29,12 @@ std::string_view to_string(ConfigSource source);
 
 struct ServerConfig {
     std::string model_name = "models/gpt2-brown-mini";  // MODEL_NAME: directory or Hub name
-    int max_length = 100;               // MAX_LENGTH: default new tokens per request
-    double temperature = 0.7;           // TEMPERATURE: default sampling temperature
-    double top_p = 0.9;                 // TOP_P: default nucleus mass
-    std::string host = "0.0.0.0";       // HOST
+    // Request defaults (engine/generation_settings.h holds the built-in values; a model's
+    // generation_config.json overrides them unless these are set explicitly).
+    int max_length = engine::GenerationSettings{}.max_new_tokens;   // MAX_LENGTH: new tokens
+    double temperature = engine::GenerationSettings{}.temperature;  // TEMPERATURE
+    double top_p = engine::GenerationSettings{}.top_p;              // TOP_P: nucleus mass
+    std::string host = "0.0.0.0";                                   // HOST
     int port = 8000;                    // PORT; 0 = any free port (logged at start-up)
     std::vector<std::string> api_keys;  // API_KEYS: comma-separated; empty = no authentication
     bool auth_exempt_probes = false;    // AUTH_EXEMPT_PROBES: /health, /ready, /metrics open
@@ -43,11 +46,13 @@ struct ServerConfig {
     int max_batch_tokens = 256;         // MAX_BATCH_TOKENS: tokens one engine step computes
     int kv_cache_mb = 0;                // KV_CACHE_MB: KV cache budget in MiB; 0 = auto
     backend::KvFormat kv_cache_dtype = backend::KvFormat::kF32;  // KV_CACHE_DTYPE
-    long long max_body_bytes = 1 << 20;  // MAX_BODY_BYTES: larger request bodies get 413
-    std::string cache_dir;               // CACHE_DIR: model cache (used by Hub downloads)
-    std::string device = "auto";         // DEVICE: auto, cpu, cuda or cuda:N
-    int threads = 0;                     // THREADS: compute threads; 0 = one per core
-    bool cuda_graphs = true;             // CUDA_GRAPHS: replay decode steps as CUDA graphs
+    long long max_body_bytes = 1 << 20;    // MAX_BODY_BYTES: larger request bodies get 413
+    double request_read_timeout_s = 10;    // REQUEST_READ_TIMEOUT_S: headers + body must arrive
+    int max_connections_per_client = 256;  // MAX_CONNECTIONS_PER_CLIENT: per address; 0 = off
+    std::string cache_dir;                 // CACHE_DIR: model cache (used by Hub downloads)
+    std::string device = "auto";           // DEVICE: auto, cpu, cuda or cuda:N
+    int threads = 0;                       // THREADS: compute threads; 0 = one per core
+    bool cuda_graphs = true;               // CUDA_GRAPHS: replay decode steps as CUDA graphs
     backend::WeightFormat dtype = backend::WeightFormat::kAuto;  // DTYPE: weights for compute
     LogLevel log_level = LogLevel::kInfo;                        // LOG_LEVEL
     LogFormat log_format = LogFormat::kText;                     // LOG_FORMAT

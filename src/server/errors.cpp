@@ -136,4 +136,28 @@ ApiError bad_http_request(int status) {
                 fmt::format("the HTTP layer failed (status {})", status));
 }
 
+ApiError protocol_error(int status, std::string message) {
+    const char* code = "bad_http_request";
+    switch (status) {
+        case 408:
+            code = "request_timeout";
+            break;
+        case 413:
+            code = "payload_too_large";
+            break;
+        case 431:
+            code = "headers_too_large";
+            break;
+        case 501:
+            code = "not_implemented";
+            break;
+        case 505:
+            code = "http_version_not_supported";
+            break;
+        default:
+            break;
+    }
+    return make(status, "invalid_request_error", code, std::move(message));
+}
+
 }  // namespace llmserve::server

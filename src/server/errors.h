@@ -59,5 +59,7 @@ ApiError unauthorized(bool key_given);
 ApiError rate_limited(int retry_after_s);
 ApiError not_ready(std::string reason, int retry_after_s);
 ApiError bad_http_request(int status);  // other 4xx/5xx produced by the HTTP library itself
+// A request the HTTP layer refused: `status` (400, 408, 413, 431, 501, 505) and what was wrong.
+ApiError protocol_error(int status, std::string message);
 
 }  // namespace llmserve::server

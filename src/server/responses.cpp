@@ -141,6 +141,8 @@ std::string openai_finish_reason(engine::FinishReason reason) {
             return "timeout";
         case engine::FinishReason::kCancelled:
             return "cancelled";
+        case engine::FinishReason::kError:
+            return "error";
     }
     return "stop";
 }

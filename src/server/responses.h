@@ -58,7 +58,7 @@ struct CompletionIdentity {
 };
 
 // OpenAI's finish_reason: "stop" for a stop string, stop token or EOS; "length"; and this
-// server's "timeout" and "cancelled".
+// server's "timeout", "cancelled" and "error".
 std::string openai_finish_reason(engine::FinishReason reason);
 
 nlohmann::json completion_response(const ResponseContext& context,

@@ -267,6 +267,12 @@ std::string rename_word(std::string text, std::string_view from, std::string_vie
     return text;
 }
 
+// The defaults of the controls that need no "given" flag (a request's own value replaces them).
+void apply_model_defaults(GenerationOptions& options, const RequestLimits& limits) {
+    options.sampling.top_k = limits.default_top_k;
+    options.sampling.repetition_penalty = limits.default_repetition_penalty;
+}
+
 // Applies the server defaults to fields the request left out, then validates every control
 // (as for a one-token prompt: the real length is checked once the prompt is tokenized).
 // Errors about engine field names are reported under the names the request used.
@@ -392,6 +398,7 @@ GenerateRequest parse_generate_request(std::string_view body, const RequestLimit
 
     GenerateRequest request;
     request.options.max_new_tokens_field = "max_length";
+    apply_model_defaults(request.options, limits);
     read_fields(json, fields, request);
     if (!json.contains("prompt") || json["prompt"].is_null()) {
         fail_malformed("prompt", "'prompt' is required: a string or a list of strings");
@@ -461,6 +468,7 @@ CompletionRequest parse_completion_request(std::string_view body, const RequestL
 
     CompletionRequest request;
     request.options.max_new_tokens_field = "max_tokens";
+    apply_model_defaults(request.options, limits);
     read_fields(json, fields, request);
     if (!json.contains("prompt") || json["prompt"].is_null()) {
         fail_malformed("prompt", "'prompt' is required");

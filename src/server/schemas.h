@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/generation_settings.h"
 #include "engine/sampling/sampling_params.h"
 
 namespace llmserve::server {
@@ -24,10 +25,12 @@ struct RequestLimits {
     int max_n = 16;          // most samples per prompt (num_return_sequences, n)
     int max_prompts = 32;    // most prompts in one batch request
     int max_sequences = 64;  // most prompts x samples in one request
-    // Server defaults (MAX_LENGTH, TEMPERATURE, TOP_P) for fields a request leaves out.
-    int default_max_new_tokens = 100;
-    float default_temperature = 0.7f;
-    float default_top_p = 0.9f;
+    // Defaults for fields a request leaves out (engine::resolve_generation_settings).
+    int default_max_new_tokens = engine::GenerationSettings{}.max_new_tokens;
+    float default_temperature = static_cast<float>(engine::GenerationSettings{}.temperature);
+    float default_top_p = static_cast<float>(engine::GenerationSettings{}.top_p);
+    int default_top_k = engine::GenerationSettings{}.top_k;
+    float default_repetition_penalty = engine::GenerationSettings{}.repetition_penalty;
 };
 
 // A prompt given as text, or (OpenAI) as token ids.

@@ -4,8 +4,11 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -14,11 +17,12 @@
 
 #include "common/error.h"
 #include "engine/engine.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "server/auth.h"
 #include "server/connection_probe.h"
 #include "server/errors.h"
 #include "server/generation.h"
+#include "server/http_transport.h"
 #include "server/rate_limiter.h"
 #include "server/responses.h"
 #include "server/schemas.h"
@@ -37,6 +41,22 @@ constexpr int kMaxPromptsPerRequest = 32;
 constexpr int kMaxSequencesPerRequest = 64;
 // HTTP worker threads beyond those that can wait on generations: probes, metrics, tokenize.
 constexpr int kSpareHttpThreads = 32;
+// Pending connections the kernel holds for accept().
+constexpr int kListenBacklog = 4096;
+// After the shutdown grace, how long responses may still take to be written.
+constexpr auto kShutdownWriteTime = std::chrono::seconds(2);
+
+// The Content-Type of a playground file, by its extension.
+std::string static_content_type(const std::filesystem::path& file) {
+    const std::string extension = file.extension().string();
+    if (extension == ".html") return "text/html; charset=utf-8";
+    if (extension == ".js") return "text/javascript; charset=utf-8";
+    if (extension == ".css") return "text/css; charset=utf-8";
+    if (extension == ".png") return "image/png";
+    if (extension == ".svg") return "image/svg+xml";
+    if (extension == ".json") return "application/json";
+    return "application/octet-stream";
+}
 
 std::string json_text(const Json& value) {
     return value.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -73,10 +93,22 @@ struct RequestContext {
     long long prompt_tokens = 0;
     long long completion_tokens = 0;
     std::vector<std::string> finish_reasons;
-    bool probe = false;      // /health, /ready, /metrics
-    bool streaming = false;  // the end of the stream finishes the request
+    std::string engine_error;  // why the engine ended a sequence with an error, if it did
+    bool probe = false;        // /health, /ready, /metrics
+    bool streaming = false;    // the end of the stream finishes the request
     bool client_gone = false;
 };
+
+// The error that ended a generation, if the engine ended one: the request fails as a whole
+// (500 for the engine's or the model's fault, 422 when the request's own controls caused it).
+std::optional<Error> generation_error(const std::vector<engine::RequestResult>& results) {
+    for (const engine::RequestResult& result : results) {
+        if (!result.error.empty()) {
+            return Error(result.error_code, fmt::format("generation failed: {}", result.error));
+        }
+    }
+    return std::nullopt;
+}
 
 // A refusal decided by the server itself (auth, rate limit, not ready), with its metric reason.
 struct Rejection {
@@ -91,7 +123,12 @@ std::optional<std::string> rejection_reason(const ApiError& error) {
         case 404:
         case 405:
         case 422:
+        case 431:
+        case 501:
+        case 505:
             return "validation";
+        case 408:
+            return "read_timeout";
         case 401:
             return "auth";
         case 413:
@@ -168,9 +205,12 @@ struct HttpServer::Impl {
     void register_routes();
     void mount_playground();
     void add_route(std::string method, std::string path, bool probe, Handler handler);
+    void handle(const httplib::Request& req, httplib::Response& res);
     void dispatch(const Route& route, const httplib::Request& req, httplib::Response& res);
-    httplib::Server::HandlerResponse handle_library_error(const httplib::Request& req,
-                                                          httplib::Response& res);
+    bool serve_static(const httplib::Request& req, httplib::Response& res) const;
+    void answer_unmatched(const httplib::Request& req, httplib::Response& res);
+    void answer_protocol_error(const httplib::Request& req, httplib::Response& res, int status,
+                               const std::string& message);
     std::shared_ptr<RequestContext> make_context(const httplib::Request& req,
                                                  std::string route) const;
     void check_access(const Route& route, const httplib::Request& req, RequestContext& context);
@@ -180,6 +220,8 @@ struct HttpServer::Impl {
 
     std::shared_ptr<engine::Engine> require_engine() const;
     RequestLimits request_limits(const engine::Engine& engine) const;
+    // The request defaults: explicit settings > the model's generation_config.json > built-in.
+    engine::GenerationSettings generation_settings(const engine::Engine& engine) const;
 
     void handle_generate(const httplib::Request& req, httplib::Response& res,
                          const std::shared_ptr<RequestContext>& context);
@@ -198,7 +240,8 @@ struct HttpServer::Impl {
     MetricsRegistry metrics;
     const ApiKeyAuthenticator auth;
     std::optional<RateLimiter> rate_limiter;
-    httplib::Server http;
+    std::unique_ptr<HttpTransport> transport;
+    std::filesystem::path web_dir;  // the playground's files; empty when not served
     std::vector<Route> routes;
     const long long started_unix;
 
@@ -207,9 +250,6 @@ struct HttpServer::Impl {
     double model_load_seconds = 0;
 
     std::atomic<bool> shutting_down{false};
-    std::mutex lifecycle_mutex;  // orders serve() starting against shutdown()
-    bool serve_called = false;
-    std::atomic<bool> serve_returned{false};
     std::mutex jobs_mutex;
     std::condition_variable jobs_changed;
     std::set<std::shared_ptr<GenerationJob>> jobs;
@@ -225,22 +265,20 @@ HttpServer::Impl::Impl(const ServerConfig& server_config, Logger& server_logger)
     if (config.rate_limit_rpm > 0) {
         rate_limiter.emplace(config.rate_limit_rpm, config.effective_rate_limit_burst());
     }
-    const int threads = config.max_concurrent_requests + config.max_queue + kSpareHttpThreads;
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-    http.set_payload_max_length(static_cast<std::size_t>(config.max_body_bytes));
-    http.set_keep_alive_max_count(1000);
-    http.set_keep_alive_timeout(5);
-    http.set_read_timeout(30);
-    http.set_write_timeout(30);
-    http.set_tcp_nodelay(true);
-    http.set_error_handler(httplib::Server::HandlerWithResponse(
-        [this](const httplib::Request& req, httplib::Response& res) {
-            return handle_library_error(req, res);
-        }));
-    http.set_exception_handler(
-        [this](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
-            send_error(res, api_error_from(error));
-        });
+    TransportOptions options;
+    options.host = config.host;
+    options.port = config.port;
+    options.backlog = kListenBacklog;
+    options.worker_threads = config.max_concurrent_requests + config.max_queue + kSpareHttpThreads;
+    options.request_read_timeout = std::chrono::milliseconds(
+        static_cast<long long>(std::ceil(config.request_read_timeout_s * 1000)));
+    options.max_connections_per_client = config.max_connections_per_client;
+    options.max_body_bytes = config.max_body_bytes;
+    transport = std::make_unique<HttpTransport>(
+        options, [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); },
+        [this](const httplib::Request& req, httplib::Response& res, int status,
+               const std::string& message) { answer_protocol_error(req, res, status, message); },
+        metrics);
     register_routes();
     mount_playground();
 }
@@ -250,10 +288,36 @@ void HttpServer::Impl::mount_playground() {
     // itself asks for a key when the API answers 401. WEB_DIR overrides the folder baked in at
     // build.
     const char* override_dir = std::getenv("WEB_DIR");
-    const std::string web_dir = override_dir && *override_dir ? override_dir : LLMSERVE_WEB_DIR;
-    if (!http.set_mount_point("/", web_dir)) {
-        logger.warn("playground not served: its folder is missing", {{"web_dir", web_dir}});
+    const std::string dir = override_dir && *override_dir ? override_dir : LLMSERVE_WEB_DIR;
+    std::error_code error;
+    web_dir = std::filesystem::canonical(dir, error);
+    if (error || !std::filesystem::is_directory(web_dir, error)) {
+        web_dir.clear();
+        logger.warn("playground not served: its folder is missing", {{"web_dir", dir}});
     }
+}
+
+// A GET or HEAD of a regular file below the playground folder (never outside it, also not
+// through a symlink); "/" and folders mean their index.html.
+bool HttpServer::Impl::serve_static(const httplib::Request& req, httplib::Response& res) const {
+    if (web_dir.empty() || (req.method != "GET" && req.method != "HEAD")) return false;
+    std::filesystem::path relative = std::filesystem::path(req.path).relative_path();
+    if (req.path.empty() || req.path.back() == '/') relative /= "index.html";
+    for (const auto& part : relative) {
+        if (part == "..") return false;
+    }
+    std::error_code error;
+    const std::filesystem::path file = std::filesystem::canonical(web_dir / relative, error);
+    if (error || !std::filesystem::is_regular_file(file, error)) return false;
+    const auto [end, inside] =
+        std::mismatch(web_dir.begin(), web_dir.end(), file.begin(), file.end());
+    if (end != web_dir.end()) return false;
+    std::ifstream in(file, std::ios::binary);
+    const std::string contents((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+    if (!in && !in.eof()) return false;
+    res.set_content(contents, static_content_type(file));
+    return true;
 }
 
 std::shared_ptr<RequestContext> HttpServer::Impl::make_context(const httplib::Request& req,
@@ -270,16 +334,20 @@ std::shared_ptr<RequestContext> HttpServer::Impl::make_context(const httplib::Re
 
 void HttpServer::Impl::add_route(std::string method, std::string path, bool probe,
                                  Handler handler) {
-    routes.push_back(Route{method, path, probe, std::move(handler)});
-    const std::size_t index = routes.size() - 1;
-    auto wrapped = [this, index](const httplib::Request& req, httplib::Response& res) {
-        dispatch(routes[index], req, res);
-    };
-    if (method == "GET") {
-        http.Get(path, wrapped);
-    } else {
-        http.Post(path, wrapped);
+    routes.push_back(Route{std::move(method), std::move(path), probe, std::move(handler)});
+}
+
+void HttpServer::Impl::handle(const httplib::Request& req, httplib::Response& res) {
+    // HEAD is GET without the body (the transport leaves it out).
+    const std::string_view method = req.method == "HEAD" ? "GET" : req.method;
+    for (const Route& route : routes) {
+        if (route.path == req.path && route.method == method) {
+            dispatch(route, req, res);
+            return;
+        }
     }
+    if (serve_static(req, res)) return;
+    answer_unmatched(req, res);
 }
 
 void HttpServer::Impl::dispatch(const Route& route, const httplib::Request& req,
@@ -323,33 +391,38 @@ void HttpServer::Impl::send_error(httplib::Response& res, const ApiError& error)
     res.set_content(error.body(), kJsonType);
 }
 
-httplib::Server::HandlerResponse HttpServer::Impl::handle_library_error(const httplib::Request& req,
-                                                                        httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // ours already
+void HttpServer::Impl::answer_unmatched(const httplib::Request& req, httplib::Response& res) {
     const auto context = make_context(req, "unmatched");
+    std::string allowed;
+    for (const Route& route : routes) {
+        if (route.path == req.path) allowed += (allowed.empty() ? "" : ", ") + route.method;
+    }
     ApiError error;
-    if (res.status == 404) {
-        std::string allowed;
-        for (const Route& route : routes) {
-            if (route.path == req.path) allowed += (allowed.empty() ? "" : ", ") + route.method;
-        }
-        if (allowed.empty()) {
-            error = route_not_found(req.method, context->path);
-        } else {
-            error = method_not_allowed(req.method, req.path, allowed);
-            res.set_header("Allow", allowed);
-            context->route = req.path;
-        }
-    } else if (res.status == 413) {
-        error = payload_too_large(config.max_body_bytes);
+    if (allowed.empty()) {
+        error = route_not_found(req.method, context->path);
     } else {
-        error = bad_http_request(res.status);
+        error = method_not_allowed(req.method, req.path, allowed);
+        res.set_header("Allow", allowed);
+        context->route = req.path;
     }
     if (const auto reason = rejection_reason(error)) count_rejection(*reason);
     res.set_header("X-Request-Id", context->id);
     send_error(res, error);
     finish_request(*context, res.status);
-    return httplib::Server::HandlerResponse::Handled;
+}
+
+// A request the HTTP layer refused (malformed, too large, too slow); the connection is closed
+// after the answer.
+void HttpServer::Impl::answer_protocol_error(const httplib::Request& req, httplib::Response& res,
+                                             int status, const std::string& message) {
+    const auto context = make_context(req, "unmatched");
+    if (context->method.empty()) context->method = "-";
+    const ApiError error = protocol_error(status, message);
+    if (const auto reason = rejection_reason(error)) count_rejection(*reason);
+    res.set_header("X-Request-Id", context->id);
+    res.set_header("Connection", "close");
+    send_error(res, error);
+    finish_request(*context, res.status);
 }
 
 void HttpServer::Impl::count_rejection(const std::string& reason) {
@@ -388,10 +461,12 @@ void HttpServer::Impl::finish_request(const RequestContext& context, int status)
                             fmt::format("{}", fmt::join(context.finish_reasons, ",")));
     }
     if (context.client_gone) fields.emplace_back("client_gone", true);
+    if (!context.engine_error.empty()) fields.emplace_back("error", context.engine_error);
     // Probes arrive every few seconds from load balancers: their lines are debug-level.
-    const LogLevel level = status >= 500   ? LogLevel::kWarn
-                           : context.probe ? LogLevel::kDebug
-                                           : LogLevel::kInfo;
+    const LogLevel level = !context.engine_error.empty() ? LogLevel::kError
+                           : status >= 500               ? LogLevel::kWarn
+                           : context.probe               ? LogLevel::kDebug
+                                                         : LogLevel::kInfo;
     logger.log(level, "request", fields);
 }
 
@@ -411,10 +486,25 @@ RequestLimits HttpServer::Impl::request_limits(const engine::Engine& e) const {
     limits.max_n = kMaxSamplesPerPrompt;
     limits.max_prompts = kMaxPromptsPerRequest;
     limits.max_sequences = kMaxSequencesPerRequest;
-    limits.default_max_new_tokens = config.max_length;
-    limits.default_temperature = static_cast<float>(config.temperature);
-    limits.default_top_p = static_cast<float>(config.top_p);
+    const engine::GenerationSettings settings = generation_settings(e);
+    limits.default_max_new_tokens = settings.max_new_tokens;
+    limits.default_temperature = static_cast<float>(settings.temperature);
+    limits.default_top_p = static_cast<float>(settings.top_p);
+    limits.default_top_k = settings.top_k;
+    limits.default_repetition_penalty = settings.repetition_penalty;
     return limits;
+}
+
+engine::GenerationSettings HttpServer::Impl::generation_settings(const engine::Engine& e) const {
+    auto is_explicit = [&](std::string_view name) {
+        const auto it = config.sources.find(name);
+        return it != config.sources.end() && it->second != ConfigSource::kDefault;
+    };
+    engine::ExplicitSettings explicit_settings;
+    if (is_explicit("MAX_LENGTH")) explicit_settings.max_new_tokens = config.max_length;
+    if (is_explicit("TEMPERATURE")) explicit_settings.temperature = config.temperature;
+    if (is_explicit("TOP_P")) explicit_settings.top_p = config.top_p;
+    return engine::resolve_generation_settings(explicit_settings, e.model().generation_defaults());
 }
 
 void HttpServer::Impl::handle_generate(const httplib::Request& req, httplib::Response& res,
@@ -488,6 +578,7 @@ void HttpServer::Impl::run_generation(const httplib::Request& req, httplib::Resp
         callbacks.client_gone = [&] { return state->probe.client_gone(); };
         const auto results = state->job->run(callbacks);
         record_generation(*context, results, state->job->client_disconnected());
+        if (const auto error = generation_error(results)) throw *error;
         const Json body = state->call.api == Api::kGenerate
                               ? generate_response(response, results)
                               : completion_response(response, state->identity, results);
@@ -542,9 +633,12 @@ void HttpServer::Impl::stream_generation(StreamState& state, httplib::DataSink& 
             }
         }
     }
+    // An error ends the whole response: its event is the last before [DONE], the rest is cancelled.
+    bool failed = false;
     GenerationJob::Callbacks callbacks;
     callbacks.client_gone = [&] { return !ok || state.probe.client_gone(); };
     callbacks.on_event = [&](std::size_t p, const engine::StreamEvent& event) {
+        if (failed) return true;
         const int index = rc.global_index(p, event.index);
         const std::size_t offset = streamed[index] + (call.echo ? rc.prompts[p].text.size() : 0);
         streamed[index] += event.text.size();
@@ -560,6 +654,13 @@ void HttpServer::Impl::stream_generation(StreamState& state, httplib::DataSink& 
                                        std::nullopt, call.include_usage)));
     };
     callbacks.on_result = [&](std::size_t p, const engine::RequestResult& result) {
+        if (failed) return true;
+        if (const auto error = generation_error({result})) {
+            failed = true;
+            state.job->cancel();
+            const ApiError api = api_error_from(std::make_exception_ptr(*error));
+            return write("data: " + api.body() + "\n\n");
+        }
         for (const engine::SequenceResult& sequence : result.sequences) {
             const int index = rc.global_index(p, sequence.index);
             // Whatever of the final text no event carried (normally nothing).
@@ -579,6 +680,10 @@ void HttpServer::Impl::stream_generation(StreamState& state, httplib::DataSink& 
     const auto results = state.job->run(callbacks);
     record_generation(*state.request, results, state.job->client_disconnected());
     if (state.job->client_disconnected()) return;
+    if (failed) {
+        write(sse_done());
+        return;
+    }
     if (!openai) {
         write(sse_event(generate_stream_done(rc, results)));
     } else if (call.include_usage) {
@@ -630,6 +735,7 @@ void HttpServer::Impl::record_generation(RequestContext& context,
                 .observe(seconds(result.timing.decode_ms) / static_cast<double>(longest - 1));
         }
     }
+    if (const auto error = generation_error(results)) context.engine_error = error->what();
     if (client_gone) {
         context.client_gone = true;
         metrics
@@ -639,13 +745,46 @@ void HttpServer::Impl::record_generation(RequestContext& context,
     }
 }
 
+namespace {
+
+// The architecture spec the forward pass runs (what config.json's family reader derived).
+Json spec_json(const model::ModelConfig& c) {
+    Json spec = {{"norm", model::to_string(c.norm)},
+                 {"norm_eps", c.layer_norm_epsilon},
+                 {"n_kv_head", c.n_kv_head},
+                 {"head_dim", c.head_dim},
+                 {"n_inner", c.n_inner},
+                 {"mlp", c.gated_mlp ? "gated" : "plain"},
+                 {"activation", model::to_string(c.activation)},
+                 {"qkv_bias", c.qkv_bias},
+                 {"o_bias", c.o_bias},
+                 {"mlp_bias", c.mlp_bias},
+                 {"qk_norm", c.qk_norm},
+                 {"tie_word_embeddings", c.tie_word_embeddings},
+                 {"sliding_windows", c.layer_windows}};
+    if (c.rope) {
+        spec["positions"] = "rope";
+        spec["rope"] = {{"type", model::to_string(c.rope->type)},
+                        {"theta", c.rope->theta},
+                        {"rotary_dim", c.rope->rotary_dim},
+                        {"factor", c.rope->factor}};
+    } else {
+        spec["positions"] = "learned";
+    }
+    return spec;
+}
+
+}  // namespace
+
 Json HttpServer::Impl::info_json() const {
     const auto e = require_engine();
-    const model::Gpt2Model& model = e->model();
+    const model::Model& model = e->model();
     const model::ModelConfig& c = model.config();
+    const engine::GenerationSettings settings = generation_settings(*e);
     Json model_json = {{"name", model.name()},
                        {"path", model.directory().string()},
-                       {"architecture", "gpt2"},
+                       {"architecture", c.family()},
+                       {"spec", spec_json(c)},
                        {"n_positions", c.n_positions},
                        {"vocab_size", c.vocab_size},
                        {"n_embd", c.n_embd},
@@ -663,9 +802,11 @@ Json HttpServer::Impl::info_json() const {
             {"device", model.device_name()},
             {"threads", model.backend().threads()},
             {"defaults",
-             {{"max_length", config.max_length},
-              {"temperature", config.temperature},
-              {"top_p", config.top_p}}},
+             {{"max_length", settings.max_new_tokens},
+              {"temperature", settings.temperature},
+              {"top_p", settings.top_p},
+              {"top_k", settings.top_k},
+              {"repetition_penalty", settings.repetition_penalty}}},
             {"limits",
              {{"max_body_bytes", config.max_body_bytes},
               {"max_concurrent_requests", config.max_concurrent_requests},
@@ -736,6 +877,16 @@ void HttpServer::Impl::refresh_gauges() {
         .advance_to(static_cast<double>(stats.requests_cancelled));
     metrics.counter("llmserve_engine_requests_timed_out_total", "Requests that hit their deadline.")
         .advance_to(static_cast<double>(stats.requests_timed_out));
+    metrics
+        .counter("llmserve_engine_requests_failed_total",
+                 "Requests the engine ended with an error (their clients got a 5xx/422 or an "
+                 "error event).")
+        .advance_to(static_cast<double>(stats.requests_failed));
+    metrics
+        .counter("llmserve_engine_step_failures_total",
+                 "Engine steps that failed as a whole: every request in the step ended with the "
+                 "error.")
+        .advance_to(static_cast<double>(stats.step_failures));
 }
 
 void HttpServer::Impl::register_routes() {
@@ -820,31 +971,11 @@ HttpServer::HttpServer(const ServerConfig& config, Logger& logger)
 HttpServer::~HttpServer() = default;
 
 int HttpServer::bind() {
-    const ServerConfig& config = impl_->config;
-    errno = 0;
-    int port = config.port;
-    bool bound = false;
-    if (config.port == 0) {
-        port = impl_->http.bind_to_any_port(config.host);
-        bound = port > 0;
-    } else {
-        bound = impl_->http.bind_to_port(config.host, config.port);
-    }
-    if (!bound) {
-        fail(ErrorCode::kUnavailable, "cannot listen on {}:{} (HOST, PORT): {}", config.host,
-             config.port, errno != 0 ? std::strerror(errno) : "address not usable");
-    }
-    return port;
+    return impl_->transport->bind();
 }
 
 void HttpServer::serve() {
-    {
-        std::lock_guard lock(impl_->lifecycle_mutex);
-        if (impl_->shutting_down) return;
-        impl_->serve_called = true;
-    }
-    impl_->http.listen_after_bind();
-    impl_->serve_returned = true;
+    impl_->transport->serve();
 }
 
 void HttpServer::attach_engine(std::shared_ptr<engine::Engine> engine, double load_seconds) {
@@ -859,27 +990,19 @@ void HttpServer::attach_engine(std::shared_ptr<engine::Engine> engine, double lo
 
 void HttpServer::shutdown(std::chrono::duration<double> grace) {
     Impl& impl = *impl_;
-    bool serving = false;
-    {
-        std::lock_guard lock(impl.lifecycle_mutex);
-        impl.shutting_down = true;
-        serving = impl.serve_called;
-    }
-    if (serving) {
-        // listen_after_bind() may not have started its accept loop yet; stop() is a no-op then.
-        while (!impl.http.is_running() && !impl.serve_returned) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-        impl.http.stop();
-    }
-    std::unique_lock lock(impl.jobs_mutex);
+    impl.shutting_down = true;
+    impl.transport->stop();  // no new connections; idle and half-read ones are closed
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(grace);
-    if (!impl.jobs_changed.wait_until(lock, deadline, [&] { return impl.jobs.empty(); })) {
-        impl.logger.warn("shutdown grace period over: cancelling generations",
-                         {{"running", impl.jobs.size()}});
-        for (const auto& job : impl.jobs) job->cancel();
-        impl.jobs_changed.wait(lock, [&] { return impl.jobs.empty(); });
+    {
+        std::unique_lock lock(impl.jobs_mutex);
+        if (!impl.jobs_changed.wait_until(lock, deadline, [&] { return impl.jobs.empty(); })) {
+            impl.logger.warn("shutdown grace period over: cancelling generations",
+                             {{"running", impl.jobs.size()}});
+            for (const auto& job : impl.jobs) job->cancel();
+            impl.jobs_changed.wait(lock, [&] { return impl.jobs.empty(); });
+        }
     }
+    impl.transport->drain(std::max(deadline, Clock::now()) + kShutdownWriteTime);
 }
 
 MetricsRegistry& HttpServer::metrics() {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "tokenizer/utf8.h"
+
 namespace llmserve::tokenizer {
 namespace {
 
@@ -83,6 +85,34 @@ const MergeResult* MergeTable::find(TokenId left, TokenId right) const {
     return slot.key == key ? &slot.merge : nullptr;
 }
 
+std::size_t CharPairSet::slot_of(std::uint64_t key) const {
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t slot = static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+    while (slots_[slot] != key && slots_[slot] != kEmpty) slot = (slot + 1) & mask;
+    return slot;
+}
+
+void CharPairSet::insert(char32_t left, char32_t right) {
+    if ((size_ + 1) * 3 > slots_.size() * 2) {
+        std::vector<std::uint64_t> old(std::max<std::size_t>(64, slots_.size() * 2), kEmpty);
+        old.swap(slots_);
+        for (const std::uint64_t key : old)
+            if (key != kEmpty) slots_[slot_of(key)] = key;
+    }
+    const std::uint64_t key = static_cast<std::uint64_t>(left) << 32 | right;
+    std::uint64_t& slot = slots_[slot_of(key)];
+    if (slot == kEmpty) {
+        slot = key;
+        ++size_;
+    }
+}
+
+bool CharPairSet::contains(char32_t left, char32_t right) const {
+    if (slots_.empty()) return false;
+    const std::uint64_t key = static_cast<std::uint64_t>(left) << 32 | right;
+    return slots_[slot_of(key)] == key;
+}
+
 bool PieceCache::lookup(std::string_view piece, std::vector<TokenId>& out) const {
     const Shard& shard = shard_for(piece);
     std::lock_guard lock(shard.mutex);
@@ -101,22 +131,104 @@ void PieceCache::store(std::string_view piece, std::span<const TokenId> ids) {
 }
 
 void BpeModel::encode_piece(std::string_view piece, std::vector<TokenId>& out) const {
-    if (piece.size() == 1) {
-        out.push_back(byte_ids_[static_cast<std::uint8_t>(piece[0])]);
+    if (piece.size() == 1 && symbols_.byte_level) {
+        out.push_back(symbols_.byte_ids[static_cast<std::uint8_t>(piece[0])]);
         return;
     }
+    const CharPairSet& joinable = symbols_.joinable_pairs;
+    if (joinable.empty()) {
+        // The cache holds whole pieces' results, the ignore_merges shortcut included: checked
+        // first, it keeps the (large, scattered) vocabulary map out of the common case.
+        if (piece.size() <= PieceCache::kMaxPieceBytes && cache_.lookup(piece, out)) return;
+        const std::size_t first_new = out.size();
+        if (const auto it = whole_pieces_.find(piece); it != whole_pieces_.end()) {
+            out.push_back(it->second);
+        } else {
+            merge_piece(piece, out);
+        }
+        cache_.store(piece, std::span(out).subspan(first_new));
+        return;
+    }
+    // Split at unjoinable pairs, the cache holds the parts' merges; the ignore_merges shortcut
+    // applies to the whole piece only.
+    if (const auto it = whole_pieces_.find(piece); it != whole_pieces_.end()) {
+        out.push_back(it->second);
+        return;
+    }
+    std::size_t part_start = 0;
+    std::size_t pos = next_utf8_sequence(piece, 0).length;
+    char32_t previous = decode_code_point(piece, 0, pos);
+    while (pos < piece.size()) {
+        const std::size_t length = next_utf8_sequence(piece, pos).length;
+        const char32_t current = decode_code_point(piece, pos, length);
+        if (!joinable.contains(previous, current)) {
+            merge_cached(piece.substr(part_start, pos - part_start), out);
+            part_start = pos;
+        }
+        previous = current;
+        pos += length;
+    }
+    merge_cached(piece.substr(part_start), out);
+}
+
+void BpeModel::merge_cached(std::string_view piece, std::vector<TokenId>& out) const {
     if (piece.size() <= PieceCache::kMaxPieceBytes && cache_.lookup(piece, out)) return;
     const std::size_t first_new = out.size();
     merge_piece(piece, out);
     cache_.store(piece, std::span(out).subspan(first_new));
 }
 
+void BpeModel::append_initial_symbols(std::string_view piece, std::vector<TokenId>& ids) const {
+    if (symbols_.byte_level) {
+        for (const char byte : piece)
+            ids.push_back(symbols_.byte_ids[static_cast<std::uint8_t>(byte)]);
+        return;
+    }
+    // HF's BPE::merge_word: unknown characters become byte tokens, else the (fused) unknown
+    // token, which is only appended once a known character or the end follows.
+    TokenId pending_unk = -1;
+    for (std::size_t pos = 0; pos < piece.size();) {
+        const auto lead = static_cast<std::uint8_t>(piece[pos]);
+        const std::size_t length = next_utf8_sequence(piece, pos).length;
+        TokenId id = -1;
+        if (lead < 0x80) {
+            id = symbols_.byte_ids[lead];
+        } else if (const auto it = symbols_.char_ids.find(piece.substr(pos, length));
+                   it != symbols_.char_ids.end()) {
+            id = it->second;
+        }
+        const std::string_view character = piece.substr(pos, length);
+        pos += length;
+        if (id >= 0) {
+            if (pending_unk >= 0) ids.push_back(pending_unk);
+            pending_unk = -1;
+            ids.push_back(id);
+            continue;
+        }
+        if (symbols_.byte_fallback &&
+            std::all_of(character.begin(), character.end(), [this](char byte) {
+                return symbols_.fallback_ids[static_cast<std::uint8_t>(byte)] >= 0;
+            })) {
+            for (const char byte : character)
+                ids.push_back(symbols_.fallback_ids[static_cast<std::uint8_t>(byte)]);
+            continue;
+        }
+        if (symbols_.unk < 0) continue;
+        if (pending_unk >= 0 && !symbols_.fuse_unk) ids.push_back(pending_unk);
+        pending_unk = symbols_.unk;
+    }
+    if (pending_unk >= 0) ids.push_back(pending_unk);
+}
+
 void BpeModel::merge_piece(std::string_view piece, std::vector<TokenId>& out) const {
-    const auto count = static_cast<std::int32_t>(piece.size());
-    std::vector<Symbol> symbols(piece.size());
+    std::vector<TokenId> initial;
+    initial.reserve(piece.size());
+    append_initial_symbols(piece, initial);
+    if (initial.empty()) return;
+    const auto count = static_cast<std::int32_t>(initial.size());
+    std::vector<Symbol> symbols(initial.size());
     for (std::int32_t i = 0; i < count; ++i) {
-        symbols[i] = {byte_ids_[static_cast<std::uint8_t>(piece[i])], i - 1,
-                      i + 1 < count ? i + 1 : kNone};
+        symbols[i] = {initial[i], i - 1, i + 1 < count ? i + 1 : kNone};
     }
 
     std::vector<Candidate> queue;

@@ -1,5 +1,6 @@
 // Every weight format on every kernel tier against transformers' reference logits (discovered
-// from $LLMSERVE_FIXTURES/models and models-bin), and the quality each format keeps on real text.
+// from $LLMSERVE_FIXTURES/models, models-bin and models-llama), and the quality each format keeps
+// on real text.
 //
 // Documented tolerances, relative to the root mean square of the case's reference logits:
 //   format   RMS error   max error   (why)
@@ -24,7 +25,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine/sampling/logprobs.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tests/common/model_runs.h"
 #include "tests/common/test_paths.h"
 #include "tokenizer/tokenizer.h"
@@ -66,7 +67,7 @@ void check_folder(const std::filesystem::path& dir, Isa isa, WeightFormat format
                  std::string(backend::cpu::to_string(isa)));
     const json reference = json::parse(testing::read_text(dir / "reference.json"));
     const std::shared_ptr<backend::Backend> backend = backend::cpu::make_cpu_backend(2, isa);
-    const auto model = model::Gpt2Model::load(dir, {backend, format});
+    const auto model = model::Model::load(dir, {backend, format});
     EXPECT_EQ(model->dtype(), backend::to_string(format));
     const int vocab = model->config().vocab_size;
     testing::ForwardPass runner(*model, model->config().n_positions, kv_format);
@@ -112,7 +113,7 @@ void check_folder(const std::filesystem::path& dir, Isa isa, WeightFormat format
 
 TEST(DtypeParity, EveryFormatOnEveryTierMatchesTheReference) {
     int cases = 0;
-    for (const std::string family : {"models", "models-bin"})
+    for (const std::string family : {"models", "models-bin", "models-llama"})
         for (const auto& dir : testing::subdirectories(testing::fixtures_dir() / family))
             for (Isa isa : backend::cpu::supported_isas())
                 for (WeightFormat format : kFormats)
@@ -123,7 +124,7 @@ TEST(DtypeParity, EveryFormatOnEveryTierMatchesTheReference) {
 // The f16 KV cache with f32 weights (its own error) and q8 weights (the smallest combination).
 TEST(DtypeParity, HalfPrecisionKvCacheMatchesTheReference) {
     int cases = 0;
-    for (const std::string family : {"models", "models-bin"})
+    for (const std::string family : {"models", "models-bin", "models-llama"})
         for (const auto& dir : testing::subdirectories(testing::fixtures_dir() / family))
             for (Isa isa : backend::cpu::supported_isas())
                 for (WeightFormat format : {WeightFormat::kF32, WeightFormat::kQ8})
@@ -132,7 +133,7 @@ TEST(DtypeParity, HalfPrecisionKvCacheMatchesTheReference) {
 }
 
 // Strided perplexity (windows of `context` tokens every `context / 2`, each token scored once).
-double perplexity(const std::shared_ptr<const model::Gpt2Model>& model,
+double perplexity(const std::shared_ptr<const model::Model>& model,
                   const std::vector<std::int32_t>& ids, int context,
                   backend::KvFormat kv_format = backend::KvFormat::kF32) {
     testing::ForwardPass runner(*model, context, kv_format);
@@ -170,19 +171,19 @@ TEST(DtypeParity, EmbeddedModelPerplexityStaysCloseToF32) {
         backend::cpu::make_cpu_backend(0, backend::cpu::best_isa());
     const int context = 256;  // the length the model was trained on
     const double f32 =
-        perplexity(model::Gpt2Model::load(dir, {backend, WeightFormat::kF32}), ids, context);
+        perplexity(model::Model::load(dir, {backend, WeightFormat::kF32}), ids, context);
     EXPECT_GT(f32, 1.0);
     EXPECT_LT(f32, 2000.0) << "the embedded model should predict English far better than chance";
     for (auto [format, bound] :
          {std::pair{WeightFormat::kF16, 0.005}, std::pair{WeightFormat::kBF16, 0.005},
           std::pair{WeightFormat::kQ8, 0.01}}) {
-        const auto model = model::Gpt2Model::load(dir, {backend, format});
+        const auto model = model::Model::load(dir, {backend, format});
         ASSERT_EQ(model->dtype(), backend::to_string(format));
         const double value = perplexity(model, ids, context);
         EXPECT_LE(std::abs(value / f32 - 1.0), bound)
             << backend::to_string(format) << " perplexity " << value << " vs f32 " << f32;
     }
-    const double half_cache = perplexity(model::Gpt2Model::load(dir, {backend, WeightFormat::kF32}),
+    const double half_cache = perplexity(model::Model::load(dir, {backend, WeightFormat::kF32}),
                                          ids, context, backend::KvFormat::kF16);
     EXPECT_LE(std::abs(half_cache / f32 - 1.0), 0.005)
         << "f16 KV cache perplexity " << half_cache << " vs f32 " << f32;

@@ -163,7 +163,8 @@ TEST(KvFormat, BackendStoresRoundedKeysAndValuesAndAttendsToThem) {
             std::vector<int> positions(rows), sequence(rows, 0);
             for (int r = 0; r < rows; ++r) positions[r] = first + r;
             const AttentionBatch batch{positions, sequence, tables, kBlockTokens};
-            const AttentionParams params{kHeads, 0.25f};
+            const AttentionParams params{
+                .n_head = kHeads, .n_kv_head = kHeads, .head_dim = kHeadDim, .scale = 0.25f};
             auto run = [&](std::vector<float>& input, KvStorage& cache) {
                 auto in = backend->allocate(input.size());
                 std::memcpy(in->data(), input.data(), input.size() * sizeof(float));

@@ -8,7 +8,7 @@
 
 #include "backend/cuda/graph_cache.h"
 #include "backend/cuda/step_recorder.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tests/backend_cuda/cuda_test_support.h"
 
 namespace llmserve::testing {
@@ -173,10 +173,10 @@ class ScriptedPasses {
   public:
     static constexpr int kSequences = 5, kBlocksPerSequence = 16, kBlockTokens = 16;
 
-    ScriptedPasses(const model::Gpt2Model& model, backend::KvFormat format)
+    ScriptedPasses(const model::Model& model, backend::KvFormat format)
         : model_(model),
           kv_(model.backend().allocate_kv(model.config().n_layer, kSequences * kBlocksPerSequence,
-                                          kBlockTokens, model.config().n_embd, format)),
+                                          kBlockTokens, model.config().kv_dim(), format)),
           workspace_(model.backend(), model.config(), 256, 256),
           tables_(kSequences),
           lengths_(kSequences, 0) {
@@ -208,7 +208,7 @@ class ScriptedPasses {
     }
 
   private:
-    const model::Gpt2Model& model_;
+    const model::Model& model_;
     std::unique_ptr<backend::KvStorage> kv_;
     model::Workspace workspace_;
     std::vector<std::vector<int>> tables_;
@@ -249,8 +249,8 @@ TEST_F(CudaGraphs, ReplayComputesExactlyWhatLaunchingEveryKernelDoes) {
         // Fresh backends: the scratch buffers start empty, so the long prefill must grow them.
         std::shared_ptr<backend::Backend> eager = backend::make_cuda_backend(0, {.graphs = false});
         std::shared_ptr<backend::Backend> graphs = backend::make_cuda_backend(0, {.graphs = true});
-        auto eager_model = model::Gpt2Model::load(dir, {eager, backend::WeightFormat::kAuto});
-        auto graph_model = model::Gpt2Model::load(dir, {graphs, backend::WeightFormat::kAuto});
+        auto eager_model = model::Model::load(dir, {eager, backend::WeightFormat::kAuto});
+        auto graph_model = model::Model::load(dir, {graphs, backend::WeightFormat::kAuto});
         const int vocab = eager_model->config().vocab_size;
         ScriptedPasses eager_script(*eager_model, format), graph_script(*graph_model, format);
         const auto want = run_script(eager_script, vocab);

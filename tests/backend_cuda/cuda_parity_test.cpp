@@ -21,7 +21,7 @@
 #include <iostream>
 
 #include "engine/engine.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tests/backend_cuda/cuda_test_support.h"
 #include "tests/common/model_runs.h"
 #include "tokenizer/tokenizer.h"
@@ -68,9 +68,9 @@ Continuation continuation(const engine::SequenceResult& sequence) {
 
 class CudaParity : public CudaDeviceTest {
   protected:
-    std::shared_ptr<const model::Gpt2Model> load(const std::filesystem::path& dir,
-                                                 const Precision& precision) {
-        return model::Gpt2Model::load(dir, {cuda, precision.format});
+    std::shared_ptr<const model::Model> load(const std::filesystem::path& dir,
+                                             const Precision& precision) {
+        return model::Model::load(dir, {cuda, precision.format});
     }
 
     void check_models(const Precision& precision) {

@@ -19,7 +19,7 @@
 
 #include "backend/backend.h"
 #include "engine/engine.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tests/common/test_paths.h"
 #include "tokenizer/tokenizer.h"
 
@@ -46,12 +46,12 @@ inline std::vector<float> read_f32(const std::filesystem::path& file) {
 // reuses.
 class ForwardPass {
   public:
-    ForwardPass(const model::Gpt2Model& model, int max_tokens,
+    ForwardPass(const model::Model& model, int max_tokens,
                 backend::KvFormat kv_format = backend::KvFormat::kF32)
         : model_(model),
           blocks_((max_tokens + kBlockTokens - 1) / kBlockTokens),
           kv_(model.backend().allocate_kv(model.config().n_layer, blocks_, kBlockTokens,
-                                          model.config().n_embd, kv_format)),
+                                          model.config().kv_dim(), kv_format)),
           workspace_(model.backend(), model.config(), max_tokens, max_tokens),
           table_(static_cast<std::size_t>(blocks_)) {
         for (int b = 0; b < blocks_; ++b) table_[b] = b;
@@ -76,7 +76,7 @@ class ForwardPass {
 
   private:
     static constexpr int kBlockTokens = 16;
-    const model::Gpt2Model& model_;
+    const model::Model& model_;
     int blocks_;
     std::unique_ptr<backend::KvStorage> kv_;
     model::Workspace workspace_;
@@ -85,7 +85,7 @@ class ForwardPass {
 
 // [T, vocab]: the logits of every position of `ids` (T tokens) from one forward pass on a fresh
 // cache.
-inline std::vector<float> full_logits(const model::Gpt2Model& model,
+inline std::vector<float> full_logits(const model::Model& model,
                                       std::span<const std::int32_t> ids) {
     return ForwardPass(model, static_cast<int>(ids.size())).logits(ids);
 }

@@ -25,7 +25,7 @@
 #include "common/error.h"
 #include "engine/engine.h"
 #include "engine/sampling/sampler.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tests/common/model_runs.h"
 #include "tests/common/test_paths.h"
 #include "tokenizer/tokenizer.h"
@@ -37,7 +37,7 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using Tokens = std::vector<TokenId>;
-using ModelPtr = std::shared_ptr<const model::Gpt2Model>;
+using ModelPtr = std::shared_ptr<const model::Model>;
 using TokenizerPtr = std::shared_ptr<const tokenizer::Tokenizer>;
 using testing::full_logits;
 using testing::tokens_of;
@@ -48,7 +48,7 @@ constexpr auto kHangLimit = std::chrono::seconds(60);
 constexpr int kBackendThreads = 1;
 
 ModelPtr load_model(const fs::path& dir) {
-    return model::Gpt2Model::load(
+    return model::Model::load(
         dir, {backend::make_cpu_backend(kBackendThreads), backend::WeightFormat::kAuto});
 }
 
@@ -80,7 +80,7 @@ TokenizerPtr mini_tokenizer() {
 constexpr int kBlockTokens = EngineOptions{}.kv_block_tokens;
 
 // Bytes of `blocks` KV blocks of the default size for `model` (K and V, float32, every layer).
-std::size_t kv_bytes(const model::Gpt2Model& model, int blocks) {
+std::size_t kv_bytes(const model::Model& model, int blocks) {
     return engine::kv_cache_geometry(model.config(), kBlockTokens, backend::KvFormat::kF32)
                .block_bytes *
            blocks;
@@ -88,7 +88,7 @@ std::size_t kv_bytes(const model::Gpt2Model& model, int blocks) {
 
 // Options with a KV pool of `contexts` full contexts (small, so that tests also exercise the pool
 // running full and the prefix cache being evicted).
-EngineOptions pool_options(const model::Gpt2Model& model, int contexts,
+EngineOptions pool_options(const model::Model& model, int contexts,
                            backend::KvFormat kv_format = backend::KvFormat::kF32) {
     EngineOptions options;
     options.kv_format = kv_format;
@@ -197,7 +197,7 @@ ErrorCode expect_error(const auto& action, const std::string& param) {
 
 // A mix of requests: prompt lengths around block boundaries up to most of the context, different
 // max_new_tokens (so some finish early), one with n = 3. Sampled ones use every sampling control.
-std::vector<GenerationRequest> mixed_requests(const model::Gpt2Model& model, bool sampled,
+std::vector<GenerationRequest> mixed_requests(const model::Model& model, bool sampled,
                                               std::uint32_t seed) {
     const auto& config = model.config();
     std::mt19937 rng(seed);
@@ -295,6 +295,20 @@ TEST(EngineBatching, HalfPrecisionKvCacheBatchedEqualsAlone) {
     REQUIRE_TINY_MODEL();
     expect_batched_equals_alone(tiny, nullptr, mixed_requests(*tiny, true, 3), 16,
                                 backend::KvFormat::kF16);
+}
+
+// Every Llama-family fixture (GQA, RoPE, sliding windows, q/k norms): batching, chunked prefill
+// and the f16 cache stay invisible there too.
+TEST(EngineBatching, LlamaFamilyBatchedEqualsAlone) {
+    const auto dirs = testing::subdirectories(testing::fixtures_dir() / "models-llama");
+    if (dirs.empty()) GTEST_SKIP() << "no models-llama folder in " << testing::fixtures_dir();
+    for (const fs::path& dir : dirs) {
+        SCOPED_TRACE(dir.filename().string());
+        const ModelPtr model = load_model(dir);
+        expect_batched_equals_alone(model, nullptr, mixed_requests(*model, false, 4), 8);
+        expect_batched_equals_alone(model, nullptr, mixed_requests(*model, true, 5), 16,
+                                    backend::KvFormat::kF16);
+    }
 }
 
 TEST(EngineBatching, TextRequestsBatchedEqualAloneOnEmbeddedModel) {
@@ -401,8 +415,7 @@ TEST(EngineKvCache, ThousandsOfRequestsLeakNoBlock) {
 // A long prompt twice: the second run reuses every full block but the last token's and gives the
 // same tokens; a prompt sharing only a prefix reuses just the shared full blocks and matches a
 // fresh engine's (cache-miss) output.
-TEST(EnginePrefixCache, HitsGiveTheSameOutputAsMisses) {
-    REQUIRE_TINY_MODEL();
+void expect_prefix_hits_match_misses(const ModelPtr& tiny) {
     const auto& config = tiny->config();
     std::mt19937 rng(11);
     const int length = std::min(4 * kBlockTokens + 5, config.n_positions - 12);
@@ -449,6 +462,20 @@ TEST(EnginePrefixCache, HitsGiveTheSameOutputAsMisses) {
         for (std::size_t s = 0; s < hit_sharing.sequences.size(); ++s)
             EXPECT_EQ(tokens_of(hit_sharing.sequences[s]), tokens_of(miss_sharing.sequences[s]));
         expect_pool_whole(engine);
+    }
+}
+
+TEST(EnginePrefixCache, HitsGiveTheSameOutputAsMisses) {
+    REQUIRE_TINY_MODEL();
+    expect_prefix_hits_match_misses(tiny);
+}
+
+TEST(EnginePrefixCache, HitsGiveTheSameOutputAsMissesOnTheLlamaFamily) {
+    const auto dirs = testing::subdirectories(testing::fixtures_dir() / "models-llama");
+    if (dirs.empty()) GTEST_SKIP() << "no models-llama folder in " << testing::fixtures_dir();
+    for (const fs::path& dir : dirs) {
+        SCOPED_TRACE(dir.filename().string());
+        expect_prefix_hits_match_misses(load_model(dir));
     }
 }
 

@@ -64,6 +64,7 @@ HubStandIn::HubStandIn() : server_(std::make_unique<httplib::Server>()) {
 }
 
 HubStandIn::~HubStandIn() {
+    stopping_ = true;  // ends stalled responses
     server_->stop();
     thread_.join();
 }
@@ -122,6 +123,11 @@ void HubStandIn::ignore_range(bool ignore) {
 void HubStandIn::corrupt(const std::string& file, bool corrupted) {
     std::lock_guard lock(mutex_);
     corrupted_[file] = corrupted;
+}
+
+void HubStandIn::stall(const std::string& file) {
+    std::lock_guard lock(mutex_);
+    stalled_[file] = true;
 }
 
 std::vector<HubStandIn::Request> HubStandIn::requests() const {
@@ -230,7 +236,19 @@ void HubStandIn::serve(const httplib::Request& request, httplib::Response& respo
         drop = it->second.after_bytes;
     }
     requests_[index].status = request.ranges.empty() ? 200 : 206;
+    const bool stalled = request.method == "GET" && stalled_[blob.name];
     lock.unlock();
+    if (stalled) {
+        response.set_content_provider(
+            contents->size(), "application/octet-stream",
+            [this](std::size_t, std::size_t, httplib::DataSink&) {
+                while (!stopping_) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                }
+                return false;
+            });
+        return;
+    }
 
     response.set_content_provider(
         contents->size(), "application/octet-stream",

@@ -3,6 +3,7 @@
 // misbehave (error statuses, dropped connections, ignored Range headers, corrupted content).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <filesystem>
 #include <map>
@@ -58,6 +59,9 @@ class HubStandIn {
     void ignore_range(bool ignore);
     // `file`'s contents are served with one byte changed (same length, same ETag).
     void corrupt(const std::string& file, bool corrupted);
+    // GETs of `file`'s contents answer their headers, then send nothing until the stand-in is
+    // destroyed (a stalled download).
+    void stall(const std::string& file);
 
     std::vector<Request> requests() const;
     void clear_requests();
@@ -111,6 +115,8 @@ class HubStandIn {
     };
     std::map<std::string, Drop> drops_;
     std::map<std::string, bool> corrupted_;
+    std::map<std::string, bool> stalled_;
+    std::atomic<bool> stopping_{false};
     bool ignore_range_ = false;
 };
 

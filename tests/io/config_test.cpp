@@ -78,7 +78,7 @@ TEST(ModelConfigFixtures, MatchesReferenceAndConfigJson) {
             }
             expect_same_value(field_of(config, name), value, name);
         }
-        EXPECT_EQ(config.head_dim() * config.n_head, config.n_embd);
+        EXPECT_EQ(config.head_dim * config.n_head, config.n_embd);
         EXPECT_EQ(config.eos_token_id.has_value(), !config.eos_token_ids.empty());
     }
 }
@@ -208,8 +208,9 @@ TEST(ModelConfigDamaged, EmbeddingNotDivisibleByHeads) {
 
 TEST(ModelConfigDamaged, OtherModelTypesAreUnsupported) {
     json config = base_config();
-    config["model_type"] = "llama";
-    expect_error([&] { parse(config); }, ErrorCode::kUnsupported, {kSource, "'llama'", "gpt2"});
+    config["model_type"] = "bert";
+    expect_error([&] { parse(config); }, ErrorCode::kUnsupported,
+                 {kSource, "model_type", "'bert'", "gpt2, llama, mistral, qwen2, qwen3"});
 }
 
 TEST(ModelConfigDamaged, MissingFileIsNotFound) {

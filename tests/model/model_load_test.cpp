@@ -10,7 +10,7 @@
 
 #include "backend/backend.h"
 #include "common/error.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tests/common/test_paths.h"
 
 namespace llmserve {
@@ -42,8 +42,7 @@ class DamagedModel : public ::testing::Test {
 
     Error load_error() {
         try {
-            model::Gpt2Model::load(dir_,
-                                   {backend::make_cpu_backend(1), backend::WeightFormat::kAuto});
+            model::Model::load(dir_, {backend::make_cpu_backend(1), backend::WeightFormat::kAuto});
         } catch (const Error& e) {
             return e;
         }
@@ -92,8 +91,9 @@ TEST_F(DamagedModel, NoWeightsAtAll) {
 TEST(ModelLoad, TokenOutsideVocabularyIsRejectedByForward) {
     const auto dir = testing::subdirectories(testing::fixtures_dir() / "models").front();
     auto model =
-        model::Gpt2Model::load(dir, {backend::make_cpu_backend(1), backend::WeightFormat::kAuto});
-    auto kv = model->backend().allocate_kv(model->config().n_layer, 1, 16, model->config().n_embd);
+        model::Model::load(dir, {backend::make_cpu_backend(1), backend::WeightFormat::kAuto});
+    auto kv =
+        model->backend().allocate_kv(model->config().n_layer, 1, 16, model->config().kv_dim());
     model::Workspace ws(model->backend(), model->config(), 1, 1);
     std::vector<int> table{0};
     model::Batch batch;

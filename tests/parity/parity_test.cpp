@@ -1,13 +1,13 @@
 // Parity with Hugging Face transformers: every model folder under $LLMSERVE_FIXTURES/models (and
-// models-bin), every case of its reference.json: logits at every position within 1e-4·(1+|ref|),
-// and greedy tokens identical up to the first step whose reference margin is below 1e-3. Cases and
-// folders are discovered, never listed.
+// models-bin, and the Llama-family models-llama), every case of its reference.json: logits at every
+// position within 1e-4·(1+|ref|), and greedy tokens identical up to the first step whose reference
+// margin is below 1e-3. Cases and folders are discovered, never listed.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
 #include "engine/engine.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "tests/common/model_runs.h"
 #include "tests/common/test_paths.h"
 #include "tokenizer/tokenizer.h"
@@ -27,7 +27,7 @@ std::shared_ptr<backend::Backend> cpu() {
 void check_model_folder(const std::filesystem::path& dir, int& cases) {
     SCOPED_TRACE("model folder " + dir.string());
     const json reference = json::parse(testing::read_text(dir / "reference.json"));
-    auto model = model::Gpt2Model::load(dir, {cpu(), backend::WeightFormat::kAuto});
+    auto model = model::Model::load(dir, {cpu(), backend::WeightFormat::kAuto});
     engine::Engine engine(model, nullptr, {});
     const int vocab = model->config().vocab_size;
     for (const json& c : reference.at("cases")) {
@@ -76,14 +76,23 @@ TEST(Parity, PytorchBinModels) {
     check_fixture_family("models-bin");
 }
 
+// Llama, Mistral (sliding window), Qwen2 (q/k/v biases, bf16), Qwen3 (q/k norm, head_dim override),
+// Llama 3.1 RoPE scaling, f16 shards: whatever folders models-llama holds.
+TEST(Parity, LlamaFamilyModels) {
+    const auto dir = testing::fixtures_dir() / "models-llama";
+    if (!std::filesystem::exists(dir)) {
+        GTEST_SKIP() << "no models-llama folder in " << testing::fixtures_dir();
+    }
+    check_fixture_family("models-llama");
+}
+
 // The embedded model end to end: prompt text in, tokens and text out, equal to transformers' greedy
 // continuation.
 TEST(Parity, EmbeddedModelGreedyContinuations) {
     const auto dir = testing::embedded_model_dir();
     auto tok =
         std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_directory(dir));
-    engine::Engine engine(model::Gpt2Model::load(dir, {cpu(), backend::WeightFormat::kAuto}), tok,
-                          {});
+    engine::Engine engine(model::Model::load(dir, {cpu(), backend::WeightFormat::kAuto}), tok, {});
     testing::expect_reference_continuations(engine, *tok, dir, kMarginFloor);
 }
 

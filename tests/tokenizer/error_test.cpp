@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "common/error.h"
 #include "test_support.h"
 #include "tokenizer/tokenizer.h"
@@ -144,31 +146,125 @@ TEST(LoadErrors, MergesNamingUnknownTokens) {
               (std::vector<TokenId>{256}));
 }
 
+// A JSON of `base` with `path` (e.g. {"decoder"}) set to `value`, refused as kUnsupported with a
+// message naming the file and every fragment.
+void expect_refused(nlohmann::json base, const std::string& key, const nlohmann::json& value,
+                    const std::vector<std::string>& fragments) {
+    base[key] = value;
+    std::vector<std::string> expected = {"t.json"};
+    expected.insert(expected.end(), fragments.begin(), fragments.end());
+    expect_error([&] { Tokenizer::from_tokenizer_json_text(base.dump(), "t.json"); },
+                 ErrorCode::kUnsupported, expected);
+}
+
 TEST(LoadErrors, OtherTokenizerConfigurationsAreRefused) {
-    nlohmann::json metaspace = tiny_json();
-    metaspace["pre_tokenizer"] = {{"type", "Metaspace"}};
-    expect_error([&] { Tokenizer::from_tokenizer_json_text(metaspace.dump(), "t.json"); },
-                 ErrorCode::kUnsupported, {"t.json", "pre_tokenizer", "Metaspace"});
+    for (const char* model_type : {"WordPiece", "Unigram", "WordLevel"}) {
+        nlohmann::json other = tiny_json();
+        other["model"]["type"] = model_type;
+        expect_error([&] { Tokenizer::from_tokenizer_json_text(other.dump(), "t.json"); },
+                     ErrorCode::kUnsupported, {"t.json", "model.type", model_type});
+    }
+    nlohmann::json dropout = tiny_json();
+    dropout["model"]["dropout"] = 0.1;
+    expect_error([&] { Tokenizer::from_tokenizer_json_text(dropout.dump(), "t.json"); },
+                 ErrorCode::kUnsupported, {"t.json", "model.dropout"});
+    nlohmann::json suffix = tiny_json();
+    suffix["model"]["end_of_word_suffix"] = "</w>";
+    expect_error([&] { Tokenizer::from_tokenizer_json_text(suffix.dump(), "t.json"); },
+                 ErrorCode::kUnsupported, {"t.json", "model.end_of_word_suffix"});
 
-    nlohmann::json prefix_space = tiny_json();
-    prefix_space["pre_tokenizer"]["add_prefix_space"] = true;
-    expect_error([&] { Tokenizer::from_tokenizer_json_text(prefix_space.dump(), "t.json"); },
-                 ErrorCode::kUnsupported, {"t.json", "add_prefix_space"});
+    expect_refused(tiny_json(), "normalizer", {{"type", "Lowercase"}}, {"normalizer", "Lowercase"});
+    expect_refused(
+        tiny_json(), "normalizer",
+        {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "Precompiled"}}}}},
+        {"normalizer.normalizers[1]", "Precompiled"});
+    expect_refused(tiny_json(), "pre_tokenizer", {{"type", "Whitespace"}},
+                   {"pre_tokenizer", "Whitespace"});
+    // HF's ByteLevel maps the text to its alphabet, which a later step would see.
+    expect_refused(
+        tiny_json(), "pre_tokenizer",
+        {{"type", "Sequence"},
+         {"pretokenizers",
+          {{{"type", "ByteLevel"}},
+           {{"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "Isolated"}}}}},
+        {"pre_tokenizer.pretokenizers[1]", "after ByteLevel"});
+    expect_refused(tiny_json(), "pre_tokenizer",
+                   {{"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "Sideways"}},
+                   {"pre_tokenizer.behavior", "Sideways"});
+    expect_refused(
+        tiny_json(), "pre_tokenizer",
+        {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}},
+        {"pre_tokenizer.pattern", "(unclosed"});
+    expect_refused(tiny_json(), "pre_tokenizer",
+                   {{"type", "Metaspace"}, {"replacement", "_"}, {"prepend_scheme", "sometimes"}},
+                   {"pre_tokenizer.prepend_scheme", "sometimes"});
+    expect_refused(tiny_json(), "decoder", {{"type", "WordPiece"}},
+                   {"decoder", "ByteLevel decoder alone"});
+    expect_refused(tiny_json(), "post_processor", {{"type", "Mystery"}},
+                   {"post_processor", "Mystery"});
+    expect_refused(tiny_json(), "post_processor",
+                   {{"type", "TemplateProcessing"},
+                    {"single", {{{"Sequence", {{"id", "B"}, {"type_id", 0}}}}}},
+                    {"special_tokens", nlohmann::json::object()}},
+                   {"post_processor.single", "$A"});
+}
 
-    nlohmann::json wordpiece = tiny_json();
-    wordpiece["model"]["type"] = "WordPiece";
-    expect_error([&] { Tokenizer::from_tokenizer_json_text(wordpiece.dump(), "t.json"); },
-                 ErrorCode::kUnsupported, {"t.json", "WordPiece"});
+// A SentencePiece-style tokenizer.json: characters a, b, c, the space marker and <0x00>..<0xFF>.
+nlohmann::json sentencepiece_json() {
+    nlohmann::json vocab = {{"<unk>", 0}, {"\u2581", 1}, {"a", 2}, {"b", 3}, {"c", 4}, {"ab", 5}};
+    for (int byte = 0; byte < 256; ++byte) vocab[fmt::format("<0x{:02X}>", byte)] = 6 + byte;
+    return {{"model",
+             {{"type", "BPE"},
+              {"vocab", vocab},
+              {"merges", {"a b"}},
+              {"byte_fallback", true},
+              {"unk_token", "<unk>"}}},
+            {"normalizer",
+             {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}},
+            {"decoder",
+             {{"type", "Sequence"},
+              {"decoders",
+               {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
+                {{"type", "ByteFallback"}},
+                {{"type", "Fuse"}}}}}}};
+}
 
-    nlohmann::json normalizer = tiny_json();
-    normalizer["normalizer"] = {{"type", "NFC"}};
-    expect_error([&] { Tokenizer::from_tokenizer_json_text(normalizer.dump(), "t.json"); },
-                 ErrorCode::kUnsupported, {"t.json", "normalizer"});
+TEST(LoadErrors, DecodersThatCannotBeReproducedAreRefused) {
+    EXPECT_NO_THROW(Tokenizer::from_tokenizer_json_text(sentencepiece_json().dump(), "t.json"));
+    nlohmann::json no_decoder = sentencepiece_json();
+    no_decoder.erase("decoder");
+    expect_error([&] { Tokenizer::from_tokenizer_json_text(no_decoder.dump(), "t.json"); },
+                 ErrorCode::kUnsupported, {"t.json", "decoder null"});
+    expect_refused(sentencepiece_json(), "decoder", {{"type", "ByteLevel"}},
+                   {"decoder", "ByteLevel pre-tokenizer"});
+    expect_refused(sentencepiece_json(), "decoder", {{"type", "CTC"}}, {"decoder", "CTC"});
+    expect_refused(sentencepiece_json(), "decoder",
+                   {{"type", "Replace"}, {"pattern", {{"Regex", "x+"}}}, {"content", "y"}},
+                   {"decoder", "String"});
+    expect_refused(
+        sentencepiece_json(), "decoder",
+        {{"type", "Sequence"}, {"decoders", {{{"type", "Fuse"}}, {{"type", "ByteFallback"}}}}},
+        {"decoder.decoders[1]", "after Fuse"});
+}
 
-    const nlohmann::json lstrip =
-        byte_level_tokenizer_json({}, {}, {{{"id", 256}, {"content", "<m>"}, {"lstrip", true}}});
-    expect_error([&] { Tokenizer::from_tokenizer_json_text(lstrip.dump(), "t.json"); },
-                 ErrorCode::kUnsupported, {"t.json", "added_tokens[0]", "<m>", "lstrip"});
+TEST(LoadErrors, TokenizerConfigNamesUnknownTokens) {
+    const std::string json = sentencepiece_json().dump();
+    expect_error(
+        [&] { Tokenizer::from_tokenizer_json_text(json, "t.json", R"({"bos_token": "<s>"})"); },
+        ErrorCode::kCorruptData, {"tokenizer_config", "bos_token", "<s>"});
+    expect_error(
+        [&] {
+            Tokenizer::from_tokenizer_json_text(json, "t.json",
+                                                R"({"tokenizer_class": "LlamaTokenizer"})");
+        },
+        ErrorCode::kCorruptData, {"tokenizer_config", "add_bos_token"});
+    expect_error(
+        [&] { Tokenizer::from_tokenizer_json_text(json, "t.json", R"({"eos_token": 7})"); },
+        ErrorCode::kCorruptData, {"tokenizer_config", "eos_token"});
+    nlohmann::json unk = sentencepiece_json();
+    unk["model"]["unk_token"] = "<nope>";
+    expect_error([&] { Tokenizer::from_tokenizer_json_text(unk.dump(), "t.json"); },
+                 ErrorCode::kCorruptData, {"t.json", "unk_token", "<nope>"});
 }
 
 TEST(LoadErrors, ConflictingAddedTokens) {

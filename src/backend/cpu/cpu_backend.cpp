@@ -12,6 +12,7 @@
 
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/packed_matrix.h"
+#include "backend/cpu/row_ops.h"
 #include "backend/cpu/worker_pool.h"
 #include "common/dtype.h"
 #include "common/error.h"
@@ -45,25 +46,25 @@ class CpuWeight final : public Weight {
     PackedMatrix packed_;
 };
 
-// Per layer and block: keys transposed [n_embd][block_tokens], then values
-// [block_tokens][n_embd] (see AttentionArgs), as f32 or f16 elements. Pages become resident only
+// Per layer and block: keys transposed [kv_dim][block_tokens], then values
+// [block_tokens][kv_dim] (see AttentionArgs), as f32 or f16 elements. Pages become resident only
 // when a block is used; huge pages where available, since attention streams whole blocks as the
 // weights are streamed.
 class CpuKvStorage final : public KvStorage {
   public:
-    CpuKvStorage(int layers, int blocks, int block_tokens, int n_embd, KvFormat format)
+    CpuKvStorage(int layers, int blocks, int block_tokens, int kv_dim, KvFormat format)
         : layers_(layers),
           blocks_(blocks),
           block_tokens_(block_tokens),
-          n_embd_(n_embd),
+          kv_dim_(kv_dim),
           format_(format),
-          block_elements_(static_cast<std::size_t>(2) * block_tokens * n_embd),
+          block_elements_(static_cast<std::size_t>(2) * block_tokens * kv_dim),
           storage_(static_cast<std::size_t>(layers) * blocks * block_bytes(), /*huge_pages=*/true) {
     }
 
     int num_blocks() const override { return blocks_; }
     int block_tokens() const override { return block_tokens_; }
-    int n_embd() const { return n_embd_; }
+    int kv_dim() const { return kv_dim_; }
     KvFormat format() const { return format_; }
     std::size_t bytes() const override { return storage_.size(); }
     void copy_block(int from, int to) override {
@@ -80,21 +81,41 @@ class CpuKvStorage final : public KvStorage {
   private:
     std::size_t block_bytes() const { return block_elements_ * element_bytes(format_); }
 
-    int layers_, blocks_, block_tokens_, n_embd_;
+    int layers_, blocks_, block_tokens_, kv_dim_;
     KvFormat format_;
     std::size_t block_elements_;
     AlignedBuffer storage_;
 };
 
 // Writes one position's key (transposed: element c at c * block_tokens + offset) and value (row
-// `offset` after the keys) into a KV block.                         k_and_v: [2 n_embd] (k | v)
+// `offset` after the keys) into a KV block.                         k_and_v: [2 kv_dim] (k | v)
 template <typename Element>
 void store_kv_row(const Element* k_and_v, Element* block, int offset, int block_tokens,
-                  int n_embd) {
-    for (int c = 0; c < n_embd; ++c)
+                  int kv_dim) {
+    for (int c = 0; c < kv_dim; ++c)
         block[static_cast<std::size_t>(c) * block_tokens + offset] = k_and_v[c];
-    std::memcpy(block + static_cast<std::size_t>(block_tokens + offset) * n_embd, k_and_v + n_embd,
-                n_embd * sizeof(Element));
+    std::memcpy(block + static_cast<std::size_t>(block_tokens + offset) * kv_dim, k_and_v + kv_dim,
+                kv_dim * sizeof(Element));
+}
+
+// Normalises (when the params have q/k norms) and rotates (when they have a rotary embedding)
+// every query and key head of one qkv row, in place; `angles` holds rotary_dim floats.
+void prepare_qk(float* qkv_row, int position, const AttentionParams& p, float* angles) {
+    const int heads = p.n_head + p.n_kv_head;  // q heads, then k heads
+    if (p.q_norm != nullptr) {
+        for (int h = 0; h < heads; ++h) {
+            const DeviceBuffer& gamma = h < p.n_head ? *p.q_norm : *p.k_norm;
+            float* head = qkv_row + static_cast<std::ptrdiff_t>(h) * p.head_dim;
+            rms_norm_row(head, gamma.data(), p.norm_eps, p.head_dim, head);
+        }
+    }
+    const RotaryParams& r = p.rotary;
+    if (r.inv_freq == nullptr) return;
+    const int half = r.rotary_dim / 2;
+    rotary_angles(position, r.inv_freq->data(), half, r.attention_factor, angles, angles + half);
+    for (int h = 0; h < heads; ++h)
+        rotate_head(qkv_row + static_cast<std::ptrdiff_t>(h) * p.head_dim, angles, angles + half,
+                    half);
 }
 
 const CpuWeight& as_cpu(const Weight& w) {
@@ -143,9 +164,9 @@ class CpuBackend final : public Backend {
         return std::make_unique<CpuBuffer>(floats);
     }
     using Backend::allocate_kv;
-    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int n_embd,
+    std::unique_ptr<KvStorage> allocate_kv(int layers, int blocks, int block_tokens, int kv_dim,
                                            KvFormat format) override {
-        return std::make_unique<CpuKvStorage>(layers, blocks, block_tokens, n_embd, format);
+        return std::make_unique<CpuKvStorage>(layers, blocks, block_tokens, kv_dim, format);
     }
 
     std::unique_ptr<Weight> upload_matrix(const io::TensorView& tensor, MatrixLayout layout,
@@ -239,6 +260,30 @@ class CpuBackend final : public Backend {
         });
     }
 
+    void rms_norm(MatrixView x, const DeviceBuffer& gamma, float eps, MatrixView y) override {
+        pool_.parallel_for(x.rows, 8, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t r = begin; r < end; ++r)
+                rms_norm_row(x.row(static_cast<int>(r)), gamma.data(), eps, x.cols,
+                             y.row(static_cast<int>(r)));
+        });
+    }
+
+    void gated_activation(MatrixView gate_up, Activation activation, MatrixView out) override {
+        const int width = out.cols;
+        if (gate_up.cols != 2 * width || gate_up.rows != out.rows)
+            fail(ErrorCode::kInternal, "gated_activation: gate_up [{}, {}] -> out [{}, {}]",
+                 gate_up.rows, gate_up.cols, out.rows, out.cols);
+        pool_.parallel_for(out.rows, 1, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t r = begin; r < end; ++r) {
+                const float* gate = gate_up.row(static_cast<int>(r));
+                float* y = out.row(static_cast<int>(r));
+                std::memcpy(y, gate, width * sizeof(float));
+                kernels_.activation(activation, y, static_cast<std::size_t>(width));
+                multiply(y, gate + width, width);
+            }
+        });
+    }
+
     void add(MatrixView x, MatrixView y) override {
         const std::size_t total = static_cast<std::size_t>(x.rows) * x.cols;
         pool_.parallel_for(total, grain_for(total, pool_.size(), 1 << 14),
@@ -250,49 +295,57 @@ class CpuBackend final : public Backend {
     void attention(MatrixView qkv, const AttentionBatch& batch, KvStorage& storage, int layer,
                    const AttentionParams& params, MatrixView out) override {
         auto& kv = static_cast<CpuKvStorage&>(storage);
-        const int n_embd = out.cols;
+        check_attention(qkv, params, kv.kv_dim(), out);
+        const int kv_dim = kv.kv_dim();
         const int bt = batch.block_tokens;
-        if (n_embd != kv.n_embd() || bt != kv.block_tokens() || qkv.cols != 3 * n_embd ||
-            n_embd % params.n_head != 0)
-            fail(ErrorCode::kInternal,
-                 "attention: qkv [{}, {}], out [{}, {}], {} heads, KV of n_embd {} and {}-token "
-                 "blocks do not fit",
-                 qkv.rows, qkv.cols, out.rows, out.cols, params.n_head, kv.n_embd(),
-                 kv.block_tokens());
+        if (bt != kv.block_tokens())
+            fail(ErrorCode::kInternal, "attention: {}-token blocks for a cache of {}-token blocks",
+                 bt, kv.block_tokens());
         auto block_of = [&](int row) {
             return batch.block_tables[batch.row_sequence[row]][batch.positions[row] / bt];
         };
-        // Store every row's key (transposed) and value first: rows attend to earlier rows of
-        // the same batch.
+        // Normalise and rotate q and k, then store every row's key (transposed) and value first:
+        // rows attend to earlier rows of the same batch.
         const bool half = kv.format() == KvFormat::kF16;
+        const int q_width = params.n_head * params.head_dim;
         pool_.parallel_for(qkv.rows, 32, [&](std::size_t begin, std::size_t end) {
-            std::vector<std::uint16_t> halves(half ? 2 * n_embd : 0);
+            std::vector<std::uint16_t> halves(half ? 2 * kv_dim : 0);
+            std::vector<float> angles(params.rotary.rotary_dim);
             for (std::size_t r = begin; r < end; ++r) {
                 const int row = static_cast<int>(r);
+                prepare_qk(qkv.row(row), batch.positions[row], params, angles.data());
                 const int offset = batch.positions[row] % bt;
-                const float* k_and_v = qkv.row(row) + n_embd;
+                const float* k_and_v = qkv.row(row) + q_width;
                 std::byte* block = kv.block(layer, block_of(row));
                 if (half) {
                     kernels_.f32_to_f16(k_and_v, halves.size(), halves.data());
                     store_kv_row(halves.data(), reinterpret_cast<std::uint16_t*>(block), offset, bt,
-                                 n_embd);
+                                 kv_dim);
                 } else {
-                    store_kv_row(k_and_v, reinterpret_cast<float*>(block), offset, bt, n_embd);
+                    store_kv_row(k_and_v, reinterpret_cast<float*>(block), offset, bt, kv_dim);
                 }
             }
         });
 
-        // Tiles of up to kAttentionTileRows consecutive rows of one sequence, times heads.
+        // Tiles of up to kAttentionTileRows consecutive rows of one sequence, times heads. Under
+        // a sliding window, rows whose window has moved past position 0 get a tile each (their
+        // first key differs).
+        const int window = params.window;
+        auto first_key = [&](int row) {
+            return window > 0 ? std::max(0, batch.positions[row] - window + 1) : 0;
+        };
         tiles_.clear();
         for (int row = 0; row < qkv.rows;) {
             int rows = 1;
-            while (rows < kAttentionTileRows && row + rows < qkv.rows &&
-                   batch.row_sequence[row + rows] == batch.row_sequence[row] &&
-                   batch.positions[row + rows] == batch.positions[row] + rows)
-                ++rows;
+            if (first_key(row) == 0)
+                while (rows < kAttentionTileRows && row + rows < qkv.rows &&
+                       batch.row_sequence[row + rows] == batch.row_sequence[row] &&
+                       batch.positions[row + rows] == batch.positions[row] + rows &&
+                       first_key(row + rows) == 0)
+                    ++rows;
             const int* table = batch.block_tables[batch.row_sequence[row]].data();
             for (int head = 0; head < params.n_head; ++head)
-                tiles_.push_back({row, rows, head, table});
+                tiles_.push_back({row, rows, head, table, first_key(row)});
             row += rows;
         }
         AttentionArgs args;
@@ -305,8 +358,9 @@ class CpuBackend final : public Backend {
         args.kv_format = kv.format();
         args.block_stride = kv.block_stride();
         args.block_tokens = bt;
-        args.n_embd = n_embd;
-        args.head_dim = n_embd / params.n_head;
+        args.kv_dim = kv_dim;
+        args.head_dim = params.head_dim;
+        args.group = params.n_head / params.n_kv_head;
         args.scale = params.scale;
         pool_.parallel_for(tiles_.size(), grain_for(tiles_.size(), pool_.size(), 1),
                            [&](std::size_t begin, std::size_t end) {

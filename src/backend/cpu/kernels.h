@@ -67,30 +67,34 @@ struct GemmArgs {
 };
 
 // Attention over one layer's paged KV cache. A KV block of block_tokens tokens holds its keys
-// transposed, [n_embd][block_tokens], then its values, [block_tokens][n_embd], as f32 or f16
-// elements (kv_format); blocks are block_stride elements apart.
+// transposed, [kv_dim][block_tokens], then its values, [block_tokens][kv_dim], as f32 or f16
+// elements (kv_format); blocks are block_stride elements apart. kv_dim = KV heads * head_dim.
 struct AttentionArgs {
-    const float* qkv = nullptr;  // row r: q | k | v, each n_embd; only q is read here
+    const float* qkv = nullptr;  // row r: q | k | v (H, KV, KV heads of head_dim); only q is read
     int qkv_stride = 0;
-    float* out = nullptr;  // [rows, n_embd]
+    float* out = nullptr;  // [rows, H * head_dim]
     int out_stride = 0;
     const int* positions = nullptr;   // [rows]
     const void* kv_blocks = nullptr;  // elements of kv_format
     std::size_t block_stride = 0;     // elements
     int block_tokens = 0;
-    int n_embd = 0;
+    int kv_dim = 0;
     int head_dim = 0;
     float scale = 1.0f;
     KvFormat kv_format = KvFormat::kF32;
+    int group = 1;  // query heads per key/value head: query head h reads KV head h / group
 };
 
 // Up to kAttentionTileRows consecutive rows of one sequence (consecutive positions) and one head.
+// Every row attends to the keys at positions [first_key, its position]: a sliding window makes
+// first_key > 0, and then a tile has one row.
 constexpr int kAttentionTileRows = 4;
 struct AttentionTile {
     int first_row = 0;
     int rows = 0;
     int head = 0;
     const int* block_table = nullptr;  // the sequence's KV blocks, in position order
+    int first_key = 0;
 };
 
 struct KernelTable {

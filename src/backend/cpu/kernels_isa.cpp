@@ -386,6 +386,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
     constexpr int kGroup = kLanes >= 16 || Rows <= 2 ? 4 : 2;
     const int hd = a.head_dim, bt = a.block_tokens;
     const int head_offset = tile.head * hd;
+    const int kv_offset = tile.head / a.group * hd;  // the query head's key/value head
     const float* q[Rows];
     int position[Rows];
     float running_max[Rows], running_sum[Rows];
@@ -401,16 +402,16 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
         for (int d = 0; d < kMaxHeadDim; d += kLanes) simd::store_aligned(out[i] + d, simd::zero());
     }
     const int last = position[Rows - 1];  // rows are consecutive positions: the last sees most
-    for (int start = 0, keys_here = 0; start <= last; start += keys_here) {
+    for (int start = tile.first_key, keys_here = 0; start <= last; start += keys_here) {
         const int block = start / bt, chunk = start % bt;
         // A chunk never crosses a block: it ends at the block's end when bt is not a multiple
         // of kLanes.
         keys_here = min_int(min_int(kLanes, bt - chunk), last + 1 - start);
         const Element* base =
             static_cast<const Element*>(a.kv_blocks) + tile.block_table[block] * a.block_stride;
-        const Element* keys = base + static_cast<std::size_t>(head_offset) * bt + chunk;
-        const Element* values = base + static_cast<std::size_t>(bt) * a.n_embd +
-                                static_cast<std::size_t>(chunk) * a.n_embd + head_offset;
+        const Element* keys = base + static_cast<std::size_t>(kv_offset) * bt + chunk;
+        const Element* values = base + static_cast<std::size_t>(bt) * a.kv_dim +
+                                static_cast<std::size_t>(chunk) * a.kv_dim + kv_offset;
         const Mask key_mask = simd::first_lanes(keys_here);
 
         Vf partial[kSets][Rows];
@@ -467,7 +468,7 @@ void attention_tile(const AttentionArgs& a, const AttentionTile& tile) {
                     o[i][v] = simd::mul(simd::load_aligned(out[i] + d0 + kLanes * v),
                                         simd::set1(rescale[i]));
             for (int t = 0; t < keys_here; ++t) {
-                const Element* row = values + static_cast<std::size_t>(t) * a.n_embd + d0;
+                const Element* row = values + static_cast<std::size_t>(t) * a.kv_dim + d0;
                 Vf value[kGroup];
 #pragma GCC unroll 4
                 for (int v = 0; v < kGroup; ++v) value[v] = load_kv(dim_mask[v], row + kLanes * v);
@@ -504,15 +505,16 @@ void attention_row(const AttentionArgs& a, const AttentionTile& tile, int row, f
     constexpr int kVecs = kLanes > 1 ? 4 : 16;  // P·V dimensions per pass: kVecs vectors
     const int hd = a.head_dim, bt = a.block_tokens;
     const int head_offset = tile.head * hd;
+    const int kv_offset = tile.head / a.group * hd;  // the query head's key/value head
     const float* q = a.qkv + static_cast<std::size_t>(row) * a.qkv_stride + head_offset;
     const int length = a.positions[row] + 1;
     Vf max_v = simd::set1(-INFINITY);
-    for (int start = 0, keys_here = 0; start < length; start += keys_here) {
+    for (int start = tile.first_key, keys_here = 0; start < length; start += keys_here) {
         const int chunk = start % bt;
         keys_here = min_int(min_int(kLanes, bt - chunk), length - start);
         const Element* keys = static_cast<const Element*>(a.kv_blocks) +
                               tile.block_table[start / bt] * a.block_stride +
-                              static_cast<std::size_t>(head_offset) * bt + chunk;
+                              static_cast<std::size_t>(kv_offset) * bt + chunk;
         const Mask mask = simd::first_lanes(keys_here);
         Vf partial[4] = {simd::zero(), simd::zero(), simd::zero(), simd::zero()};
         int d = 0;
@@ -534,7 +536,7 @@ void attention_row(const AttentionArgs& a, const AttentionTile& tile, int row, f
     }
     const Vf max_score = simd::set1(simd::reduce_max(max_v));
     Vf sum_v = simd::zero();
-    for (int t = 0; t < length; t += kLanes) {
+    for (int t = tile.first_key; t < length; t += kLanes) {
         const Mask mask = simd::first_lanes(length - t);
         const Vf p =
             simd::keep(mask, simd::exp(simd::sub(simd::load(mask, scores + t), max_score)));
@@ -545,8 +547,8 @@ void attention_row(const AttentionArgs& a, const AttentionTile& tile, int row, f
     float* dst = a.out + static_cast<std::size_t>(row) * a.out_stride + head_offset;
     auto value_row = [&](int t, int d0) {
         return static_cast<const Element*>(a.kv_blocks) +
-               tile.block_table[t / bt] * a.block_stride + static_cast<std::size_t>(bt) * a.n_embd +
-               static_cast<std::size_t>(t % bt) * a.n_embd + head_offset + d0;
+               tile.block_table[t / bt] * a.block_stride + static_cast<std::size_t>(bt) * a.kv_dim +
+               static_cast<std::size_t>(t % bt) * a.kv_dim + kv_offset + d0;
     };
     for (int d0 = 0; d0 < hd; d0 += kLanes * kVecs) {
         Mask dim_mask[kVecs];
@@ -556,7 +558,7 @@ void attention_row(const AttentionArgs& a, const AttentionTile& tile, int row, f
             dim_mask[v] = simd::first_lanes(hd - d0 - kLanes * v);
             even[v] = odd[v] = simd::zero();
         }
-        int t = 0;
+        int t = tile.first_key;
         for (; t + 2 <= length; t += 2) {
             const Element* row0 = value_row(t, d0);
             const Element* row1 = value_row(t + 1, d0);

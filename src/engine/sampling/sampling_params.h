@@ -27,6 +27,9 @@ inline constexpr float kMaxTemperature = 100.0f;
 // (and 0) mean greedy decoding.
 inline constexpr float kGreedyTemperature = 1e-5f;
 inline constexpr float kMaxRepetitionPenalty = 100.0f;
+// A penalty scales a logit by at most 100 either way. Transformers accepts any positive value, but
+// there a penalty near FLT_MIN divides logits to infinity and sampling fails; we refuse it.
+inline constexpr float kMinRepetitionPenalty = 1.0f / kMaxRepetitionPenalty;
 inline constexpr float kMaxPresenceFrequencyPenalty = 2.0f;
 inline constexpr float kMaxLogitBias = 100.0f;  // OpenAI's range is [-100, 100]
 inline constexpr int kMaxNoRepeatNgramSize = 128;
@@ -40,7 +43,7 @@ struct SamplingParams {
     float top_p = 1.0f;               // (0, 1]; 1 = off
     float min_p = 0.0f;               // [0, 1]; 0 = off
     float typical_p = 1.0f;           // (0, 1]; 1 = off
-    float repetition_penalty = 1.0f;  // (0, 100]; over prompt + generated ids (transformers)
+    float repetition_penalty = 1.0f;  // [0.01, 100]; over prompt + generated ids (transformers)
     float presence_penalty = 0.0f;    // [-2, 2]; over generated ids (OpenAI)
     float frequency_penalty = 0.0f;   // [-2, 2]; over generated ids (OpenAI)
     int no_repeat_ngram_size = 0;     // [0, 128]; 0 = off; over prompt + generated (transformers)

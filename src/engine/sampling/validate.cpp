@@ -40,8 +40,8 @@ void validate_sampling(const SamplingParams& p, int vocab_size, int n_positions)
     check_range("top_p", p.top_p, 0.0f, 1.0f, /*low_open=*/true);
     check_range("min_p", p.min_p, 0.0f, 1.0f);
     check_range("typical_p", p.typical_p, 0.0f, 1.0f, /*low_open=*/true);
-    check_range("repetition_penalty", p.repetition_penalty, 0.0f, kMaxRepetitionPenalty,
-                /*low_open=*/true);
+    check_range("repetition_penalty", p.repetition_penalty, kMinRepetitionPenalty,
+                kMaxRepetitionPenalty);
     check_range("presence_penalty", p.presence_penalty, -kMaxPresenceFrequencyPenalty,
                 kMaxPresenceFrequencyPenalty);
     check_range("frequency_penalty", p.frequency_penalty, -kMaxPresenceFrequencyPenalty,

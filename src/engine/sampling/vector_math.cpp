@@ -224,6 +224,27 @@ float max_value(std::span<const float> row) {
     return dispatch().max_value(row);
 }
 
+// Bit tests, branch-free so that the loops vectorise: an all-ones exponent is infinity or NaN.
+constexpr std::uint32_t kExponentBits = 0x7f800000u;
+constexpr std::uint32_t kNegativeInfinityBits = 0xff800000u;
+
+bool all_finite(std::span<const float> row) {
+    std::uint32_t non_finite = 0;
+    for (const float value : row) {
+        non_finite |= (std::bit_cast<std::uint32_t>(value) & kExponentBits) == kExponentBits;
+    }
+    return non_finite == 0;
+}
+
+bool finite_or_removed(std::span<const float> row) {
+    std::uint32_t bad = 0;
+    for (const float value : row) {
+        const auto bits = std::bit_cast<std::uint32_t>(value);
+        bad |= ((bits & kExponentBits) == kExponentBits) & (bits != kNegativeInfinityBits);
+    }
+    return bad == 0;
+}
+
 double exp_block(std::span<const float> block, float shift, float* out) {
     return dispatch().exp_block(block, shift, out);
 }

@@ -71,6 +71,10 @@ void masses_at_least(std::span<const float> values,
                      const std::array<float, kMassThresholds>& thresholds,
                      std::array<double, kMassThresholds>& masses);
 
+// Whether every element is finite; and whether every element is finite or -inf (a removed token).
+bool all_finite(std::span<const float> row);
+bool finite_or_removed(std::span<const float> row);
+
 // row[i] /= divisor (a true division, as transformers' temperature).
 void divide(std::span<float> row, float divisor);
 

@@ -1,5 +1,7 @@
-// GPT-2 (GPT2LMHeadModel) over a Backend: weights loaded once from a Hugging Face model directory,
-// then forward(batch) for any mix of sequences, prefill chunks and decode tokens in one pass.
+// A decoder-only causal LM over a Backend (GPT-2, Llama, Mistral, Qwen2, Qwen3: one forward pass
+// parameterised by the ModelConfig spec its family's reader derives from config.json): weights
+// loaded once from a Hugging Face model directory, then forward(batch) for any mix of sequences,
+// prefill chunks and decode tokens in one pass.
 #pragma once
 
 #include <filesystem>
@@ -33,7 +35,8 @@ struct Batch {
 
 // Scratch activations for batches of up to `max_rows` rows; owned by the caller (the engine),
 // reused every step. Buffers are shared between values whose lifetimes do not overlap, so a row
-// costs 2 * n_embd + max(3 * n_embd, n_inner) floats.
+// costs n_embd + max(n_embd, H D) + max((H + 2 KV) D, MLP width) floats, plus n_inner for a gated
+// MLP (GPT-2: 2 * n_embd + max(3 * n_embd, n_inner)).
 class Workspace {
   public:
     Workspace(backend::Backend& backend, const ModelConfig& config, int max_rows,
@@ -42,26 +45,28 @@ class Workspace {
     int max_logits_rows() const { return max_logits_rows_; }
 
   private:
-    friend class Gpt2Model;
+    friend class Model;
     int max_rows_, max_logits_rows_;
     // x_: the residual stream (projections add to it in place). normed_: the position embeddings,
-    // a layer norm's output, then attention's output, then the final norm of the rows whose logits
-    // are wanted. wide_: qkv, later the MLP hidden layer.
-    std::unique_ptr<backend::DeviceBuffer> x_, normed_, wide_, logits_;
+    // a norm's output, then attention's output, then the final norm of the rows whose logits are
+    // wanted. wide_: qkv, later the MLP's hidden layer (gate | up when gated). gated_: the gated
+    // MLP's activation(gate) * up.
+    std::unique_ptr<backend::DeviceBuffer> x_, normed_, wide_, gated_, logits_;
 };
 
-class Gpt2Model {
+class Model {
   public:
-    // Reads config.json, generation_config.json and the weights of `dir`, validating every tensor's
-    // presence and shape. Errors name the directory, file and tensor.
-    static std::shared_ptr<const Gpt2Model> load(const std::filesystem::path& dir,
-                                                 const LoadOptions& options);
+    // The one loader entry point: reads config.json (its model_type picks the family's reader and
+    // tensor-name table), generation_config.json and the weights of `dir`, validating every
+    // tensor's presence and shape. Errors name the directory, file, field and tensor.
+    static std::shared_ptr<const Model> load(const std::filesystem::path& dir,
+                                             const LoadOptions& options);
     // Builds the model from weights already opened (e.g. synthetic ones for benchmarks); `name`
     // labels it.
-    static std::shared_ptr<const Gpt2Model> from_weights(ModelConfig config,
-                                                         GenerationDefaults defaults,
-                                                         io::WeightStore weights, std::string name,
-                                                         const LoadOptions& options);
+    static std::shared_ptr<const Model> from_weights(ModelConfig config,
+                                                     GenerationDefaults defaults,
+                                                     io::WeightStore weights, std::string name,
+                                                     const LoadOptions& options);
 
     const ModelConfig& config() const { return config_; }
     const GenerationDefaults& generation_defaults() const { return generation_defaults_; }
@@ -85,13 +90,18 @@ class Gpt2Model {
   private:
     void issue_forward(const Batch& batch, backend::KvStorage& kv, Workspace& workspace,
                        std::span<float> logits) const;
-    struct Layer {
-        std::unique_ptr<backend::DeviceBuffer> ln_1_weight, ln_1_bias, ln_2_weight, ln_2_bias;
-        std::unique_ptr<backend::Weight> attn_qkv, attn_proj, mlp_fc, mlp_proj;
-        std::unique_ptr<backend::DeviceBuffer> attn_qkv_bias, attn_proj_bias, mlp_fc_bias,
-            mlp_proj_bias;
+    struct Norm {
+        std::unique_ptr<backend::DeviceBuffer> weight, bias;  // bias: LayerNorm only
     };
-    Gpt2Model() = default;
+    struct Layer {
+        Norm attn_norm, mlp_norm;
+        std::unique_ptr<backend::Weight> qkv, o_proj, up, down;  // up: fc, or gate | up
+        std::unique_ptr<backend::DeviceBuffer> qkv_bias, o_bias, up_bias, down_bias;  // or null
+        std::unique_ptr<backend::DeviceBuffer> q_norm, k_norm;                        // or null
+    };
+    Model() = default;
+    void norm(const Norm& norm, backend::MatrixView x, backend::MatrixView y) const;
+    backend::AttentionParams attention_params(int layer) const;
 
     ModelConfig config_;
     GenerationDefaults generation_defaults_;
@@ -100,8 +110,10 @@ class Gpt2Model {
     std::shared_ptr<backend::Backend> backend_;
     io::WeightStore weights_{
         std::filesystem::path{}};  // keeps the mapped files alive for aliased weights
-    std::unique_ptr<backend::Weight> wte_, wpe_, lm_head_;
-    std::unique_ptr<backend::DeviceBuffer> ln_f_weight_, ln_f_bias_;
+    std::unique_ptr<backend::Weight> wte_, wpe_, lm_head_;  // wpe_: learned positions only
+    Norm final_norm_;
+    std::unique_ptr<backend::DeviceBuffer> inv_freq_;  // rotary positions only
+    float rotary_attention_factor_ = 1.0f;
     std::vector<Layer> layers_;
     backend::Activation activation_ = backend::Activation::kGeluNew;
     DType stored_dtype_ = DType::kF32;
