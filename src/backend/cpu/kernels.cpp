@@ -1,5 +1,7 @@
 #include "backend/cpu/kernels.h"
 
+#include <vector>
+
 #include "common/error.h"
 
 namespace llmserve::backend::cpu {
@@ -18,6 +20,12 @@ const KernelTable& kernel_table(Isa isa) {
         default:
             return scalar_kernels();
     }
+}
+
+float* attention_scratch(std::size_t count) {
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < count) scratch.resize(count);
+    return scratch.data();
 }
 
 }  // namespace llmserve::backend::cpu

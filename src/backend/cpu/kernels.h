@@ -1,7 +1,8 @@
 // The CPU kernels, one table per instruction-set tier (scalar, AVX2, AVX-512), picked once at run
-// time. Each tier lives in its own translation unit compiled with that tier's flags; nothing else
-// in the build assumes more than baseline x86-64. Kernels are single-threaded: the backend splits
-// the work (panels of a weight, attention tiles, rows) across its worker pool.
+// time. The kernels are written once (kernels_isa.cpp, over simd.h's vector types) and compiled
+// once per tier with that tier's flags; nothing else in the build assumes more than baseline
+// x86-64. Kernels are single-threaded: the backend splits the work (panels of a weight, attention
+// tiles, rows) across its worker pool.
 #pragma once
 
 #include <cstddef>
@@ -123,9 +124,13 @@ struct KernelTable {
 // The table of `isa`; kUnsupported when this CPU (or this build) lacks it.
 const KernelTable& kernel_table(Isa isa);
 
-// One table per translation unit; only call the ones isa_supported() allows.
+// One table per compilation of kernels_isa.cpp; only call the ones isa_supported() allows.
 const KernelTable& scalar_kernels();
 const KernelTable& avx2_kernels();
 const KernelTable& avx512_kernels();
+
+// For the kernels: `count` floats private to the calling thread, kept for its next call (the
+// scores of an attention row too long for the stack).
+float* attention_scratch(std::size_t count);
 
 }  // namespace llmserve::backend::cpu
