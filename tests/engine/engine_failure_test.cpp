@@ -52,6 +52,14 @@ class FaultyBackend : public backend::Backend {
                     const backend::DeviceBuffer& beta, float eps, backend::MatrixView y) override {
         inner_->layer_norm(x, gamma, beta, eps, y);
     }
+    void rms_norm(backend::MatrixView x, const backend::DeviceBuffer& gamma, float eps,
+                  backend::MatrixView y) override {
+        inner_->rms_norm(x, gamma, eps, y);
+    }
+    void gated_activation(backend::MatrixView gate_up, backend::Activation activation,
+                          backend::MatrixView out) override {
+        inner_->gated_activation(gate_up, activation, out);
+    }
     void add(backend::MatrixView x, backend::MatrixView y) override { inner_->add(x, y); }
     void attention(backend::MatrixView qkv, const backend::AttentionBatch& batch,
                    backend::KvStorage& kv, int layer, const backend::AttentionParams& params,
@@ -92,8 +100,8 @@ GenerationRequest long_request() {
 
 TEST(EngineFailure, FailedForwardPassEndsTheStepsRequestsWithAnErrorAndServingGoesOn) {
     auto backend = std::make_shared<FaultyBackend>();
-    auto model = std::shared_ptr<const model::Model>(model::Model::load(
-        testing::embedded_model_dir(), {backend, backend::WeightFormat::kAuto}));
+    auto model = std::shared_ptr<const model::Model>(
+        model::Model::load(testing::embedded_model_dir(), {backend, backend::WeightFormat::kAuto}));
     Engine engine(model, nullptr, EngineOptions{});
 
     auto first = engine.submit(long_request());
