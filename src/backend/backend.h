@@ -139,7 +139,7 @@ struct AttentionParams {
     const DeviceBuffer* q_norm = nullptr;
     const DeviceBuffer* k_norm = nullptr;
     float norm_eps = 1e-6f;
-    RotaryParams rotary;
+    RotaryParams rotary = {};
 };
 
 class Backend {
