@@ -12,7 +12,9 @@
 constexpr int kUsageError = 2;
 
 int main(int argc, char** argv) {
-    CLI::App app{"llmserve: a C++ inference server for GPT-2-family language models"};
+    CLI::App app{
+        "llmserve: a C++ inference server for Hugging Face decoder language models (GPT-2, Llama, "
+        "Mistral, Qwen2, Qwen3)"};
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string(LLMSERVE_VERSION));
     llmserve::cli::register_serve_command(app);
