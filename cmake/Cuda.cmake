@@ -2,8 +2,8 @@
 #
 # LLMSERVE_CUDA = AUTO (default): build the CUDA backend when nvcc is found; ON: require it; OFF: never.
 # Sanitizer and fuzzer builds never build it (ASan and the CUDA runtime do not mix well).
-# Defines the library llmserve_device (device selection) in every configuration; it links
-# llmserve_backend_cuda and sees LLMSERVE_WITH_CUDA=1 when the backend is built. Sets
+# Defines the library llmserve_device (device selection) in every configuration; when the backend is built it
+# sees LLMSERVE_WITH_CUDA=1 and opens the module libllmserve_cuda.so at run time (backend/cuda_module.h). Sets
 # LLMSERVE_WITH_CUDA (ON/OFF) for tests/backend_cuda.
 set(LLMSERVE_CUDA AUTO CACHE STRING "Build the CUDA backend: AUTO, ON or OFF")
 set_property(CACHE LLMSERVE_CUDA PROPERTY STRINGS AUTO ON OFF)
@@ -49,11 +49,26 @@ endif()
 
 if(LLMSERVE_WITH_CUDA)
   add_subdirectory(${CMAKE_SOURCE_DIR}/src/backend/cuda ${CMAKE_BINARY_DIR}/src/backend/cuda)
+  # libllmserve_cuda.so beside the binary, opened by llmserve_device only when DEVICE asks for or finds a GPU, so
+  # that a CPU-only process never maps the CUDA runtime and cuBLAS. It carries its own copy of the backend's
+  # static libraries, hence position-independent code for them.
+  foreach(_llmserve_pic_target llmserve_backend_cuda llmserve_backend llmserve_io llmserve_common
+                               llmserve_kernels_scalar llmserve_kernels_avx2 llmserve_kernels_avx512)
+    if(TARGET ${_llmserve_pic_target})
+      set_target_properties(${_llmserve_pic_target} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+    endif()
+  endforeach()
+  add_library(llmserve_cuda_module MODULE ${CMAKE_SOURCE_DIR}/src/backend/cuda/module.cpp)
+  target_link_libraries(llmserve_cuda_module PRIVATE llmserve_backend_cuda -Wl,--exclude-libs,ALL)
+  target_compile_definitions(llmserve_cuda_module PRIVATE LLMSERVE_VERSION="${PROJECT_VERSION}")
+  set_target_properties(llmserve_cuda_module PROPERTIES OUTPUT_NAME llmserve_cuda
+                        LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR} CXX_VISIBILITY_PRESET hidden)
 endif()
 
 add_library(llmserve_device ${CMAKE_SOURCE_DIR}/src/backend/device.cpp)
-target_link_libraries(llmserve_device PUBLIC llmserve_backend llmserve_common)
+target_link_libraries(llmserve_device PUBLIC llmserve_backend llmserve_common PRIVATE ${CMAKE_DL_LIBS})
+target_compile_definitions(llmserve_device PRIVATE LLMSERVE_VERSION="${PROJECT_VERSION}"
+                           LLMSERVE_WITH_CUDA=$<BOOL:${LLMSERVE_WITH_CUDA}>)
 if(LLMSERVE_WITH_CUDA)
-  target_link_libraries(llmserve_device PRIVATE llmserve_backend_cuda)
-  target_compile_definitions(llmserve_device PRIVATE LLMSERVE_WITH_CUDA=1)
+  add_dependencies(llmserve_device llmserve_cuda_module)
 endif()

@@ -54,7 +54,7 @@ build() {
             "CMakeLists.txt?); see $log"
     cmake --build "$BUILD" -j "$JOBS" --target cuda_test device_test \
         || die "building the CUDA tests failed"
-    cmake --build "$BUILD" -j "$JOBS" --target llmserve \
+    cmake --build "$BUILD" -j "$JOBS" --target llmserve llmserve_cuda_module \
         || echo "gpu-check: llmserve did not build; its bench is skipped" >&2
 }
 
@@ -62,8 +62,9 @@ if [ "$MODE" = bundle ]; then
     build "${CUDA_ARCHS:-90}"
     STAGE=$(mktemp -d)
     mkdir -p "$STAGE/bin" "$STAGE/lib"
+    # libllmserve_cuda.so goes beside llmserve, where the binary looks for its CUDA module.
     for binary in "$BUILD"/tests/backend_cuda/cuda_test "$BUILD"/tests/backend_cuda/device_test \
-        "$BUILD"/llmserve; do
+        "$BUILD"/llmserve "$BUILD"/libllmserve_cuda.so; do
         [ -x "$binary" ] && strip -o "$STAGE/bin/$(basename "$binary")" "$binary"
     done
     # Shared libraries the device machine may lack: everything but glibc's own libraries (they
@@ -100,6 +101,7 @@ if [ "$MODE" = prebuilt ]; then
     export LD_LIBRARY_PATH="$UNPACKED/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
     CUDA_TEST=$BIN/cuda_test DEVICE_TEST=$BIN/device_test
     LLMSERVE=$BIN/llmserve
+    export LLMSERVE_CUDA_MODULE=$BIN/libllmserve_cuda.so  # device_test was built to look in the build tree
 else
     build "${CUDA_ARCHS:-native}"
     CUDA_TEST=$BUILD/tests/backend_cuda/cuda_test DEVICE_TEST=$BUILD/tests/backend_cuda/device_test
