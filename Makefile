@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 20
 PROMPT      ?= The jury said
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan build-fuzz test test-unit test-asan fuzz run serve bench format clean
+.PHONY: all deps build build-asan build-fuzz test test-unit test-asan fuzz run serve bench image image-test format clean
 
 all: build
 
@@ -55,6 +55,13 @@ serve: build
 
 bench: build
 	$(BUILD)/llmserve bench --shape gpt2
+
+# The container image (Containerfile) with podman or docker; image-test checks it without running a container.
+image:
+	@bash scripts/build-image.sh
+
+image-test: image
+	@bash scripts/image-test.sh
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
