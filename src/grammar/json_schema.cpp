@@ -128,11 +128,24 @@ class SchemaCompiler {
                 fail_at(where + "/" + combinator, "expected a non-empty array of schemas");
             std::vector<std::string> parts;
             for (std::size_t i = 0; i < branches.size(); ++i)
-                parts.push_back(
-                    value(branches[i], fmt::format("{}/{}/{}", where, combinator, i), depth + 1));
+                if (branches[i] != Json(false))  // admits nothing: no branch to generate
+                    parts.push_back(value(
+                        branches[i], fmt::format("{}/{}/{}", where, combinator, i), depth + 1));
+            if (parts.empty())
+                fail_at(where + "/" + combinator, "every branch is the schema false");
             return "(" + join(parts, " | ") + ")";
         }
-        if (s.contains("allOf")) return value(merge_all_of(s, where, depth), where, depth + 1);
+        if (s.contains("allOf")) {
+            const Json& all = s["allOf"];
+            if (all.is_array() && std::all_of(all.begin(), all.end(), [](const Json& part) {
+                    return part == Json(true);
+                })) {
+                Json rest = s;  // parts that admit anything add nothing
+                rest.erase("allOf");
+                return value(rest, where, depth + 1);
+            }
+            return value(merge_all_of(s, where, depth), where, depth + 1);
+        }
         return typed_value(s, where, depth);
     }
 
@@ -221,6 +234,8 @@ class SchemaCompiler {
         for (std::size_t i = 0; i < all.size(); ++i)
             parts.emplace_back(&all[i], fmt::format("{}/allOf/{}", where, i));
         for (auto [part, at] : parts) {
+            if (*part == Json(true)) continue;
+            if (*part == Json(false)) fail_at(at, "'allOf' with the schema false admits no value");
             for (int hops = 0; part->is_object() && part->contains("$ref") && hops < kMaxDepth;
                  ++hops) {
                 const std::string text =
@@ -447,6 +462,11 @@ class SchemaCompiler {
         if (options_.sorted_properties) std::sort(names.begin(), names.end());
         for (const std::string& name : names) {
             const std::string pointer = where + "/properties/" + pointer_token(name);
+            if (properties[name] == Json(false)) {  // the property may not appear
+                if (required.contains(name))
+                    fail_at(pointer, "a required property whose schema is false admits no value");
+                continue;
+            }
             const std::string v = value(properties[name], pointer, depth + 1);
             members.emplace_back(add_rule(literal(Json(name)) + R"( ":" )" + v),
                                  !required.contains(name));

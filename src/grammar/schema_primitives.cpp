@@ -83,9 +83,10 @@ std::optional<std::string> format_string(std::string_view format) {
     static const std::string kDate =
         R"([0-9]{4} "-" ( ("01" | "03" | "05" | "07" | "08" | "10" | "12") "-" ("0" [1-9] | [12] [0-9] | "3" [01]) | ("04" | "06" | "09" | "11") "-" ("0" [1-9] | [12] [0-9] | "30") | "02-" ("0" [1-9] | "1" [0-9] | "2" [0-8]) ))";
     static const std::string kTime =
-        R"(([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ( "." [0-9]+ )? ( "Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ))";
-    static const std::string kLabel = R"([a-zA-Z0-9] ( [a-zA-Z0-9-]* [a-zA-Z0-9] )?)";
-    static const std::string kLocal = R"([a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]+)";
+        R"(([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ( "." [0-9]{1,9} )? ( "Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ))";
+    // Bounded (a generated output must end): dot-separated parts of up to 32 characters.
+    static const std::string kLabel = R"([a-zA-Z0-9] ( [a-zA-Z0-9-]{0,30} [a-zA-Z0-9] )?)";
+    static const std::string kLocal = R"([a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{1,32})";
     std::string body;
     if (format == "date") {
         body = kDate;
@@ -97,7 +98,7 @@ std::optional<std::string> format_string(std::string_view format) {
         body =
             R"([0-9a-fA-F]{8} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{12})";
     } else if (format == "email") {
-        body = kLocal + " ( \".\" " + kLocal + " )* \"@\" ( " + kLabel + " \".\" )+ " + kLabel;
+        body = kLocal + " ( \".\" " + kLocal + " ){0,3} \"@\" ( " + kLabel + " \".\" ){1,3} " + kLabel;
     } else {
         return std::nullopt;
     }
