@@ -76,7 +76,8 @@ StateId Automaton::intern_state(std::vector<std::int32_t> stacks, bool accepting
              "grammar: more than {} parses are open at once; the grammar is too ambiguous",
              limits_.max_stacks_per_state);
     std::string key(stacks.size() * sizeof(std::int32_t) + 1, '\0');
-    std::memcpy(key.data(), stacks.data(), stacks.size() * sizeof(std::int32_t));
+    if (!stacks.empty())
+        std::memcpy(key.data(), stacks.data(), stacks.size() * sizeof(std::int32_t));
     key.back() = accepting ? 1 : 0;
     const auto [it, added] =
         state_ids_.try_emplace(std::move(key), static_cast<StateId>(states_.size()));
