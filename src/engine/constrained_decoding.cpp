@@ -33,10 +33,12 @@ void ConstrainedSample::mask_logits(std::span<float> logits) {
     bool any = false;
     const std::size_t covered = std::min(logits.size(), mask_.size() * 32);
     for (std::size_t word = 0; word * 32 < covered; ++word) {
-        const std::uint32_t bits = mask_[word];
-        any = any || bits != 0;
-        if (bits == ~0u && (word + 1) * 32 <= covered) continue;
         const std::size_t end = std::min(covered, (word + 1) * 32);
+        const std::uint32_t bits = mask_[word];
+        // Only ids the model has count: a mask allowing just ids past its logits allows nothing.
+        const std::uint32_t in_range = end - word * 32 == 32 ? ~0u : (1u << (end - word * 32)) - 1;
+        any = any || (bits & in_range) != 0;
+        if (bits == ~0u) continue;
         for (std::size_t id = word * 32; id < end; ++id)
             if (!((bits >> (id & 31)) & 1u)) logits[id] = kRemoved;
     }

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "backend/backend.h"
+#include "common/error.h"
 #include "engine/engine.h"
 #include "model/model.h"
 #include "tests/grammar/test_support.h"
@@ -173,6 +174,27 @@ TEST(ConstrainedGeneration, RegexAndChoiceOutputsMatch) {
                         sequence.finish_reason == engine::FinishReason::kEos)
                 << sequence.text;
         }
+    }
+}
+
+}  // namespace
+}  // namespace llmserve::grammar
+
+namespace llmserve::grammar {
+namespace {
+
+TEST(ConstrainedGeneration, NeedsATokenizer) {
+    const auto model = load_model(fixtures_dir() / "models-llama" / "qwen3-tiny-qknorm");
+    engine::Engine engine(model, nullptr, engine::EngineOptions{});
+    engine::GenerationRequest request;
+    request.prompt = {3, 4};
+    request.constraint = compile_constraint({ConstraintSpec::Kind::kChoice, "", {"a"}, ""});
+    try {
+        engine.submit(std::move(request));
+        ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.param(), "constraint");
+        EXPECT_NE(std::string(e.what()).find("needs a tokenizer"), std::string::npos) << e.what();
     }
 }
 
