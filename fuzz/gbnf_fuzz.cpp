@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "fuzz/grammar_fuzz_support.h"
+#include "grammar_fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string text(reinterpret_cast<const char*>(data), size);

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "fuzz/grammar_fuzz_support.h"
+#include "grammar_fuzz_support.h"
 #include "grammar/regex.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
