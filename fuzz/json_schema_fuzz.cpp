@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
-#include "grammar_fuzz_support.h"
 #include "grammar/json_schema.h"
+#include "grammar_fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string text(reinterpret_cast<const char*>(data), size);

@@ -323,6 +323,13 @@ class RegexCompiler {
         return {{cp, cp}};
     }
 
+    // One character of a class, or the set an escape like \d stands for.
+    Set class_member() {
+        if (peek() == '\\') return parse_escape(true);
+        const std::uint32_t cp = next_code_point();
+        return {{cp, cp}};
+    }
+
     Set parse_class() {
         const std::size_t start = pos_++;
         const bool negate = peek() == '^';
@@ -333,14 +340,11 @@ class RegexCompiler {
             if (at_end()) fail_at(start, "unterminated character class");
             if (peek() == ']' && !first) break;
             first = false;
-            Set item = peek() == '\\' ? parse_escape(true) : Set{{next_code_point(), 0}};
-            if (item.size() == 1 && item[0].last == 0 && item[0].first != 0)
-                item[0].last = item[0].first;
+            Set item = class_member();
             if (peek() == '-' && pos_ + 1 < p_.size() && p_[pos_ + 1] != ']' && item.size() == 1 &&
                 item[0].first == item[0].last) {
                 ++pos_;
-                Set upper = peek() == '\\' ? parse_escape(true) : Set{{next_code_point(), 0}};
-                if (upper.size() == 1 && upper[0].last == 0) upper[0].last = upper[0].first;
+                const Set upper = class_member();
                 if (upper.size() != 1 || upper[0].first != upper[0].last)
                     fail_at(start, "a class range must end in a single character");
                 if (upper[0].first < item[0].first) fail_at(start, "a class range is reversed");

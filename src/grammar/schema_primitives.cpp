@@ -98,7 +98,8 @@ std::optional<std::string> format_string(std::string_view format) {
         body =
             R"([0-9a-fA-F]{8} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{4} "-" [0-9a-fA-F]{12})";
     } else if (format == "email") {
-        body = kLocal + " ( \".\" " + kLocal + " ){0,3} \"@\" ( " + kLabel + " \".\" ){1,3} " + kLabel;
+        body =
+            kLocal + " ( \".\" " + kLocal + " ){0,3} \"@\" ( " + kLabel + " \".\" ){1,3} " + kLabel;
     } else {
         return std::nullopt;
     }
