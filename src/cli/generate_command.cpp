@@ -1,6 +1,7 @@
 // `llmserve generate`: prompt in, text streamed to stdout as it is produced, speed on stderr.
 #include <fmt/format.h>
 
+#include <fstream>
 #include <iostream>
 #include <iterator>
 
@@ -9,6 +10,7 @@
 #include "common/error.h"
 #include "engine/engine.h"
 #include "engine/generation_settings.h"
+#include "grammar/constraint.h"
 
 namespace llmserve::cli {
 namespace {
@@ -21,6 +23,10 @@ struct GenerateOptions {
     std::vector<engine::TokenId> bad_word_ids;
     std::optional<std::uint64_t> seed;
     bool show_tokens = false;
+    // Output constraint: at most one of these.
+    std::string grammar_file, json_schema_file, regex;
+    std::vector<std::string> choices;
+    bool json_object = false;
     // The flags whose default the model's generation_config.json replaces when they are not given.
     CLI::Option *temperature = nullptr, *top_p = nullptr, *top_k = nullptr,
                 *repetition_penalty = nullptr;
@@ -37,11 +43,42 @@ std::pair<engine::TokenId, float> parse_bias(const std::string& text) {
     }
 }
 
+std::string read_file(const std::string& path, const char* flag) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw Error(ErrorCode::kNotFound, fmt::format("{}: cannot read '{}'", flag, path), flag);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The constraint the flags ask for, compiled; null when none is given.
+std::shared_ptr<const grammar::Constraint> output_constraint(const GenerateOptions& options) {
+    using Kind = grammar::ConstraintSpec::Kind;
+    std::vector<grammar::ConstraintSpec> specs;
+    if (!options.grammar_file.empty())
+        specs.push_back(
+            {Kind::kGrammar, read_file(options.grammar_file, "--grammar"), {}, "--grammar"});
+    if (!options.json_schema_file.empty())
+        specs.push_back({Kind::kJsonSchema,
+                         read_file(options.json_schema_file, "--json-schema"),
+                         {},
+                         "--json-schema"});
+    if (!options.regex.empty()) specs.push_back({Kind::kRegex, options.regex, {}, "--regex"});
+    if (!options.choices.empty()) specs.push_back({Kind::kChoice, "", options.choices, "--choice"});
+    if (options.json_object) specs.push_back({Kind::kJsonObject, "", {}, "--json-object"});
+    if (specs.empty()) return nullptr;
+    if (specs.size() > 1)
+        fail_param("--grammar",
+                   "give at most one of --grammar, --json-schema, --regex, --choice "
+                   "and --json-object");
+    return grammar::compile_constraint(specs.front());
+}
+
 void run_generate(GenerateOptions& options) {
     if (options.prompt.empty()) {  // no prompt argument: read standard input
         options.prompt.assign(std::istreambuf_iterator<char>(std::cin),
                               std::istreambuf_iterator<char>());
     }
+    auto constraint = output_constraint(options);
     const std::string model_dir = options.model.resolved_model_dir();
     auto model = options.model.load_model(model_dir);
     auto tokenizer = load_tokenizer(model_dir);
@@ -56,6 +93,7 @@ void run_generate(GenerateOptions& options) {
     if (options.repetition_penalty->count() == 0)
         request.sampling.repetition_penalty = settings.repetition_penalty;
     request.prompt = tokenizer->encode(options.prompt);
+    request.constraint = std::move(constraint);
     request.sampling.seed = options.seed;
     for (const auto& bias : options.logit_bias)
         request.sampling.logit_bias.push_back(parse_bias(bias));
@@ -159,6 +197,14 @@ void register_generate_command(CLI::App& app) {
     cmd->add_option("-n,--num-return-sequences", options->request.n, "Samples of the prompt")
         ->capture_default_str();
     cmd->add_flag("--show-tokens", options->show_tokens, "Print the generated token ids on stderr");
+    cmd->add_option("--grammar", options->grammar_file,
+                    "GBNF grammar file (llama.cpp notation) the output must match");
+    cmd->add_option("--json-schema", options->json_schema_file,
+                    "JSON Schema file the output must be a compact instance of");
+    cmd->add_option("--regex", options->regex, "Regular expression the whole output must match");
+    cmd->add_option("--choice", options->choices,
+                    "The output is exactly one of these (repeatable)");
+    cmd->add_flag("--json-object", options->json_object, "The output is a compact JSON object");
     cmd->callback([options] { run_generate(*options); });
 }
 

@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "common/memory.h"
+#include "engine/constrained_decoding.h"
 #include "engine/kv_cache.h"
 #include "engine/sampling/logits_processor.h"
 #include "engine/sampling/logprobs.h"
@@ -45,12 +46,13 @@ struct KvSequence {
 // One of a request's n samples, from the end of the prompt's prefill to its finish.
 struct Sample {
     Sample(int index, std::uint64_t seed, const GenerationRequest& request,
-           const tokenizer::Tokenizer* tokenizer)
+           const tokenizer::Tokenizer* tokenizer, const grammar::Vocabulary* vocabulary)
         : history(request.prompt, request.sampling.no_repeat_ngram_size),
           sampler(seed),
           stop_matcher(request.stop.stop) {
         result.index = index;
         if (tokenizer != nullptr) detokenizer.emplace(*tokenizer);
+        if (request.constraint) constrained.emplace(*request.constraint, *vocabulary);
     }
 
     KvSequence kv;
@@ -58,6 +60,7 @@ struct Sample {
     Sampler sampler;
     std::optional<tokenizer::StreamingDetokenizer> detokenizer;
     StopMatcher stop_matcher;
+    std::optional<ConstrainedSample> constrained;  // the request's output constraint, if any
     SequenceResult result;
     std::vector<GeneratedToken> unsent_tokens;  // generated since the last stream event
     bool finished = false;
@@ -96,6 +99,9 @@ struct Engine::State {
     std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
     EngineOptions options;
     std::vector<TokenId> eos_ids;
+    // The tokenizer's vocabulary for constrained requests, built at the first one.
+    std::once_flag vocabulary_once;
+    std::unique_ptr<grammar::Vocabulary> vocabulary;
     std::unique_ptr<backend::KvStorage> kv_storage;
     std::unique_ptr<KvBlockManager> blocks;
     std::unique_ptr<model::Workspace> workspace;
@@ -248,6 +254,16 @@ std::shared_ptr<RequestHandle> Engine::submit(GenerationRequest request) {
     if (!request.stop.stop.empty() && !s.tokenizer)
         fail_param("stop", "stop strings need a tokenizer, and model '{}' has none",
                    s.model->name());
+    if (request.constraint) {
+        if (!s.tokenizer)
+            fail_param("constraint",
+                       "an output constraint needs a tokenizer, and model '{}' has none",
+                       s.model->name());
+        std::call_once(s.vocabulary_once, [&s] {
+            s.vocabulary =
+                std::make_unique<grammar::Vocabulary>(grammar_vocabulary(*s.tokenizer, s.eos_ids));
+        });
+    }
 
     auto active = std::make_unique<ActiveRequest>();
     active->handle = std::make_shared<RequestHandle>(s.next_id++);
@@ -420,7 +436,8 @@ void Engine::State::abort_request(ActiveRequest& request, FinishReason reason) {
     if (request.prefilling()) {  // nothing generated yet: the samples finish empty
         for (int i = 0; i < request.request.n; ++i)
             request.samples.push_back(std::make_unique<Sample>(i, derive_seed(request.seed, i),
-                                                               request.request, tokenizer.get()));
+                                                               request.request, tokenizer.get(),
+                                                               vocabulary.get()));
     }
     for (auto& sample : request.samples)
         if (!sample->finished) finish_sample(request, *sample, reason);
@@ -463,7 +480,8 @@ void Engine::State::start_samples(ActiveRequest& request,
     // Samples 1..n-1 first, so that the prompt's blocks have exactly one owner at every moment
     // (the request, then sample 0), even when this fails half-way.
     for (int i = 1; i < r.n; ++i) {
-        auto sample = std::make_unique<Sample>(i, derive_seed(request.seed, i), r, tokenizer.get());
+        auto sample = std::make_unique<Sample>(i, derive_seed(request.seed, i), r, tokenizer.get(),
+                                               vocabulary.get());
         const int prompt = static_cast<int>(r.prompt.size());
         const int full = prompt / blocks->block_tokens();
         for (int b = 0; b < full; ++b) {
@@ -479,7 +497,8 @@ void Engine::State::start_samples(ActiveRequest& request,
             request.samples.back()->kv.blocks.push_back(*copy);
         }
     }
-    auto first = std::make_unique<Sample>(0, derive_seed(request.seed, 0), r, tokenizer.get());
+    auto first = std::make_unique<Sample>(0, derive_seed(request.seed, 0), r, tokenizer.get(),
+                                          vocabulary.get());
     first->kv = std::exchange(request.prompt_kv, KvSequence{});
     request.samples.insert(request.samples.begin(), std::move(first));
     request.first_token = Clock::now();
@@ -507,6 +526,7 @@ void Engine::State::accept_token(ActiveRequest& request, Sample& sample, std::sp
              "tokens; its weights or activations overflow",
              model->name(), sample.history.tokens().size());
     if (top_n >= 0) raw_copy.assign(logits.begin(), logits.end());
+    if (sample.constrained) sample.constrained->mask_logits(logits);
     processor.process(r.sampling, r.stop, eos_ids, sample.history, logits);
     if (!detail::finite_or_removed(logits))
         fail(ErrorCode::kInternal,
@@ -521,6 +541,7 @@ void Engine::State::accept_token(ActiveRequest& request, Sample& sample, std::sp
         generated.top = std::move(step.top);
     }
     const TokenId token = generated.token;
+    if (sample.constrained) sample.constrained->accept(token, *tokenizer);
     sample.history.append(token);
     sample.result.tokens.push_back(generated);
     sample.unsent_tokens.push_back(std::move(generated));
@@ -566,7 +587,9 @@ void Engine::State::accept_token(ActiveRequest& request, Sample& sample, std::sp
     }
     const int generated_count = static_cast<int>(sample.result.tokens.size());
     const int length = static_cast<int>(r.prompt.size()) + generated_count;
-    if (generated_count >= r.stop.max_new_tokens || length >= model->config().n_positions)
+    if (sample.constrained && sample.constrained->complete())
+        finish_sample(request, sample, FinishReason::kStop);
+    else if (generated_count >= r.stop.max_new_tokens || length >= model->config().n_positions)
         finish_sample(request, sample, FinishReason::kLength);
 }
 

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "common/error.h"
 #include "engine/sampling/logprobs.h"
 #include "engine/sampling/sampling_params.h"
+#include "grammar/constraint.h"
 
 namespace llmserve::engine {
 
@@ -29,6 +31,10 @@ struct GenerationRequest {
     int n = 1;  // samples of this prompt; they share one prefill
     std::optional<std::chrono::steady_clock::time_point>
         deadline;  // past it: finish reason kTimeout
+    // When set, every sample's output is a sentence of this grammar (grammar::compile_constraint
+    // turns a request's json_schema / grammar / regex / choice into one); a sample whose output
+    // is complete with nothing allowed after it finishes as kStop.
+    std::shared_ptr<const grammar::Constraint> constraint;
 };
 
 struct GeneratedToken {
