@@ -358,7 +358,8 @@ Value f_sum(Interpreter& interp, const Value& v, CallArgs& args) {
 Value f_wordcount(Interpreter&, const Value& v, CallArgs&) {
     std::int64_t words = 0;
     bool in_word = false;
-    for (const std::string_view cp : code_points(to_str(v))) {
+    const std::string text_value = to_str(v);
+    for (const std::string_view cp : code_points(text_value)) {
         const bool word_char =
             cp.size() > 1 ? !text::is_space(cp)
                           : (std::isalnum(static_cast<unsigned char>(cp[0])) || cp[0] == '_');

@@ -62,6 +62,10 @@ void require_defined(const Value& value) {
 Interpreter::Interpreter(const RenderLimits& limits, std::shared_ptr<Scope> globals)
     : limits_(limits), scope_(std::move(globals)) {}
 
+Interpreter::~Interpreter() {
+    for (const auto& scope : captured_scopes_) scope->variables.clear();
+}
+
 std::string Interpreter::render(const Body& body) {
     auto top = std::make_shared<Scope>();
     top->parent = scope_;
@@ -278,6 +282,7 @@ void Interpreter::exec_set(const Stmt& stmt) {
 Value Interpreter::make_macro(const Stmt& stmt, const std::vector<MacroParam>& params,
                               const Body& body, std::string name) {
     const std::shared_ptr<Scope> defined_in = scope_;
+    captured_scopes_.push_back(scope_);
     const Stmt* where = &stmt;
     return make_callable(
         name, [defined_in, where, &params, &body, name](Interpreter& interp, CallArgs& args) {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "chat/ast.h"
 #include "chat/limits.h"
@@ -21,6 +22,9 @@ struct Scope {
 class Interpreter {
   public:
     Interpreter(const RenderLimits& limits, std::shared_ptr<Scope> globals);
+    ~Interpreter();
+    Interpreter(const Interpreter&) = delete;
+    Interpreter& operator=(const Interpreter&) = delete;
 
     std::string render(const Body& body);
 
@@ -59,6 +63,9 @@ class Interpreter {
     std::uint64_t steps_ = 0;
     std::size_t allocated_ = 0;
     int call_depth_ = 0;
+    // Scopes that macros (and callers) hold on to: a macro stored in the scope it captures is a
+    // reference cycle, broken by clearing these when the render ends.
+    std::vector<std::shared_ptr<Scope>> captured_scopes_;
 };
 
 // Raises "chat template: <reason>" when `value` is undefined (a use Jinja2's Undefined refuses).
