@@ -94,9 +94,9 @@ std::string percent_format(Interpreter& interp, const std::string& format, const
                          "chat template: %f format: a real number is required, not {}",
                          arg.type_name());
                 const std::size_t dot = spec.find('.');
-                const int precision =
-                    dot == std::string::npos ? 6 : std::atoi(spec.c_str() + dot + 1);
-                text = fmt::format("{:.{}f}", arg.to_double(), std::clamp(precision, 0, 50));
+                const long precision =
+                    dot == std::string::npos ? 6 : std::strtol(spec.c_str() + dot + 1, nullptr, 10);
+                text = fmt::format("{:.{}f}", arg.to_double(), std::clamp(precision, 0L, 50L));
                 spec = spec.substr(0, dot);
                 break;
             }
@@ -104,10 +104,14 @@ std::string percent_format(Interpreter& interp, const std::string& format, const
                 fail(ErrorCode::kInvalidArgument,
                      "chat template: unsupported format character '{}' in '%'", conversion);
         }
-        const int width = std::atoi(spec.c_str() + spec.find_first_not_of("-+ 0#"));
-        if (spec.find_first_not_of("-+ 0#") != std::string::npos &&
-            static_cast<std::size_t>(std::clamp(width, 0, 4096)) > code_point_count(text)) {
-            const std::size_t pad = static_cast<std::size_t>(width) - code_point_count(text);
+        // Field width (flags first), at most 4096.
+        const std::size_t digits_at = spec.find_first_not_of("-+ 0#");
+        const auto width = static_cast<std::size_t>(std::clamp(
+            digits_at == std::string::npos ? 0L
+                                           : std::strtol(spec.c_str() + digits_at, nullptr, 10),
+            0L, 4096L));
+        if (width > code_point_count(text)) {
+            const std::size_t pad = width - code_point_count(text);
             if (spec.find('-') != std::string::npos) {
                 text.append(pad, ' ');
             } else {
