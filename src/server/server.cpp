@@ -20,6 +20,7 @@
 #include "server/http_transport.h"
 #include "server/playground.h"
 #include "server/rate_limiter.h"
+#include "server/request_log.h"
 #include "server/serving_state.h"
 #include "server/status.h"
 
@@ -46,32 +47,6 @@ bool acceptable_request_id(std::string_view id) {
 
 std::string truncated(std::string_view text, std::size_t limit = 200) {
     return text.size() <= limit ? std::string(text) : std::string(text.substr(0, limit)) + "...";
-}
-
-// The rejection reason /metrics counts for an error response, if it is one.
-std::optional<std::string> rejection_reason(const ApiError& error) {
-    switch (error.status) {
-        case 400:
-        case 404:
-        case 405:
-        case 422:
-        case 431:
-        case 501:
-        case 505:
-            return "validation";
-        case 408:
-            return "read_timeout";
-        case 401:
-            return "auth";
-        case 413:
-            return "payload_too_large";
-        case 429:
-            return "rate_limit";
-        case 503:
-            return error.code == "queue_full" ? "queue_full" : error.code;
-        default:
-            return std::nullopt;
-    }
 }
 
 ApiResponse json_response(const Json& body) {
@@ -110,8 +85,10 @@ struct HttpServer::Impl {
                                                  std::string route) const;
     void check_access(const Route& route, const httplib::Request& req, RequestContext& context);
     void send_error(httplib::Response& res, const ApiError& error);
-    void finish_request(const RequestContext& context, int status);
-    void count_rejection(const std::string& reason);
+    void finish_request(const RequestContext& context, int status) {
+        record_request(metrics, logger, context, status);
+    }
+    void count_rejection(const std::string& reason) { count_rejected_request(metrics, reason); }
     ApiResponse ready();
 
     const ServerConfig config;
@@ -196,9 +173,13 @@ void HttpServer::Impl::dispatch(const Route& route, const httplib::Request& req,
         ApiCall call;
         call.body = req.body;
         call.context = context;
-        auto probe = std::make_shared<ConnectionProbe>(
-            ConnectionProbe::find(req.local_port, req.remote_addr, req.remote_port));
-        call.client_gone = [probe] { return probe->client_gone(); };
+        // The socket is looked up when a generation first asks (not for every probe route).
+        auto probe = std::make_shared<std::optional<ConnectionProbe>>();
+        call.client_gone = [probe, port = req.local_port, address = req.remote_addr,
+                            peer_port = req.remote_port] {
+            if (!*probe) probe->emplace(ConnectionProbe::find(port, address, peer_port));
+            return (*probe)->client_gone();
+        };
         send(context, route.handler(call), res);
     } catch (const Rejection& rejection) {
         count_rejection(rejection.reason);
@@ -296,51 +277,6 @@ void HttpServer::Impl::answer_protocol_error(const httplib::Request& req, httpli
     res.set_header("Connection", "close");
     send_error(res, error);
     finish_request(*context, res.status);
-}
-
-void HttpServer::Impl::count_rejection(const std::string& reason) {
-    metrics
-        .counter("llmserve_rejected_requests_total",
-                 "Requests refused before generation, by reason.", {{"reason", reason}})
-        .inc();
-}
-
-void HttpServer::Impl::finish_request(const RequestContext& context, int status) {
-    const double seconds = std::chrono::duration<double>(Clock::now() - context.start).count();
-    metrics
-        .counter("llmserve_http_requests_total", "HTTP requests by route, method and status.",
-                 {{"route", context.route},
-                  {"method", context.method},
-                  {"status", std::to_string(status)}})
-        .inc();
-    metrics
-        .histogram("llmserve_http_request_duration_seconds",
-                   "Time from request arrival to the end of the response, by route.",
-                   latency_buckets_seconds(), {{"route", context.route}})
-        .observe(seconds);
-    LogFields fields = {{"request_id", context.id},
-                        {"method", context.method},
-                        {"path", context.path},
-                        {"status", status},
-                        {"latency_ms", std::round(seconds * 1e4) / 10},
-                        {"client", context.client}};
-    if (context.key_index) fields.emplace_back("api_key", *context.key_index);
-    if (context.prompt_tokens > 0 || context.completion_tokens > 0) {
-        fields.emplace_back("prompt_tokens", context.prompt_tokens);
-        fields.emplace_back("completion_tokens", context.completion_tokens);
-    }
-    if (!context.finish_reasons.empty()) {
-        fields.emplace_back("finish_reason",
-                            fmt::format("{}", fmt::join(context.finish_reasons, ",")));
-    }
-    if (context.client_gone) fields.emplace_back("client_gone", true);
-    if (!context.engine_error.empty()) fields.emplace_back("error", context.engine_error);
-    // Probes arrive every few seconds from load balancers: their lines are debug-level.
-    const LogLevel level = !context.engine_error.empty() ? LogLevel::kError
-                           : status >= 500               ? LogLevel::kWarn
-                           : context.probe               ? LogLevel::kDebug
-                                                         : LogLevel::kInfo;
-    logger.log(level, "request", fields);
 }
 
 ApiResponse HttpServer::Impl::ready() {
