@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "server/api_routes.h"
 #include "server/errors.h"
+#include "server/generation_path.h"
 #include "tests/common/scratch_dir.h"
 #include "tests/common/test_paths.h"
 #include "tests/server/chat_fixture.h"
@@ -139,6 +140,50 @@ TEST(ApiRoutes, ErrorsFollowTheRoutesStyle) {
     };
     EXPECT_EQ(status_of(generate_route, ErrorStyle::kNative), 422);
     EXPECT_EQ(status_of(completions_route, ErrorStyle::kOpenAi), 400);
+}
+
+// A formatter whose stream fails after its first event, as any failure mid-stream would.
+class FailingFormatter : public ApiFormatter {
+  public:
+    Json response(const ResponseContext&, const std::vector<engine::RequestResult>&) override {
+        return Json::object();
+    }
+    std::vector<Json> stream_start(const ResponseContext&) override {
+        return {{{"started", true}}};
+    }
+    std::vector<Json> stream_delta(const ResponseContext&, int, std::size_t, const std::string&,
+                                   const std::vector<engine::GeneratedToken>&,
+                                   std::size_t) override {
+        throw Error(ErrorCode::kInternal, "the formatter broke");
+    }
+    std::vector<Json> stream_finish(const ResponseContext&, int, const engine::SequenceResult&,
+                                    const std::string&) override {
+        return {};
+    }
+    std::vector<Json> stream_end(const ResponseContext&,
+                                 const std::vector<engine::RequestResult>&) override {
+        return {};
+    }
+};
+
+TEST(ApiRoutes, AFailureAfterTheStreamStartedIsALastErrorEvent) {
+    Served served(llmserve::testing::embedded_model_dir());
+    ApiRequest request;
+    request.prompts = {Prompt{"The jury said", {}, false}};
+    request.options.stop.max_new_tokens = 8;
+    request.options.sampling.temperature = 0.0f;
+    request.stream = true;
+    const ApiCall call = call_with(Json::object());
+    const Stream stream =
+        run_stream(run_generation(served.state(), served.state().require_model(), call, request,
+                                  std::make_shared<FailingFormatter>()));
+    ASSERT_EQ(stream.events.size(), 2u);
+    EXPECT_EQ(stream.events[0]["started"], true);
+    EXPECT_EQ(stream.events[1]["error"]["type"], "server_error");
+    EXPECT_NE(stream.events[1]["error"]["message"].get<std::string>().find("the formatter broke"),
+              std::string::npos);
+    EXPECT_TRUE(stream.done);
+    EXPECT_EQ(served.state().running_jobs(), 0u);  // the generation was cancelled and released
 }
 
 TEST(ApiRoutes, ChatWithoutATemplateSaysHowToGiveOne) {
