@@ -34,7 +34,7 @@ void check_accepted(const server::GenerationOptions& options) {
 }
 
 void parse(std::uint8_t endpoint, std::string_view body) {
-    switch (endpoint % 4) {
+    switch (endpoint % 5) {
         case 0:
             check_accepted(server::parse_generate_request(body, fuzz_limits()).options);
             break;
@@ -44,8 +44,11 @@ void parse(std::uint8_t endpoint, std::string_view body) {
         case 2:
             server::parse_tokenize_request(body, fuzz_limits());
             break;
-        default:
+        case 3:
             server::parse_detokenize_request(body, fuzz_limits());
+            break;
+        default:
+            check_accepted(server::parse_chat_request(body, fuzz_limits()).options);
             break;
     }
 }

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "backend/device.h"
+#include "chat/chat_template.h"
 #include "common/error.h"
 #include "engine/engine.h"
 #include "hub/hub.h"
@@ -95,8 +96,33 @@ std::shared_ptr<engine::Engine> make_engine(const ServerConfig& config,
     }
 }
 
+// The chat template: CHAT_TEMPLATE's file (a malformed one stops start-up), else the model's own
+// (a malformed one is logged and chat is refused: the other APIs still serve the model).
+std::optional<chat::ChatTemplate> load_chat_template(const ServerConfig& config,
+                                                     const std::filesystem::path& dir,
+                                                     server::Logger& logger) {
+    if (!config.chat_template.empty()) {
+        try {
+            return chat::ChatTemplate::load(dir, config.chat_template);
+        } catch (const Error& e) {
+            fail_param("CHAT_TEMPLATE", "CHAT_TEMPLATE={} is not a usable chat template: {}",
+                       config.chat_template, e.what());
+        }
+    }
+    try {
+        auto found = chat::ChatTemplate::load(dir);
+        logger.info("chat template", {{"found", found.has_value()}});
+        return found;
+    } catch (const Error& e) {
+        logger.warn("the model's chat template cannot be used; chat is refused",
+                    {{"error", e.what()}});
+        return std::nullopt;
+    }
+}
+
 std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::Logger& logger,
-                                            double& load_seconds) {
+                                            double& load_seconds,
+                                            std::optional<chat::ChatTemplate>& chat_template) {
     // A directory as is; a Hub name through the Hugging Face cache (CACHE_DIR an extra root),
     // downloading when needed.
     hub::HubOptions hub_options = hub::HubOptions::from_environment();
@@ -140,6 +166,7 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
                                           kv.one_context_bytes() * config.max_concurrent_requests,
                                           server::available_memory_bytes());
     auto engine = make_engine(config, model, tokenizer, engine_options, kv);
+    chat_template = load_chat_template(config, dir, logger);
     load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const int kv_blocks = engine->stats().kv_blocks_total;
     logger.info("model loaded",
@@ -201,8 +228,9 @@ void run_serve(const ServerConfig& config) {
         }
     });
     double load_seconds = 0;
+    std::optional<chat::ChatTemplate> chat_template;
     try {
-        engine = load_engine(config, logger, load_seconds);
+        engine = load_engine(config, logger, load_seconds, chat_template);
     } catch (...) {
         loading = false;
         load_watch.join();
@@ -212,7 +240,7 @@ void run_serve(const ServerConfig& config) {
     }
     loading = false;
     load_watch.join();
-    http.attach_engine(engine, load_seconds);
+    http.attach_engine(engine, load_seconds, std::move(chat_template));
     print_ready_banner(config, port, engine->model().name());
 
     const int signal_number = wait_for_shutdown_signal(signal_pipe);

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <limits>
 
+#include <unistd.h>
+
 #include "common/error.h"
 
 namespace llmserve::server {
@@ -116,6 +118,17 @@ ParseFailure parse_cache_dir(std::string_view raw, std::string& out) {
     const std::filesystem::path path(raw);
     if (std::filesystem::exists(path, ec) && !std::filesystem::is_directory(path, ec)) {
         return std::string("a directory (this path exists and is not one)");
+    }
+    out = raw;
+    return std::nullopt;
+}
+
+// CHAT_TEMPLATE: a readable regular file (its template is parsed when the model loads).
+ParseFailure parse_template_file(std::string_view raw, std::string& out) {
+    std::error_code ec;
+    const std::filesystem::path path(raw);
+    if (!std::filesystem::is_regular_file(path, ec) || ::access(path.c_str(), R_OK) != 0) {
+        return std::string("a readable Jinja chat template file (e.g. /path/chat_template.jinja)");
     }
     out = raw;
     return std::nullopt;
@@ -286,6 +299,27 @@ const std::vector<Setting>& settings() {
                                  c.log_format);
          },
          [](const ServerConfig& c) { return std::string(to_string(c.log_format)); }},
+        {{"STRICT_REQUESTS", "--strict-requests",
+          "refuse unknown request fields on the OpenAI routes too (false: ignored, as OpenAI "
+          "clients send vendor extras; /generate always refuses them)"},
+         [](ServerConfig& c, std::string_view raw) { return parse_bool(raw, c.strict_requests); },
+         [](const ServerConfig& c) { return std::string(c.strict_requests ? "true" : "false"); }},
+        {{"CHAT_TEMPLATE", "--chat-template",
+          "a Jinja chat template file used instead of the model's own (unset)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_template_file(raw, c.chat_template);
+         },
+         [](const ServerConfig& c) {
+             return c.chat_template.empty() ? "(unset)" : c.chat_template;
+         }},
+        {{"REASONING_PARSER", "--reasoning-parser",
+          "think: a leading <think>...</think> block of a chat reply becomes reasoning_content; "
+          "none (none)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_choice(raw, {"none", "think"},
+                                 {std::string("none"), std::string("think")}, c.reasoning_parser);
+         },
+         [](const ServerConfig& c) { return c.reasoning_parser; }},
         {{"SHUTDOWN_GRACE_S", "--shutdown-grace",
           "seconds in-flight requests may finish after SIGTERM, [0, 3600] (10)"},
          [](ServerConfig& c, std::string_view raw) {

@@ -57,6 +57,9 @@ struct ServerConfig {
     LogLevel log_level = LogLevel::kInfo;                        // LOG_LEVEL
     LogFormat log_format = LogFormat::kText;                     // LOG_FORMAT
     double shutdown_grace_s = 10;  // SHUTDOWN_GRACE_S: how long in-flight requests may finish
+    bool strict_requests = false;  // STRICT_REQUESTS: OpenAI routes refuse unknown fields
+    std::string chat_template;     // CHAT_TEMPLATE: a template file overriding the model's
+    std::string reasoning_parser = "none";  // REASONING_PARSER: none or think
 
     // Source of each setting, keyed by its environment variable name.
     std::map<std::string, ConfigSource, std::less<>> sources;

@@ -18,6 +18,9 @@ ApiError from_error(const Error& error) {
                     error.param().empty() ? "invalid_json" : "invalid_type", message,
                     error.param());
     }
+    if (dynamic_cast<const ModelNotFound*>(&error) != nullptr) {
+        return make(404, "invalid_request_error", "model_not_found", message, error.param());
+    }
     if (dynamic_cast<const ContextLengthExceeded*>(&error) != nullptr) {
         return make(422, "invalid_request_error", "context_length_exceeded", message,
                     error.param());
@@ -62,11 +65,13 @@ std::string ApiError::body() const {
     return error.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-ApiError api_error_from(std::exception_ptr error) {
+ApiError api_error_from(std::exception_ptr error, ErrorStyle style) {
     try {
         std::rethrow_exception(error);
     } catch (const Error& e) {
-        return from_error(e);
+        ApiError api = from_error(e);
+        if (style == ErrorStyle::kOpenAi && api.status == 422) api.status = 400;
+        return api;
     } catch (const std::bad_alloc&) {
         ApiError api = make(503, "service_unavailable_error", "out_of_memory",
                             "the server ran out of memory while handling this request");

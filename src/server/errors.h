@@ -27,6 +27,13 @@ class ContextLengthExceeded : public Error {
         : Error(ErrorCode::kInvalidArgument, std::move(message), std::move(param)) {}
 };
 
+// An OpenAI "model" the server does not serve: HTTP 404 with OpenAI's code "model_not_found".
+class ModelNotFound : public Error {
+  public:
+    explicit ModelNotFound(std::string message)
+        : Error(ErrorCode::kNotFound, std::move(message), "model") {}
+};
+
 // Throws MalformedRequest naming `param` with a formatted message.
 template <typename... Args>
 [[noreturn]] void fail_malformed(std::string param, fmt::format_string<Args...> format,
@@ -46,9 +53,21 @@ struct ApiError {
     std::string body() const;
 };
 
+// Which API's conventions an error follows: the OpenAI routes answer every invalid value with
+// 400 (as OpenAI and vLLM do, so that SDKs raise BadRequestError); /generate keeps 422 for a
+// value of the right type that is out of range.
+enum class ErrorStyle { kNative, kOpenAi };
+
 // Maps what a handler threw to its HTTP error (never lets anything escape). Bad input is never
 // a 500: only kInternal errors and exceptions that are not llmserve::Error map to 500.
-ApiError api_error_from(std::exception_ptr error);
+ApiError api_error_from(std::exception_ptr error, ErrorStyle style = ErrorStyle::kNative);
+
+// A refusal decided by the HTTP layer itself (auth, rate limit, not ready), thrown to the
+// dispatcher with the reason /metrics counts it under.
+struct Rejection {
+    ApiError error;
+    std::string reason;
+};
 
 // Errors the server raises itself (not through an exception).
 ApiError route_not_found(std::string_view method, std::string_view path);

@@ -25,7 +25,7 @@ std::vector<TokenizedPrompt> tokenize_prompts(const std::vector<Prompt>& prompts
             tokenized.ids = prompt.token_ids;
             tokenized.text = tokenizer.decode(prompt.token_ids);
         } else {
-            tokenized.ids = tokenizer.encode(prompt.text);
+            tokenized.ids = tokenizer.encode(prompt.text, prompt.add_special_tokens);
             tokenized.text = prompt.text;
         }
         if (tokenized.ids.empty()) {

@@ -136,13 +136,10 @@ std::string openai_finish_reason(engine::FinishReason reason) {
         case engine::FinishReason::kStop:
             return "stop";
         case engine::FinishReason::kLength:
-            return "length";
         case engine::FinishReason::kTimeout:
-            return "timeout";
         case engine::FinishReason::kCancelled:
-            return "cancelled";
-        case engine::FinishReason::kError:
-            return "error";
+        case engine::FinishReason::kError:  // (an error ends the request before any choice)
+            return "length";
     }
     return "stop";
 }

@@ -26,7 +26,8 @@ struct ResponseContext {
     int n = 1;                    // samples per prompt
     std::optional<int> logprobs;  // top alternatives asked for
     bool prompt_logprobs = false;
-    bool echo = false;  // OpenAI: choices start with the prompt
+    bool echo = false;           // OpenAI: choices start with the prompt
+    bool include_usage = false;  // OpenAI streams: a usage chunk at the end, "usage": null before
 
     // Results and choices are numbered prompt-major: prompt p, sample s -> p * n + s.
     int global_index(std::size_t prompt, int sample) const {
@@ -57,8 +58,9 @@ struct CompletionIdentity {
     long long created = 0;  // Unix seconds
 };
 
-// OpenAI's finish_reason: "stop" for a stop string, stop token or EOS; "length"; and this
-// server's "timeout", "cancelled" and "error".
+// OpenAI's finish_reason, only ever "stop" (a stop string, stop token or EOS) or "length" (the
+// token limit, and also a timeout or a cancellation: the answer was cut short). The precise
+// reason stays in /generate and the logs.
 std::string openai_finish_reason(engine::FinishReason reason);
 
 nlohmann::json completion_response(const ResponseContext& context,

@@ -1,13 +1,22 @@
 // Request bodies of the HTTP API, parsed from JSON into typed structs and validated. Pure
 // functions (no model, no I/O) so that tests and the fuzzer drive them directly.
 //
+// Every API adapter parses its body into the one internal ApiRequest: one validation
+// (engine::validate through finish_options) and one place for defaults (RequestLimits, filled
+// from engine::resolve_generation_settings).
+//
 // Errors: a body that is not JSON, not an object, a missing required field, an unknown field or a
 // field of the wrong JSON type -> MalformedRequest (HTTP 400) naming the field; a value of the
-// right type but out of range -> Error(kInvalidArgument) with param() = the field (HTTP 422),
-// whose message names the field, the allowed range and the value. `null` means "not given".
+// right type but out of range -> Error(kInvalidArgument) with param() = the field (HTTP 422 on
+// /generate, 400 on the OpenAI routes), whose message names the field, the allowed range and the
+// value. `null` means "not given". Unknown fields: refused on /generate; ignored on the OpenAI
+// routes unless RequestLimits::strict_requests (STRICT_REQUESTS=1).
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +40,7 @@ struct RequestLimits {
     float default_top_p = static_cast<float>(engine::GenerationSettings{}.top_p);
     int default_top_k = engine::GenerationSettings{}.top_k;
     float default_repetition_penalty = engine::GenerationSettings{}.repetition_penalty;
+    bool strict_requests = false;  // STRICT_REQUESTS: OpenAI routes refuse unknown fields too
 };
 
 // A prompt given as text, or (OpenAI) as token ids.
@@ -38,6 +48,9 @@ struct Prompt {
     std::string text;
     std::vector<engine::TokenId> token_ids;
     bool is_token_ids = false;
+    // false: special tokens written in the text are recognised but no BOS/EOS is added (a
+    // rendered chat prompt already holds them, as transformers' add_special_tokens=False).
+    bool add_special_tokens = true;
 };
 
 // The generation controls shared by /generate and /v1/completions.
@@ -49,33 +62,40 @@ struct GenerationOptions {
     std::string max_new_tokens_field;   // how the request spells it: "max_length", "max_tokens"
 };
 
-// POST /generate.
-struct GenerateRequest {
-    std::vector<std::string> prompts;  // one, or a batch when the request gave a list
-    GenerationOptions options;
-    bool stream = false;
+// /v1/chat/completions: what the model's chat template renders into the prompt.
+struct ChatInputs {
+    nlohmann::json messages = nlohmann::json::array();
+    nlohmann::json tools = nullptr;
+    nlohmann::json template_kwargs = nlohmann::json::object();  // chat_template_kwargs
+    bool add_generation_prompt = true;
+    bool continue_final_message = false;
 };
 
-// POST /v1/completions (OpenAI's legacy completions API plus the usual extensions).
-struct CompletionRequest {
-    std::vector<Prompt> prompts;
+// What every API's body is parsed into: the prompts, the generation controls, and how the
+// answer is shaped.
+struct ApiRequest {
+    std::vector<Prompt> prompts;  // one, or a batch (/generate, /v1/completions)
     GenerationOptions options;
     bool stream = false;
-    bool include_usage = false;  // stream_options.include_usage
-    bool echo = false;           // prepend the prompt to each choice's text
-    std::string user;            // accepted and logged, as OpenAI does
+    bool include_usage = false;      // stream_options.include_usage
+    bool echo = false;               // /v1/completions: prepend the prompt to each choice's text
+    std::string user;                // accepted and logged, as OpenAI does
+    std::optional<ChatInputs> chat;  // set by the chat adapter; prompts filled once rendered
 };
 
-// POST /tokenize and POST /detokenize (vLLM's shapes).
-struct TokenizeRequest {
-    std::string prompt;
-};
+// POST /detokenize (vLLM's shape).
 struct DetokenizeRequest {
     std::vector<engine::TokenId> tokens;
 };
 
-GenerateRequest parse_generate_request(std::string_view body, const RequestLimits& limits);
-CompletionRequest parse_completion_request(std::string_view body, const RequestLimits& limits);
+ApiRequest parse_generate_request(std::string_view body, const RequestLimits& limits);
+ApiRequest parse_completion_request(std::string_view body, const RequestLimits& limits);
+ApiRequest parse_chat_request(std::string_view body, const RequestLimits& limits);
+// /tokenize takes a "prompt" or chat "messages" (rendered by the caller with the template).
+struct TokenizeRequest {
+    std::string prompt;
+    std::optional<ChatInputs> chat;
+};
 TokenizeRequest parse_tokenize_request(std::string_view body, const RequestLimits& limits);
 DetokenizeRequest parse_detokenize_request(std::string_view body, const RequestLimits& limits);
 

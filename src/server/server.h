@@ -1,11 +1,14 @@
-// The HTTP front end: cpp-httplib worker threads parse, validate and submit requests to the one
-// engine thread, then relay its results (or its stream as server-sent events) to the client.
-// Every route goes through the same steps: request id, API key, rate limit, handler, JSON error
-// on any failure, metrics and one log line.
+// The HTTP front end (the HTTP layer of server/): worker threads hand each request to its route
+// (api_routes.h: one adapter per API over one generation path, generation_path.h), which answers
+// with a body or a stream of server-sent events. Every route goes through the same steps: request
+// id, API key, rate limit, handler, JSON error on any failure, metrics and one log line.
 #pragma once
 
 #include <chrono>
 #include <memory>
+#include <optional>
+
+#include "chat/chat_template.h"
 
 #include "server/config.h"
 #include "server/logger.h"
@@ -32,8 +35,10 @@ class HttpServer {
     // Returns once every connection has been served.
     void serve();
 
-    // Makes the model available: generation endpoints and /ready work from now on.
-    void attach_engine(std::shared_ptr<engine::Engine> engine, double load_seconds);
+    // Makes the model available: generation endpoints and /ready work from now on. Without a
+    // chat template /v1/chat/completions answers 400 saying how to give one.
+    void attach_engine(std::shared_ptr<engine::Engine> engine, double load_seconds,
+                       std::optional<chat::ChatTemplate> chat_template = std::nullopt);
 
     // Graceful stop: no new connections; running generations get up to `grace` to finish, then
     // are cancelled (their clients still receive what was generated). Returns when no generation

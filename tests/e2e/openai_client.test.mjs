@@ -8,18 +8,27 @@ const API_KEY = 'sk-llmserve-test';
 let server;
 let client;
 let modelId;
+// A Llama-family model with a chat template (tests/server/chat_fixture.h), for chat.completions.
+let chatServer;
+let chat;
+let chatModel;
 
 before(async () => {
   server = await startLlmserve({ API_KEYS: API_KEY });
   client = new OpenAI({ apiKey: API_KEY, baseURL: `${server.url}/v1`, maxRetries: 0 });
   const models = await client.models.list();
   modelId = models.data[0].id;
+  chatServer = await startLlmserve({ MODEL_NAME: process.env.LLMSERVE_CHAT_MODEL_DIR });
+  chat = new OpenAI({ apiKey: 'unused', baseURL: `${chatServer.url}/v1`, maxRetries: 0 });
+  chatModel = (await chat.models.list()).data[0].id;
 });
 
 after(async () => {
-  if (!server) return;
-  const code = await server.stop();
-  assert.equal(code, 0, `llmserve exited with ${code}:\n${server.output()}`);
+  for (const running of [server, chatServer]) {
+    if (!running) continue;
+    const code = await running.stop();
+    assert.equal(code, 0, `llmserve exited with ${code}:\n${running.output()}`);
+  }
 });
 
 test('models.list names the served model', async () => {
@@ -103,8 +112,130 @@ test('errors surface as the client error classes', async () => {
     (error) => error instanceof OpenAI.AuthenticationError && error.status === 401);
   await assert.rejects(
     client.completions.create({ model: modelId, prompt: 'x', temperature: -1 }),
-    (error) => error instanceof OpenAI.UnprocessableEntityError && error.param === 'temperature');
+    (error) => error instanceof OpenAI.BadRequestError && error.param === 'temperature');
   await assert.rejects(
     client.completions.create({ model: 'no-such-model', prompt: 'x' }),
     (error) => error instanceof OpenAI.NotFoundError && error.param === 'model');
+});
+
+// --- chat.completions on a model with a chat template --------------------------------------------
+
+const MESSAGES = [
+  { role: 'system', content: 'Be brief.' },
+  { role: 'user', content: 'hello there' },
+];
+
+async function tokenize(body) {
+  const response = await fetch(`${chatServer.url}/tokenize`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+  });
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
+// The engine's greedy text for the rendered chat prompt, through /v1/completions on its ids,
+// ending at the template's end-of-turn token as chat does.
+async function greedyReference(maxTokens) {
+  const rendered = await tokenize({ messages: MESSAGES });
+  const endOfTurn = (await tokenize({ prompt: '<pad>' })).tokens;  // chat_fixture.h's eos_token
+  const completion = await chat.completions.create({
+    model: chatModel, prompt: rendered.tokens, max_tokens: maxTokens, temperature: 0,
+    stop_token_ids: endOfTurn,
+  });
+  return { rendered, choice: completion.choices[0] };
+}
+
+test('chat.completions.create answers with the engine\'s greedy text', async () => {
+  const { rendered, choice: reference } = await greedyReference(8);
+  const completion = await chat.chat.completions.create({
+    model: chatModel, messages: MESSAGES, max_tokens: 8, temperature: 0,
+  });
+  assert.equal(completion.object, 'chat.completion');
+  assert.match(completion.id, /^chatcmpl-/);
+  assert.equal(completion.model, chatModel);
+  assert.equal(completion.choices.length, 1);
+  const [choice] = completion.choices;
+  assert.equal(choice.message.role, 'assistant');
+  assert.equal(choice.message.content, reference.text);
+  assert.equal(choice.finish_reason, reference.finish_reason);
+  assert.equal(completion.usage.prompt_tokens, rendered.count);
+});
+
+test('chat streaming: role first, content deltas, finish chunk, usage chunk', async () => {
+  const request = { model: chatModel, messages: MESSAGES, max_completion_tokens: 8, temperature: 0 };
+  const whole = await chat.chat.completions.create(request);
+  const stream = await chat.chat.completions.create({
+    ...request, stream: true, stream_options: { include_usage: true },
+  });
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  assert.ok(chunks.length >= 3);
+  for (const chunk of chunks) assert.equal(chunk.object, 'chat.completion.chunk');
+  assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+  const usage = chunks.at(-1);
+  assert.deepEqual(usage.choices, []);
+  assert.deepEqual(usage.usage, whole.usage);
+  const finish = chunks.at(-2).choices[0];
+  assert.equal(finish.finish_reason, whole.choices[0].finish_reason);
+  const text = chunks.slice(0, -1).map((chunk) => chunk.choices[0].delta.content ?? '').join('');
+  assert.equal(text, whole.choices[0].message.content);
+});
+
+test('chat with n > 1 gives indexed choices, reproducible with a seed', async () => {
+  const request = {
+    model: chatModel, messages: MESSAGES, n: 3, max_tokens: 5, temperature: 1, seed: 17,
+  };
+  const first = await chat.chat.completions.create(request);
+  assert.deepEqual(first.choices.map((choice) => choice.index), [0, 1, 2]);
+  const again = await chat.chat.completions.create(request);
+  assert.deepEqual(again.choices.map((choice) => choice.message.content),
+    first.choices.map((choice) => choice.message.content));
+  assert.equal(first.usage.completion_tokens,
+    again.usage.completion_tokens);
+});
+
+test('chat logprobs come in chat\'s shape and spell the content', async () => {
+  const completion = await chat.chat.completions.create({
+    model: chatModel, messages: MESSAGES, max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 2,
+  });
+  const [choice] = completion.choices;
+  const { content } = choice.logprobs;
+  assert.ok(content.length > 0);
+  let bytes = [];
+  for (const entry of content) {
+    assert.equal(typeof entry.token, 'string');
+    assert.ok(entry.logprob <= 0);
+    assert.equal(entry.top_logprobs.length, 2);
+    assert.ok(entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob);
+    bytes = bytes.concat(entry.bytes);
+  }
+  assert.equal(Buffer.from(bytes).toString('utf8'), choice.message.content);
+});
+
+test('chat stop strings end the content before them', async () => {
+  const { choice: reference } = await greedyReference(8);
+  const text = reference.text;
+  assert.ok(text.length >= 4, `greedy text too short to pick a stop string: ${JSON.stringify(text)}`);
+  const stop = text.slice(2, 4);
+  const completion = await chat.chat.completions.create({
+    model: chatModel, messages: MESSAGES, max_tokens: 8, temperature: 0, stop: [stop],
+  });
+  assert.equal(completion.choices[0].message.content, text.slice(0, text.indexOf(stop)));
+  assert.equal(completion.choices[0].finish_reason, 'stop');
+});
+
+test('a template\'s raise_exception surfaces as BadRequestError', async () => {
+  await assert.rejects(
+    chat.chat.completions.create({
+      model: chatModel,
+      messages: [{ role: 'user', content: 'hi' }, { role: 'system', content: 'late' }],
+    }),
+    (error) => error instanceof OpenAI.BadRequestError && error.status === 400 &&
+      error.message.includes('the system message must come first'));
+  await assert.rejects(
+    chat.chat.completions.create({
+      model: chatModel,
+      messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }],
+    }),
+    (error) => error instanceof OpenAI.BadRequestError && error.message.includes('image_url'));
 });

@@ -355,12 +355,13 @@ TEST(ServerE2ETest, EachErrorClassHasItsStatusAndJsonBody) {
         expect_error(post_json(*client, "/generate", {{"prompt", "x"}, {"temperature", -2}}), 422,
                      "temperature");
     EXPECT_NE(range["message"].get<std::string>().find("-2"), std::string::npos);
-    expect_error(post_json(*client, "/v1/completions", {{"prompt", "x"}, {"n", 99}}), 422, "n");
+    // Issue 14: the OpenAI routes answer invalid values with 400, not 422.
+    expect_error(post_json(*client, "/v1/completions", {{"prompt", "x"}, {"n", 99}}), 400, "n");
 
-    // A prompt longer than the context: 422 naming both numbers.
+    // A prompt longer than the context: 400 (OpenAI's status for it) naming both numbers.
     const Json long_prompt = Json(std::vector<int>(n_positions + 10, 464));
     const Json too_long = expect_error(
-        post_json(*client, "/v1/completions", {{"prompt", long_prompt}}), 422, "prompt");
+        post_json(*client, "/v1/completions", {{"prompt", long_prompt}}), 400, "prompt");
     EXPECT_EQ(too_long["code"], "context_length_exceeded");
     EXPECT_NE(too_long["message"].get<std::string>().find(std::to_string(n_positions + 10)),
               std::string::npos);
@@ -369,7 +370,7 @@ TEST(ServerE2ETest, EachErrorClassHasItsStatusAndJsonBody) {
     const Json no_room = expect_error(
         post_json(*client, "/v1/completions",
                   {{"prompt", Json(std::vector<int>(n_positions - 5, 464))}, {"max_tokens", 10}}),
-        422, "max_tokens");
+        400, "max_tokens");
     EXPECT_NE(no_room["message"].get<std::string>().find(std::to_string(n_positions)),
               std::string::npos);
 
@@ -380,8 +381,10 @@ TEST(ServerE2ETest, EachErrorClassHasItsStatusAndJsonBody) {
     expect_error(wrong_method, 405);
     EXPECT_EQ(wrong_method->get_header_value("Allow"), "POST");
     expect_error(client->Post("/health", "", "application/json"), 405);
-    expect_error(post_json(*client, "/v1/completions", {{"prompt", "x"}, {"model", "gpt-9"}}), 404,
-                 "model");
+    EXPECT_EQ(
+        expect_error(post_json(*client, "/v1/completions", {{"prompt", "x"}, {"model", "gpt-9"}}),
+                     404, "model")["code"],
+        "model_not_found");
 
     // None of it disturbed the server.
     const auto after = post_json(*client, "/generate", {{"prompt", "x"}, {"max_length", 2}});

@@ -28,10 +28,11 @@ enum class Expect { k400, k422, k404, kUnsupported };
 // Runs `parse` on `body`, expecting the given kind of error naming `param`.
 template <typename Parse>
 void expect_error(Parse parse, const std::string& body, Expect expect, const std::string& param,
-                  const std::string& message_part = "") {
+                  const std::string& message_part = "",
+                  const RequestLimits& limits = test_limits()) {
     SCOPED_TRACE(body);
     try {
-        parse(body, test_limits());
+        parse(body, limits);
         ADD_FAILURE() << "accepted";
         return;
     } catch (const MalformedRequest& error) {
@@ -59,9 +60,15 @@ const auto completion = [](const std::string& body, const RequestLimits& limits)
     return parse_completion_request(body, limits);
 };
 
+std::vector<std::string> prompt_texts(const ApiRequest& request) {
+    std::vector<std::string> texts;
+    for (const Prompt& prompt : request.prompts) texts.push_back(prompt.text);
+    return texts;
+}
+
 TEST(GenerateSchemaTest, MinimalRequestGetsServerDefaults) {
-    const GenerateRequest request = parse_generate_request(R"({"prompt": "Hello"})", test_limits());
-    ASSERT_EQ(request.prompts, std::vector<std::string>{"Hello"});
+    const ApiRequest request = parse_generate_request(R"({"prompt": "Hello"})", test_limits());
+    ASSERT_EQ(prompt_texts(request), std::vector<std::string>{"Hello"});
     EXPECT_FALSE(request.stream);
     EXPECT_EQ(request.options.n, 1);
     EXPECT_FLOAT_EQ(request.options.sampling.temperature, 0.7f);
@@ -72,7 +79,7 @@ TEST(GenerateSchemaTest, MinimalRequestGetsServerDefaults) {
 }
 
 TEST(GenerateSchemaTest, EveryControlIsMapped) {
-    const GenerateRequest request = parse_generate_request(
+    const ApiRequest request = parse_generate_request(
         R"({"prompt": ["a", "b"], "max_length": 12, "min_new_tokens": 3, "temperature": 1.5,
             "top_p": 0.5, "top_k": 40, "min_p": 0.05, "typical_p": 0.8, "repetition_penalty": 1.2,
             "presence_penalty": 0.5, "frequency_penalty": -0.5, "no_repeat_ngram_size": 3,
@@ -81,7 +88,7 @@ TEST(GenerateSchemaTest, EveryControlIsMapped) {
             "stop": ["\n\n", "END"], "stop_token_ids": [7], "ignore_eos": true,
             "num_return_sequences": 3, "stream": true})",
         test_limits());
-    EXPECT_EQ(request.prompts, (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(prompt_texts(request), (std::vector<std::string>{"a", "b"}));
     const auto& s = request.options.sampling;
     const auto& stop = request.options.stop;
     EXPECT_EQ(stop.max_new_tokens, 12);
@@ -109,7 +116,7 @@ TEST(GenerateSchemaTest, EveryControlIsMapped) {
 }
 
 TEST(GenerateSchemaTest, NullMeansNotGivenAndIntegralFloatsAreIntegers) {
-    const GenerateRequest request = parse_generate_request(
+    const ApiRequest request = parse_generate_request(
         R"({"prompt": "x", "temperature": null, "seed": null, "max_new_tokens": 5.0})",
         test_limits());
     EXPECT_FLOAT_EQ(request.options.sampling.temperature, 0.7f);
@@ -118,7 +125,7 @@ TEST(GenerateSchemaTest, NullMeansNotGivenAndIntegralFloatsAreIntegers) {
 }
 
 TEST(GenerateSchemaTest, DoSampleFalseIsGreedy) {
-    const GenerateRequest request = parse_generate_request(
+    const ApiRequest request = parse_generate_request(
         R"({"prompt": "x", "do_sample": false, "temperature": 0.9})", test_limits());
     EXPECT_TRUE(engine::is_greedy(request.options.sampling));
 }
@@ -208,7 +215,7 @@ TEST(CompletionSchemaTest, PromptForms) {
 }
 
 TEST(CompletionSchemaTest, OpenAIFieldsAndExtensions) {
-    const CompletionRequest request = parse_completion_request(
+    const ApiRequest request = parse_completion_request(
         R"({"model": "tiny", "prompt": "x", "max_tokens": 7, "temperature": 0, "top_p": 1,
             "n": 2, "best_of": 2, "stream": true, "stream_options": {"include_usage": true},
             "stop": "\n", "seed": 3, "logprobs": 1, "echo": true, "presence_penalty": 0.1,
@@ -237,8 +244,12 @@ TEST(CompletionSchemaTest, Errors) {
                  "gpt-4");
     expect_error(completion, R"({"prompt": "x", "best_of": 3})", Expect::kUnsupported, "best_of");
     expect_error(completion, R"({"prompt": "x", "suffix": "end"})", Expect::kUnsupported, "suffix");
+    RequestLimits strict = test_limits();
+    strict.strict_requests = true;
     expect_error(completion, R"({"prompt": "x", "stream_options": {"foo": 1}})", Expect::k400,
-                 "stream_options");
+                 "stream_options", "foo", strict);
+    expect_error(completion, R"({"prompt": "x", "colour": 1})", Expect::k400, "colour", "colour",
+                 strict);
     expect_error(completion, R"({"prompt": "x", "max_tokens": 100})", Expect::k422, "max_tokens",
                  "max_tokens");
     expect_error(completion, R"({"prompt": "x", "max_tokens": 3, "min_tokens": 4})", Expect::k422,

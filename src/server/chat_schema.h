@@ -1,0 +1,20 @@
+// The body of POST /v1/chat/completions (OpenAI's chat API plus the extensions of
+// /v1/completions), and the chat pieces /tokenize shares.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "server/schemas.h"
+
+namespace llmserve::server {
+
+// `messages`: a non-empty list of {role, content, name?, tool_calls?, tool_call_id?}. Roles:
+// system, developer, user, assistant, tool. Content: a string, null (an assistant message with
+// tool_calls), or a list of {"type": "text", "text"} parts, joined with "\n" into one string
+// (other part types are refused naming them). Other keys pass through to the template.
+nlohmann::json read_chat_messages(const nlohmann::json& value);
+
+// `chat_template_kwargs`: an object of extra template variables (Qwen3's enable_thinking).
+nlohmann::json read_template_kwargs(const nlohmann::json& value);
+
+}  // namespace llmserve::server
