@@ -21,31 +21,43 @@ constexpr bool is_quantized(DType t) {
 constexpr std::size_t block_elements(DType t) {
     switch (t) {
         case DType::kQ8_0:
-        case DType::kQ4_0: return 32;
+        case DType::kQ4_0:
+            return 32;
         case DType::kQ4_K:
         case DType::kQ5_K:
-        case DType::kQ6_K: return 256;
-        default: return 1;
+        case DType::kQ6_K:
+            return 256;
+        default:
+            return 1;
     }
 }
 
 constexpr std::size_t block_bytes(DType t) {
     switch (t) {
-        case DType::kF32: return 4;
+        case DType::kF32:
+            return 4;
         case DType::kF16:
-        case DType::kBF16: return 2;
-        case DType::kQ8_0: return 34;
-        case DType::kQ4_0: return 18;
-        case DType::kQ4_K: return 144;
-        case DType::kQ5_K: return 176;
-        case DType::kQ6_K: return 210;
+        case DType::kBF16:
+            return 2;
+        case DType::kQ8_0:
+            return 34;
+        case DType::kQ4_0:
+            return 18;
+        case DType::kQ4_K:
+            return 144;
+        case DType::kQ5_K:
+            return 176;
+        case DType::kQ6_K:
+            return 210;
     }
     return 0;
 }
 
 // Bytes of one element of a float type (quantized types have no per-element size: use
 // block_bytes).
-constexpr std::size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
+constexpr std::size_t dtype_size(DType t) {
+    return t == DType::kF32 ? 4 : 2;
+}
 
 // Bytes of `count` values of `t`; `count` must be a multiple of block_elements(t).
 constexpr std::size_t row_bytes(DType t, std::size_t count) {
@@ -54,14 +66,22 @@ constexpr std::size_t row_bytes(DType t, std::size_t count) {
 
 constexpr std::string_view to_string(DType t) {
     switch (t) {
-        case DType::kF32: return "f32";
-        case DType::kF16: return "f16";
-        case DType::kBF16: return "bf16";
-        case DType::kQ8_0: return "q8_0";
-        case DType::kQ4_0: return "q4_0";
-        case DType::kQ4_K: return "q4_k";
-        case DType::kQ5_K: return "q5_k";
-        case DType::kQ6_K: return "q6_k";
+        case DType::kF32:
+            return "f32";
+        case DType::kF16:
+            return "f16";
+        case DType::kBF16:
+            return "bf16";
+        case DType::kQ8_0:
+            return "q8_0";
+        case DType::kQ4_0:
+            return "q4_0";
+        case DType::kQ4_K:
+            return "q4_k";
+        case DType::kQ5_K:
+            return "q5_k";
+        case DType::kQ6_K:
+            return "q6_k";
     }
     return "?";
 }

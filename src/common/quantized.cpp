@@ -62,8 +62,10 @@ void dequantize_k4_or_k5(const std::byte* block, bool five_bits, float* out) {
         int scale_lo, min_lo, scale_hi, min_hi;
         scale_and_min(scales, 2 * chunk, scale_lo, min_lo);
         scale_and_min(scales, 2 * chunk + 1, scale_hi, min_hi);
-        const float d_lo = d * static_cast<float>(scale_lo), m_lo = dmin * static_cast<float>(min_lo);
-        const float d_hi = d * static_cast<float>(scale_hi), m_hi = dmin * static_cast<float>(min_hi);
+        const float d_lo = d * static_cast<float>(scale_lo),
+                    m_lo = dmin * static_cast<float>(min_lo);
+        const float d_hi = d * static_cast<float>(scale_hi),
+                    m_hi = dmin * static_cast<float>(min_hi);
         for (int i = 0; i < 32; ++i) {
             int lo = q[i] & 0x0f, hi = q[i] >> 4;
             if (high != nullptr) {
@@ -118,12 +120,23 @@ void dequantize(DType type, const std::byte* src, std::size_t count, float* dst)
         const std::byte* block = src + b * stride;
         float* out = dst + b * per_block;
         switch (type) {
-            case DType::kQ8_0: dequantize_q8_0(block, out); break;
-            case DType::kQ4_0: dequantize_q4_0(block, out); break;
-            case DType::kQ4_K: dequantize_k4_or_k5(block, false, out); break;
-            case DType::kQ5_K: dequantize_k4_or_k5(block, true, out); break;
-            case DType::kQ6_K: dequantize_q6_k(block, out); break;
-            default: break;
+            case DType::kQ8_0:
+                dequantize_q8_0(block, out);
+                break;
+            case DType::kQ4_0:
+                dequantize_q4_0(block, out);
+                break;
+            case DType::kQ4_K:
+                dequantize_k4_or_k5(block, false, out);
+                break;
+            case DType::kQ5_K:
+                dequantize_k4_or_k5(block, true, out);
+                break;
+            case DType::kQ6_K:
+                dequantize_q6_k(block, out);
+                break;
+            default:
+                break;
         }
     }
 }

@@ -21,25 +21,34 @@ constexpr int kMaxArrayDepth = 4;  // arrays of arrays; deeper nesting only serv
 // ggml's type numbers for the tensor types llmserve computes with.
 std::optional<DType> dtype_of_ggml(std::uint32_t type) {
     switch (type) {
-        case 0: return DType::kF32;
-        case 1: return DType::kF16;
-        case 2: return DType::kQ4_0;
-        case 8: return DType::kQ8_0;
-        case 12: return DType::kQ4_K;
-        case 13: return DType::kQ5_K;
-        case 14: return DType::kQ6_K;
-        case 30: return DType::kBF16;
-        default: return std::nullopt;
+        case 0:
+            return DType::kF32;
+        case 1:
+            return DType::kF16;
+        case 2:
+            return DType::kQ4_0;
+        case 8:
+            return DType::kQ8_0;
+        case 12:
+            return DType::kQ4_K;
+        case 13:
+            return DType::kQ5_K;
+        case 14:
+            return DType::kQ6_K;
+        case 30:
+            return DType::kBF16;
+        default:
+            return std::nullopt;
     }
 }
 
 // Names of ggml types llmserve does not compute with, for the error message.
 std::string ggml_type_name(std::uint32_t type) {
     static constexpr std::string_view kNames[] = {
-        "F32",  "F16",  "Q4_0",   "Q4_1",    "Q4_2", "Q4_3", "Q5_0",    "Q5_1",
-        "Q8_0", "Q8_1", "Q2_K",   "Q3_K",    "Q4_K", "Q5_K", "Q6_K",    "Q8_K",
+        "F32",     "F16",    "Q4_0",    "Q4_1",  "Q4_2",   "Q4_3",  "Q5_0",  "Q5_1",
+        "Q8_0",    "Q8_1",   "Q2_K",    "Q3_K",  "Q4_K",   "Q5_K",  "Q6_K",  "Q8_K",
         "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
-        "I8",   "I16",  "I32",    "I64",     "F64",  "IQ1_M", "BF16"};
+        "I8",      "I16",    "I32",     "I64",   "F64",    "IQ1_M", "BF16"};
     if (type < std::size(kNames)) return std::string(kNames[type]);
     return fmt::format("{} (unknown)", type);
 }
@@ -88,17 +97,22 @@ std::uint64_t min_bytes(GgufType type) {
     switch (type) {
         case GgufType::kU8:
         case GgufType::kI8:
-        case GgufType::kBool: return 1;
+        case GgufType::kBool:
+            return 1;
         case GgufType::kU16:
-        case GgufType::kI16: return 2;
+        case GgufType::kI16:
+            return 2;
         case GgufType::kU32:
         case GgufType::kI32:
-        case GgufType::kF32: return 4;
+        case GgufType::kF32:
+            return 4;
         case GgufType::kString:
         case GgufType::kU64:
         case GgufType::kI64:
-        case GgufType::kF64: return 8;
-        case GgufType::kArray: return 12;
+        case GgufType::kF64:
+            return 8;
+        case GgufType::kArray:
+            return 12;
     }
     return 1;
 }
@@ -130,7 +144,8 @@ decltype(GgufValue::value) read_array(Reader& in, GgufType element_type, std::ui
                 [](GgufValue e) { return std::get<std::string>(std::move(e.value)); });
         case GgufType::kF32:
         case GgufType::kF64:
-            return read_all.operator()<double>([](GgufValue e) { return std::get<double>(e.value); });
+            return read_all.operator()<double>(
+                [](GgufValue e) { return std::get<double>(e.value); });
         case GgufType::kArray:
             return read_all.operator()<GgufValue>([](GgufValue e) { return e; });
         case GgufType::kBool:
@@ -153,13 +168,27 @@ GgufValue read_value(Reader& in, GgufType type, const std::string& source, const
     v.type = type;
     const std::string what = fmt::format("the value of metadata '{}'", key);
     switch (type) {
-        case GgufType::kU8: v.value = std::int64_t{in.read<std::uint8_t>(what)}; break;
-        case GgufType::kI8: v.value = std::int64_t{in.read<std::int8_t>(what)}; break;
-        case GgufType::kU16: v.value = std::int64_t{in.read<std::uint16_t>(what)}; break;
-        case GgufType::kI16: v.value = std::int64_t{in.read<std::int16_t>(what)}; break;
-        case GgufType::kU32: v.value = std::int64_t{in.read<std::uint32_t>(what)}; break;
-        case GgufType::kI32: v.value = std::int64_t{in.read<std::int32_t>(what)}; break;
-        case GgufType::kI64: v.value = in.read<std::int64_t>(what); break;
+        case GgufType::kU8:
+            v.value = std::int64_t{in.read<std::uint8_t>(what)};
+            break;
+        case GgufType::kI8:
+            v.value = std::int64_t{in.read<std::int8_t>(what)};
+            break;
+        case GgufType::kU16:
+            v.value = std::int64_t{in.read<std::uint16_t>(what)};
+            break;
+        case GgufType::kI16:
+            v.value = std::int64_t{in.read<std::int16_t>(what)};
+            break;
+        case GgufType::kU32:
+            v.value = std::int64_t{in.read<std::uint32_t>(what)};
+            break;
+        case GgufType::kI32:
+            v.value = std::int64_t{in.read<std::int32_t>(what)};
+            break;
+        case GgufType::kI64:
+            v.value = in.read<std::int64_t>(what);
+            break;
         case GgufType::kU64: {
             const auto u = in.read<std::uint64_t>(what);
             if (u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
@@ -168,8 +197,12 @@ GgufValue read_value(Reader& in, GgufType type, const std::string& source, const
                 v.value = u;
             break;
         }
-        case GgufType::kF32: v.value = double{in.read<float>(what)}; break;
-        case GgufType::kF64: v.value = in.read<double>(what); break;
+        case GgufType::kF32:
+            v.value = double{in.read<float>(what)};
+            break;
+        case GgufType::kF64:
+            v.value = in.read<double>(what);
+            break;
         case GgufType::kBool: {
             const auto b = in.read<std::uint8_t>(what);
             if (b > 1)
@@ -178,7 +211,9 @@ GgufValue read_value(Reader& in, GgufType type, const std::string& source, const
             v.value = b == 1;
             break;
         }
-        case GgufType::kString: v.value = in.string(what); break;
+        case GgufType::kString:
+            v.value = in.string(what);
+            break;
         case GgufType::kArray: {
             if (depth >= kMaxArrayDepth)
                 fail(ErrorCode::kCorruptData, "{}: metadata '{}': arrays nested deeper than {}",
@@ -247,19 +282,32 @@ TensorInfo read_tensor_info(Reader& in, const std::string& source, std::uint64_t
 
 std::string_view to_string(GgufType type) {
     switch (type) {
-        case GgufType::kU8: return "u8";
-        case GgufType::kI8: return "i8";
-        case GgufType::kU16: return "u16";
-        case GgufType::kI16: return "i16";
-        case GgufType::kU32: return "u32";
-        case GgufType::kI32: return "i32";
-        case GgufType::kF32: return "f32";
-        case GgufType::kBool: return "bool";
-        case GgufType::kString: return "string";
-        case GgufType::kArray: return "array";
-        case GgufType::kU64: return "u64";
-        case GgufType::kI64: return "i64";
-        case GgufType::kF64: return "f64";
+        case GgufType::kU8:
+            return "u8";
+        case GgufType::kI8:
+            return "i8";
+        case GgufType::kU16:
+            return "u16";
+        case GgufType::kI16:
+            return "i16";
+        case GgufType::kU32:
+            return "u32";
+        case GgufType::kI32:
+            return "i32";
+        case GgufType::kF32:
+            return "f32";
+        case GgufType::kBool:
+            return "bool";
+        case GgufType::kString:
+            return "string";
+        case GgufType::kArray:
+            return "array";
+        case GgufType::kU64:
+            return "u64";
+        case GgufType::kI64:
+            return "i64";
+        case GgufType::kF64:
+            return "f64";
     }
     return "?";
 }
@@ -324,7 +372,7 @@ GgufFile parse_gguf(std::span<const std::byte> buffer, const std::string& source
         (in.offset() + file.alignment - 1) / file.alignment * file.alignment;
     const std::uint64_t data_bytes = data_start <= buffer.size() ? buffer.size() - data_start : 0;
 
-    // Check each tensor's placement, then overlaps in offset order.
+    // Each tensor lies inside the data section, at an aligned offset.
     for (const TensorInfo& info : infos) {
         const std::string& name = info.view.name;
         if (info.offset % file.alignment != 0)
@@ -337,21 +385,26 @@ GgufFile parse_gguf(std::span<const std::byte> buffer, const std::string& source
                  "(file truncated?)",
                  source, name, info.offset, info.offset + info.bytes, data_bytes);
     }
+    // In offset order, no tensor may start before the furthest end so far (empty ones hold
+    // no bytes).
     std::vector<std::size_t> order(infos.size());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::sort(order.begin(), order.end(),
               [&](std::size_t a, std::size_t b) { return infos[a].offset < infos[b].offset; });
-    for (std::size_t i = 1; i < order.size(); ++i) {
-        const TensorInfo& before = infos[order[i - 1]];
-        const TensorInfo& after = infos[order[i]];
-        if (before.bytes > 0 && after.bytes > 0 && before.offset + before.bytes > after.offset)
+    const TensorInfo* furthest = nullptr;
+    for (const std::size_t i : order) {
+        const TensorInfo& info = infos[i];
+        if (info.bytes == 0) continue;
+        if (furthest != nullptr && info.offset < furthest->offset + furthest->bytes)
             fail(ErrorCode::kCorruptData,
                  "{}: tensors '{}' (bytes [{}, {})) and '{}' (bytes [{}, {})) overlap", source,
-                 before.view.name, before.offset, before.offset + before.bytes, after.view.name,
-                 after.offset, after.offset + after.bytes);
+                 furthest->view.name, furthest->offset, furthest->offset + furthest->bytes,
+                 info.view.name, info.offset, info.offset + info.bytes);
+        if (furthest == nullptr || info.offset + info.bytes > furthest->offset + furthest->bytes)
+            furthest = &info;
     }
     for (TensorInfo& info : infos) {
-        info.view.data = buffer.subspan(data_start + info.offset, info.bytes);
+        if (info.bytes > 0) info.view.data = buffer.subspan(data_start + info.offset, info.bytes);
         file.tensors.push_back(std::move(info.view));
     }
     return file;

@@ -15,15 +15,14 @@ constexpr std::array<std::string_view, 4> kArchitectures = {"gpt2", "llama", "qw
 // Reads `{arch}.<key>` metadata with the file and key in every error.
 class Keys {
   public:
-    Keys(const io::GgufFile& file, std::string arch) : file_(file), prefix_(std::move(arch) + ".") {}
+    Keys(const io::GgufFile& file, std::string arch)
+        : file_(file), prefix_(std::move(arch) + ".") {}
 
     std::string key(std::string_view name) const { return prefix_ + std::string(name); }
     bool has(std::string_view name) const { return file_.find(key(name)) != nullptr; }
 
     // A positive int, required.
-    int size(std::string_view name) const {
-        return checked_size(name, file_.integer(key(name)));
-    }
+    int size(std::string_view name) const { return checked_size(name, file_.integer(key(name))); }
     std::optional<int> optional_size(std::string_view name) const {
         const auto value = file_.optional_integer(key(name));
         if (!value) return std::nullopt;
@@ -62,8 +61,8 @@ RopeConfig read_rope(const Keys& keys, const ModelConfig& config) {
     rope.rotary_dim = keys.optional_size("rope.dimension_count").value_or(config.head_dim);
     if (rope.rotary_dim % 2 != 0 || rope.rotary_dim > config.head_dim)
         fail(ErrorCode::kCorruptData,
-             "{}: metadata '{}' is {}, expected an even number up to the head size {}",
-             file.source, keys.key("rope.dimension_count"), rope.rotary_dim, config.head_dim);
+             "{}: metadata '{}' is {}, expected an even number up to the head size {}", file.source,
+             keys.key("rope.dimension_count"), rope.rotary_dim, config.head_dim);
     const std::string scaling =
         file.optional_string(keys.key("rope.scaling.type")).value_or("none");
     if (scaling == "linear" || scaling == "yarn") {
@@ -105,8 +104,9 @@ std::vector<std::byte> unpermute_rows(const io::TensorView& tensor, int heads) {
     const std::size_t row = tensor.data.size() / rows;
     if (heads <= 0 || rows % static_cast<std::size_t>(heads) != 0 ||
         (rows / static_cast<std::size_t>(heads)) % 2 != 0)
-        fail(ErrorCode::kCorruptData, "{}: tensor '{}': {} rows do not split into {} heads of pairs",
-             tensor.file, tensor.name, rows, heads);
+        fail(ErrorCode::kCorruptData,
+             "{}: tensor '{}': {} rows do not split into {} heads of pairs", tensor.file,
+             tensor.name, rows, heads);
     const std::size_t d = rows / static_cast<std::size_t>(heads);
     std::vector<std::byte> out(tensor.data.size());
     for (std::size_t h = 0; h < static_cast<std::size_t>(heads); ++h)
@@ -147,8 +147,8 @@ ModelConfig gguf_model_config(const io::GgufFile& file) {
     const auto key_length = keys.optional_size("attention.key_length");
     const auto value_length = keys.optional_size("attention.value_length");
     if (key_length && value_length && *key_length != *value_length)
-        fail(ErrorCode::kUnsupported, "{}: key length {} differs from value length {}",
-             file.source, *key_length, *value_length);
+        fail(ErrorCode::kUnsupported, "{}: key length {} differs from value length {}", file.source,
+             *key_length, *value_length);
     if (key_length) {
         c.head_dim = *key_length;
     } else if (c.n_embd % c.n_head != 0) {
@@ -161,8 +161,10 @@ ModelConfig gguf_model_config(const io::GgufFile& file) {
     if (embed == nullptr)
         fail(ErrorCode::kNotFound, "{}: tensor 'token_embd.weight' is missing", file.source);
     if (embed->shape.size() != 2 || embed->shape[0] < 1 || embed->shape[0] > INT_MAX)
-        fail(ErrorCode::kCorruptData, "{}: tensor 'token_embd.weight' has shape {}, expected "
-             "[vocabulary, {}]", file.source, io::format_shape(embed->shape), c.n_embd);
+        fail(ErrorCode::kCorruptData,
+             "{}: tensor 'token_embd.weight' has shape {}, expected "
+             "[vocabulary, {}]",
+             file.source, io::format_shape(embed->shape), c.n_embd);
     c.vocab_size = static_cast<int>(embed->shape[0]);
     c.tie_word_embeddings = find_tensor(file, "output.weight") == nullptr;
     c.layer_windows.assign(c.n_layer, 0);  // llama.cpp's architectures attend to every position
@@ -193,8 +195,10 @@ ModelConfig gguf_model_config(const io::GgufFile& file) {
         const auto id = file.optional_integer(fmt::format("tokenizer.ggml.{}", name));
         if (!id) return std::nullopt;
         if (*id < 0 || *id >= c.vocab_size)
-            fail(ErrorCode::kCorruptData, "{}: metadata 'tokenizer.ggml.{}' is {}, outside the "
-                 "vocabulary of {}", file.source, name, *id, c.vocab_size);
+            fail(ErrorCode::kCorruptData,
+                 "{}: metadata 'tokenizer.ggml.{}' is {}, outside the "
+                 "vocabulary of {}",
+                 file.source, name, *id, c.vocab_size);
         return static_cast<int>(*id);
     };
     c.bos_token_id = token("bos_token_id");
@@ -230,6 +234,34 @@ io::WeightStore gguf_weights(io::GgufMapped mapped, const ModelConfig& config) {
     store.add_file(std::move(mapped.file), std::move(in_place));
     for (auto& [bytes, tensor] : rewritten) store.add_owned(std::move(bytes), std::move(tensor));
     return store;
+}
+
+std::uint64_t gguf_memory_estimate(const std::filesystem::path& file,
+                                   backend::WeightFormat format) {
+    const io::GgufMapped mapped = io::open_gguf(file);
+    std::uint64_t total = 0;
+    for (const io::TensorView& t : mapped.gguf.tensors) {
+        const auto count = static_cast<std::uint64_t>(t.numel());
+        switch (format) {
+            case backend::WeightFormat::kAuto:
+                if (t.dtype == DType::kQ8_0 || t.dtype == DType::kQ4_0)
+                    total += count / 32 * 34;
+                else
+                    total += is_quantized(t.dtype) ? 4 * count : t.data.size();
+                break;
+            case backend::WeightFormat::kF32:
+                total += 4 * count;
+                break;
+            case backend::WeightFormat::kF16:
+            case backend::WeightFormat::kBF16:
+                total += 2 * count;
+                break;
+            case backend::WeightFormat::kQ8:
+                total += count / 32 * 34;
+                break;
+        }
+    }
+    return total;
 }
 
 }  // namespace llmserve::model

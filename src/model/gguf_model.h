@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "backend/backend.h"
 #include "io/gguf.h"
 #include "io/weight_store.h"
 #include "model/config.h"
@@ -26,5 +27,9 @@ GenerationDefaults gguf_generation_defaults(const ModelConfig& config);
 // The tensors of `mapped` in a WeightStore (named after the file), ready for Model::from_weights
 // with `config`: the mapping moves into the store; permuted Q/K rows are reordered into copies.
 io::WeightStore gguf_weights(io::GgufMapped mapped, const ModelConfig& config);
+
+// Bytes the weights of a GGUF file take once loaded as `format` (auto: Q8_0 and Q4_0 as q8 blocks,
+// 34 bytes per 32 weights; K-quants widened to f32; float types as stored).
+std::uint64_t gguf_memory_estimate(const std::filesystem::path& file, backend::WeightFormat format);
 
 }  // namespace llmserve::model

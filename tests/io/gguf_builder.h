@@ -88,7 +88,9 @@ class GgufBuilder {
         std::memcpy(s.data(), &value, sizeof(T));
         return s;
     }
-    static std::string str(std::string_view s) { return raw(std::uint64_t{s.size()}) + std::string(s); }
+    static std::string str(std::string_view s) {
+        return raw(std::uint64_t{s.size()}) + std::string(s);
+    }
 
   private:
     std::string metadata_;

@@ -148,6 +148,20 @@ TEST(Gguf, OverlappingTensors) {
     expect_corrupt(b, {"token_embd.weight", "output_norm.weight", "overlap"});
 }
 
+TEST(Gguf, OverlapAcrossAnEmptyTensor) {
+    GgufBuilder b;
+    b.tensor("a", {64}, kF32, 256);
+    b.tensor("empty", {0, 4}, kF32, 0);
+    b.tensor("c", {64}, kF32, 256);
+    b.tensors[2].offset = 128;  // inside "a", past the empty tensor at 256
+    expect_corrupt(b, {"'a'", "'c'", "overlap"});
+    b.tensors[2].offset = 256;
+    const auto bytes = b.build();
+    const GgufFile file = parse_gguf(bytes, kSource);
+    EXPECT_TRUE(file.tensors[1].data.empty());
+    EXPECT_EQ(file.tensors[1].shape, (std::vector<std::int64_t>{4, 0}));
+}
+
 TEST(Gguf, UnsupportedTensorTypeIsNamed) {
     GgufBuilder b = two_tensor_file();
     b.tensors[0].type = kQ4_1;
@@ -281,7 +295,8 @@ TEST(Gguf, DequantizesQ8_0AndQ4_0Blocks) {
     std::vector<std::byte> q8(34);
     const std::uint16_t half_quarter = 0x3400;  // 0.25
     std::memcpy(q8.data(), &half_quarter, 2);
-    for (int i = 0; i < 32; ++i) q8[2 + i] = static_cast<std::byte>(static_cast<std::int8_t>(i - 16));
+    for (int i = 0; i < 32; ++i)
+        q8[2 + i] = static_cast<std::byte>(static_cast<std::int8_t>(i - 16));
     std::vector<float> out(32);
     convert_to_f32(DType::kQ8_0, q8.data(), 32, out.data());
     for (int i = 0; i < 32; ++i) EXPECT_EQ(out[i], 0.25f * static_cast<float>(i - 16)) << i;

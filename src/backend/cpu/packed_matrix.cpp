@@ -111,8 +111,8 @@ void repack_panel(const io::TensorView& tensor, int n0, int width, int blocks, s
         std::byte* block = out + static_cast<std::size_t>(b) * kQ8BlockBytes;
         auto* values = reinterpret_cast<std::uint8_t*>(block + kQ8ScaleBytes);
         for (int j = 0; j < width; ++j) {
-            const std::byte* src =
-                tensor.data.data() + static_cast<std::size_t>(n0 + j) * stored_row + b * stored_block;
+            const std::byte* src = tensor.data.data() +
+                                   static_cast<std::size_t>(n0 + j) * stored_row + b * stored_block;
             std::memcpy(block + j * sizeof(std::uint16_t), src, sizeof(std::uint16_t));
             const auto* q = reinterpret_cast<const std::uint8_t*>(src + 2);
             for (int kk = 0; kk < kQ8Block; ++kk) {
@@ -125,9 +125,23 @@ void repack_panel(const io::TensorView& tensor, int n0, int width, int blocks, s
     }
 }
 
+// The q8 kernels take weights in [-127, 127] (their u8 x s8 pair sums must not saturate); llama.cpp
+// never writes -128 into a Q8_0 block, but a file may hold one: such a tensor is requantized.
+bool holds_minus_128(const io::TensorView& tensor) {
+    const std::size_t blocks = tensor.data.size() / block_bytes(DType::kQ8_0);
+    for (std::size_t b = 0; b < blocks; ++b) {
+        const auto* q = reinterpret_cast<const std::int8_t*>(tensor.data.data() +
+                                                             b * block_bytes(DType::kQ8_0) + 2);
+        for (int i = 0; i < kQ8Block; ++i)
+            if (q[i] == -128) return true;
+    }
+    return false;
+}
+
 bool repacks_into_q8(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format) {
-    return format == WeightFormat::kQ8 && layout == MatrixLayout::kOutIn &&
-           (tensor.dtype == DType::kQ8_0 || tensor.dtype == DType::kQ4_0);
+    if (format != WeightFormat::kQ8 || layout != MatrixLayout::kOutIn) return false;
+    return tensor.dtype == DType::kQ4_0 ||
+           (tensor.dtype == DType::kQ8_0 && !holds_minus_128(tensor));
 }
 
 }  // namespace
