@@ -361,7 +361,7 @@ GgufFile parse_gguf(std::span<const std::byte> buffer, const std::string& source
     }
 
     std::vector<TensorInfo> infos;
-    std::set<std::string_view> names;
+    std::set<std::string> names;  // copies: infos moves its strings as it grows
     for (std::uint64_t i = 0; i < tensor_count; ++i) {
         infos.push_back(read_tensor_info(in, source, i));
         if (!names.insert(infos.back().view.name).second)
