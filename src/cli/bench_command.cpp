@@ -280,6 +280,8 @@ void run_bench(const BenchOptions& options) {
         load.weight_format = backend::parse_weight_format(options.model.dtype);
         const DType stored = options.weights_dtype == "f16"    ? DType::kF16
                              : options.weights_dtype == "bf16" ? DType::kBF16
+                             : options.weights_dtype == "q8_0" ? DType::kQ8_0
+                             : options.weights_dtype == "q4_0" ? DType::kQ4_0
                                                                : DType::kF32;
         model = model::synthetic_model(model::published_shape(options.shape), stored, load,
                                        options.shape);
@@ -527,8 +529,9 @@ void register_bench_command(CLI::App& app) {
                     "Random weights of a published shape: gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
                     "qwen2.5-0.5b, smollm2-135m, llama-3.2-1b");
     cmd->add_option("--weights-dtype", options->weights_dtype,
-                    "Stored dtype of the synthetic weights")
-        ->check(CLI::IsMember({"f32", "f16", "bf16"}))
+                    "Stored dtype of the synthetic weights (q8_0, q4_0: GGUF's blocks for the "
+                    "matrices)")
+        ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}))
         ->capture_default_str();
     cmd->add_option("--prompt-lengths", options->prompt_lengths, "Prompt lengths for prefill")
         ->capture_default_str();

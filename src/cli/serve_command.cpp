@@ -23,6 +23,7 @@
 #include "engine/engine.h"
 #include "hub/hub.h"
 #include "hub/progress.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 #include "server/config.h"
 #include "server/logger.h"
@@ -130,7 +131,9 @@ std::shared_ptr<engine::Engine> load_engine(const ServerConfig& config, server::
     const auto progress = hub::make_stderr_progress();
     const std::filesystem::path dir =
         hub::resolve_model(config.model_name, hub_options, progress.get());
-    const std::uint64_t needed = server::estimate_model_memory_bytes(dir, config.dtype);
+    const std::uint64_t needed = std::filesystem::is_regular_file(dir)
+                                     ? model::gguf_memory_estimate(dir, config.dtype)
+                                     : server::estimate_model_memory_bytes(dir, config.dtype);
     if (const auto available = server::available_memory_bytes()) {
         server::check_model_fits(dir, needed, *available);
     }

@@ -9,18 +9,86 @@
 
 namespace llmserve {
 
-enum class DType { kF32, kF16, kBF16 };
+// Floats, and the block-quantized types of GGUF files (ggml's layouts, see common/quantized.h):
+// a block of block_elements(t) consecutive values of a row takes block_bytes(t) bytes.
+enum class DType { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K };
 
-constexpr std::size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
+constexpr bool is_quantized(DType t) {
+    return t != DType::kF32 && t != DType::kF16 && t != DType::kBF16;
+}
+
+// Values per block: 1 for the float types.
+constexpr std::size_t block_elements(DType t) {
+    switch (t) {
+        case DType::kQ8_0:
+        case DType::kQ4_0:
+            return 32;
+        case DType::kQ4_K:
+        case DType::kQ5_K:
+        case DType::kQ6_K:
+            return 256;
+        default:
+            return 1;
+    }
+}
+
+constexpr std::size_t block_bytes(DType t) {
+    switch (t) {
+        case DType::kF32:
+            return 4;
+        case DType::kF16:
+        case DType::kBF16:
+            return 2;
+        case DType::kQ8_0:
+            return 34;
+        case DType::kQ4_0:
+            return 18;
+        case DType::kQ4_K:
+            return 144;
+        case DType::kQ5_K:
+            return 176;
+        case DType::kQ6_K:
+            return 210;
+    }
+    return 0;
+}
+
+// Bytes of one element of a float type (quantized types have no per-element size: use
+// block_bytes).
+constexpr std::size_t dtype_size(DType t) {
+    return t == DType::kF32 ? 4 : 2;
+}
+
+// Bytes of `count` values of `t`; `count` must be a multiple of block_elements(t).
+constexpr std::size_t row_bytes(DType t, std::size_t count) {
+    return count / block_elements(t) * block_bytes(t);
+}
 
 constexpr std::string_view to_string(DType t) {
     switch (t) {
-        case DType::kF32: return "f32";
-        case DType::kF16: return "f16";
-        case DType::kBF16: return "bf16";
+        case DType::kF32:
+            return "f32";
+        case DType::kF16:
+            return "f16";
+        case DType::kBF16:
+            return "bf16";
+        case DType::kQ8_0:
+            return "q8_0";
+        case DType::kQ4_0:
+            return "q4_0";
+        case DType::kQ4_K:
+            return "q4_k";
+        case DType::kQ5_K:
+            return "q5_k";
+        case DType::kQ6_K:
+            return "q6_k";
     }
     return "?";
 }
+
+// Dequantizes `count` values (a multiple of block_elements(type)) of a quantized type, as
+// ggml defines them (common/quantized.cpp).
+void dequantize(DType type, const std::byte* src, std::size_t count, float* dst);
 
 // IEEE half -> float, exact for every input (subnormals, inf, nan included).
 inline float f16_to_f32(std::uint16_t h) {
@@ -49,8 +117,13 @@ inline float bf16_to_f32(std::uint16_t b) {
     return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
 }
 
-// Converts `count` elements of `type` at `src` (any alignment) to float.
+// Converts `count` elements of `type` at `src` (any alignment) to float; for a quantized type
+// `count` must be a multiple of block_elements(type).
 inline void convert_to_f32(DType type, const std::byte* src, std::size_t count, float* dst) {
+    if (is_quantized(type)) {
+        dequantize(type, src, count, dst);
+        return;
+    }
     if (type == DType::kF32) {
         std::memcpy(dst, src, count * sizeof(float));
         return;

@@ -541,6 +541,8 @@ fs::path resolve_model(std::string_view name, const HubOptions& options, Progres
         }
         return fs::absolute(as_path, error);
     }
+    if (fs::is_regular_file(as_path, error) && as_path.extension() == ".gguf")
+        return fs::absolute(as_path, error);  // a GGUF file holds the whole model
     if (looks_like_path(name)) {
         fail(ErrorCode::kNotFound, "model directory '{}' does not exist", name);
     }

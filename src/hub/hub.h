@@ -55,7 +55,7 @@ std::vector<std::string> missing_model_files(const std::filesystem::path& dir);
 
 // Turns a --model / MODEL_NAME value into a directory holding config.json, the weights and the
 // tokenizer files the repository has:
-//  1. an existing local directory, as is (kNotFound listing what it lacks);
+//  1. an existing local directory, as is (kNotFound listing what it lacks), or a local .gguf file;
 //  2. a complete snapshot in cache_dir or one of extra_cache_dirs (no network at all);
 //  3. unless offline, a download into cache_dir (see download_model).
 // Errors name the model and what is missing: kInvalidArgument for a value that is neither a

@@ -149,11 +149,14 @@ std::optional<std::uint64_t> tensor_byte_count(std::span<const std::int64_t> sha
         return std::nullopt;
     }
     if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
-    std::uint64_t count = dtype_size(dtype);
-    for (const std::int64_t size : shape) {
-        if (__builtin_mul_overflow(count, static_cast<std::uint64_t>(size), &count)) {
-            return std::nullopt;
-        }
+    // Quantized types count whole blocks of the last (contiguous) dimension.
+    const std::uint64_t per_block = block_elements(dtype);
+    if (per_block > 1 && (shape.empty() || shape.back() % per_block != 0)) return std::nullopt;
+    std::uint64_t count = block_bytes(dtype);
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        std::uint64_t size = static_cast<std::uint64_t>(shape[i]);
+        if (i + 1 == shape.size()) size /= per_block;
+        if (__builtin_mul_overflow(count, size, &count)) return std::nullopt;
     }
     return count;
 }

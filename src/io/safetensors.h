@@ -19,13 +19,14 @@ struct TensorView {
     std::string name;  // as stored in the file
     DType dtype = DType::kF32;
     std::vector<std::int64_t> shape;
-    std::span<const std::byte> data;  // exactly product(shape) * dtype_size(dtype) bytes
+    std::span<const std::byte> data;  // exactly tensor_byte_count(shape, dtype) bytes
     std::string file;                 // file name it came from, for error messages
     std::int64_t numel() const;       // product of shape (1 for a scalar)
 };
 
-// product(shape) * dtype_size(dtype), or nullopt when a dimension is negative or the product
-// overflows. A zero dimension gives 0 whatever the others are.
+// product(shape) * dtype_size(dtype) (quantized types: whole blocks of the last dimension, else
+// nullopt), or nullopt when a dimension is negative or the product overflows. A zero dimension
+// gives 0 whatever the others are.
 std::optional<std::uint64_t> tensor_byte_count(std::span<const std::int64_t> shape, DType dtype);
 
 // "[768, 2304]" — for error messages.

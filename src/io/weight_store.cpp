@@ -182,4 +182,20 @@ void WeightStore::add_file(MappedFile file, std::vector<TensorView> tensors) {
     total_bytes_ += incoming_bytes;
 }
 
+void WeightStore::add_owned(std::vector<std::byte> bytes, TensorView tensor) {
+    if (tensor_byte_count(tensor.shape, tensor.dtype) != bytes.size())
+        fail(ErrorCode::kInternal, "{}: tensor '{}' of shape {} and dtype {} holds {} bytes",
+             tensor.file, tensor.name, format_shape(tensor.shape), to_string(tensor.dtype),
+             bytes.size());
+    std::string name = normalise(tensor.name);
+    if (const TensorView* earlier = find(name))
+        fail(ErrorCode::kCorruptData,
+             "{}: tensor '{}' appears twice: as '{}' in {} and as '{}' in {}", directory_.string(),
+             name, earlier->name, earlier->file, tensor.name, tensor.file);
+    owned_.push_back(std::move(bytes));
+    tensor.data = owned_.back();
+    total_bytes_ += tensor.data.size();
+    tensors_.emplace(std::move(name), std::move(tensor));
+}
+
 }  // namespace llmserve::io

@@ -45,6 +45,9 @@ class WeightStore {
     // `file.bytes()` (kInternal otherwise); names are normalised and checked for duplicates
     // against everything already in the store (kCorruptData).
     void add_file(MappedFile file, std::vector<TensorView> tensors);
+    // Adds one tensor whose data the store keeps in `bytes` (a tensor rewritten at load, e.g.
+    // rows reordered); `tensor.data` is set to them. Names are checked as add_file does.
+    void add_owned(std::vector<std::byte> bytes, TensorView tensor);
 
     // An empty store for `dir`, to be filled with add_file (other formats' readers).
     explicit WeightStore(std::filesystem::path dir) : directory_(std::move(dir)) {}
@@ -52,6 +55,7 @@ class WeightStore {
   private:
     std::filesystem::path directory_;
     std::vector<MappedFile> files_;  // mappings never move, so the views below stay valid
+    std::vector<std::vector<std::byte>> owned_;  // heap buffers survive the vector's moves
     std::map<std::string, TensorView, std::less<>> tensors_;  // normalised name -> view
     std::size_t total_bytes_ = 0;
 };

@@ -35,7 +35,14 @@ struct RopeConfig {
     int original_max_position_embeddings = 0;              // llama3, yarn
     std::optional<double> attention_factor, beta_fast, beta_slow, mscale, mscale_all_dim;  // yarn
     bool truncate = true;                                                                  // yarn
+    // GGUF's rope_freqs.weight (Llama 3 scaling baked into the file): inverse frequency i is
+    // divided by frequency_divisors[i] after the type's own scaling. Empty: none.
+    std::vector<float> frequency_divisors;
 };
+
+// Where the weights' names come from: a Hugging Face checkpoint or a GGUF file (llama.cpp's
+// names: token_embd, blk.N.attn_q, ...).
+enum class WeightNaming { kHuggingFace, kGguf };
 
 struct ModelConfig {
     // Required and positive. n_inner is resolved: null/absent -> 4 * n_embd.
@@ -68,6 +75,7 @@ struct ModelConfig {
     // "gpt2" or empty (absent: GPT-2), "llama", "mistral", "qwen2", "qwen3"; anything else is
     // kUnsupported.
     std::string model_type;
+    WeightNaming naming = WeightNaming::kHuggingFace;
 
     std::string_view family() const {
         return model_type.empty() ? std::string_view("gpt2") : std::string_view(model_type);

@@ -289,6 +289,31 @@ TensorNames llama_names() {
     return n;
 }
 
+// llama.cpp's names, whatever the architecture (GPT-2's products are [out, in] there too).
+TensorNames gguf_names(bool gpt2) {
+    TensorNames n;
+    n.embed = "token_embd.weight";
+    if (gpt2) n.position_embed = "position_embd.weight";
+    n.final_norm = "output_norm.weight";
+    n.lm_head = "output.weight";
+    n.layout = backend::MatrixLayout::kOutIn;
+    n.attn_norm = "blk.{}.attn_norm.weight";
+    n.mlp_norm = "blk.{}.ffn_norm.weight";
+    if (gpt2)
+        n.qkv = {"blk.{}.attn_qkv.weight"};
+    else
+        n.qkv = {"blk.{}.attn_q.weight", "blk.{}.attn_k.weight", "blk.{}.attn_v.weight"};
+    n.o_proj = "blk.{}.attn_output.weight";
+    n.q_norm = "blk.{}.attn_q_norm.weight";
+    n.k_norm = "blk.{}.attn_k_norm.weight";
+    if (gpt2)
+        n.up = {"blk.{}.ffn_up.weight"};
+    else
+        n.up = {"blk.{}.ffn_gate.weight", "blk.{}.ffn_up.weight"};
+    n.down = "blk.{}.ffn_down.weight";
+    return n;
+}
+
 const std::array<Family, 5>& families() {
     static const std::array<Family, 5> table{{
         {"gpt2", read_gpt2, gpt2_names()},
@@ -328,6 +353,10 @@ std::string supported_families() {
 }
 
 const TensorNames& tensor_names(const ModelConfig& config) {
+    if (config.naming == WeightNaming::kGguf) {
+        static const TensorNames gpt2 = gguf_names(true), others = gguf_names(false);
+        return config.family() == "gpt2" ? gpt2 : others;
+    }
     return family_of(config.family(), "config").names;
 }
 

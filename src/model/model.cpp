@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "model/families.h"
+#include "model/gguf_model.h"
 #include "model/rope.h"
 
 namespace llmserve::model {
@@ -43,6 +45,7 @@ std::string layer_name(const std::string& pattern, int layer) {
 
 // One tensor made of `parts` concatenated along the first dimension (the outputs of [out, in]
 // matrices, or vectors), in `storage`. All parts must share a dtype and their other dimensions.
+// Parts of different dtypes (a GGUF mixture's Q6_K v with Q4_K q and k) are widened to f32.
 io::TensorView concatenate(const std::vector<const io::TensorView*>& parts,
                            std::vector<std::byte>& storage) {
     if (parts.size() == 1) return *parts.front();
@@ -50,13 +53,23 @@ io::TensorView concatenate(const std::vector<const io::TensorView*>& parts,
     joined.name.clear();
     joined.shape[0] = 0;
     storage.clear();
+    const bool mixed = std::any_of(parts.begin(), parts.end(), [&](const io::TensorView* part) {
+        return part->dtype != joined.dtype;
+    });
+    if (mixed) joined.dtype = DType::kF32;
     for (const io::TensorView* part : parts) {
-        if (part->dtype != joined.dtype)
-            fail(ErrorCode::kUnsupported, "{}: tensor '{}' is {} while '{}' is {}", part->file,
-                 part->name, to_string(part->dtype), parts.front()->name, to_string(joined.dtype));
         joined.name += (joined.name.empty() ? "" : " | ") + part->name;
         joined.shape[0] += part->shape[0];
-        storage.insert(storage.end(), part->data.begin(), part->data.end());
+        if (mixed) {
+            const std::size_t at = storage.size();
+            const auto count = static_cast<std::size_t>(part->numel());
+            storage.resize(at + count * sizeof(float));
+            std::vector<float> values(count);
+            convert_to_f32(part->dtype, part->data.data(), count, values.data());
+            std::memcpy(storage.data() + at, values.data(), count * sizeof(float));
+        } else {
+            storage.insert(storage.end(), part->data.begin(), part->data.end());
+        }
     }
     joined.data = storage;
     return joined;
@@ -79,6 +92,15 @@ Workspace::Workspace(backend::Backend& backend, const ModelConfig& config, int m
 
 std::shared_ptr<const Model> Model::load(const std::filesystem::path& dir,
                                          const LoadOptions& options) {
+    if (std::filesystem::is_regular_file(dir) && io::is_gguf_file(dir)) {
+        io::GgufMapped mapped = io::open_gguf(dir);
+        ModelConfig config = gguf_model_config(mapped.gguf);
+        GenerationDefaults defaults = gguf_generation_defaults(config);
+        std::string name = dir.stem().string();
+        io::WeightStore weights = gguf_weights(std::move(mapped), config);
+        return from_weights(std::move(config), std::move(defaults), std::move(weights),
+                            std::move(name), options);
+    }
     ModelConfig config = ModelConfig::load(dir / "config.json");
     GenerationDefaults defaults =
         GenerationDefaults::load_if_present(dir / "generation_config.json");

@@ -99,6 +99,8 @@ RotaryTable rotary_table(const RopeConfig& rope) {
             apply_llama3(rope, table);
             break;
     }
+    for (std::size_t i = 0; i < rope.frequency_divisors.size() && i < table.inv_freq.size(); ++i)
+        table.inv_freq[i] /= rope.frequency_divisors[i];
     return table;
 }
 

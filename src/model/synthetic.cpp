@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
@@ -143,16 +145,69 @@ std::uint16_t f32_to_half_bits(float value, DType dtype) {
                                       (mantissa >> 13));
 }
 
+// The bytes of one row of `values` stored as `dtype` (block types for matrices only).
+void encode_row(const float* values, std::size_t count, DType dtype, std::byte* out) {
+    if (dtype == DType::kF32) {
+        std::memcpy(out, values, count * 4);
+        return;
+    }
+    if (!is_quantized(dtype)) {
+        for (std::size_t i = 0; i < count; ++i) {
+            const std::uint16_t half = f32_to_half_bits(values[i], dtype);
+            std::memcpy(out + i * 2, &half, 2);
+        }
+        return;
+    }
+    // GGUF's Q8_0 (d = max|x| / 127, q = round(x / d)) and Q4_0 (d = the value of largest
+    // magnitude / -8, q = x / d + 8 rounded and clamped to [0, 15]), per block of 32.
+    for (std::size_t b = 0; b < count / 32; ++b) {
+        const float* x = values + b * 32;
+        std::byte* block = out + b * block_bytes(dtype);
+        float extreme = 0.0f;
+        for (int i = 0; i < 32; ++i)
+            if (std::abs(x[i]) > std::abs(extreme)) extreme = x[i];
+        const float d = dtype == DType::kQ8_0 ? std::abs(extreme) / 127.0f : extreme / -8.0f;
+        const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+        const std::uint16_t half = f32_to_half_bits(d, DType::kF16);
+        std::memcpy(block, &half, 2);
+        auto* q = reinterpret_cast<std::uint8_t*>(block + 2);
+        if (dtype == DType::kQ8_0) {
+            for (int i = 0; i < 32; ++i)
+                q[i] =
+                    static_cast<std::uint8_t>(static_cast<std::int8_t>(std::round(x[i] * inverse)));
+            continue;
+        }
+        auto nibble = [&](float v) {
+            return static_cast<std::uint8_t>(
+                std::clamp(static_cast<int>(v * inverse + 8.5f), 0, 15));
+        };
+        for (int i = 0; i < 16; ++i)
+            q[i] = static_cast<std::uint8_t>(nibble(x[i]) | (nibble(x[i + 16]) << 4));
+    }
+}
+
 }  // namespace
 
 std::shared_ptr<const Model> synthetic_model(const ModelConfig& config, DType dtype,
                                              const LoadOptions& options, std::string name) {
     const auto specs = tensor_specs(config);
-    std::size_t total = 0;
-    for (const auto& spec : specs) {
+    // Block types hold the matrices; vectors (norms, biases) stay f32 as in GGUF files.
+    auto stored_as = [&](const auto& spec) {
+        return is_quantized(dtype) && spec.shape.size() == 1 ? DType::kF32 : dtype;
+    };
+    auto bytes_of = [&](const auto& spec) {
         std::size_t count = 1;
         for (auto d : spec.shape) count *= static_cast<std::size_t>(d);
-        total += count * dtype_size(dtype);
+        return row_bytes(stored_as(spec), count);
+    };
+    std::size_t total = 0;
+    for (const auto& spec : specs) {
+        if (is_quantized(dtype) && spec.shape.back() % 32 != 0)
+            fail(ErrorCode::kInvalidArgument,
+                 "shape '{}': tensor '{}' rows of {} are not whole "
+                 "{} blocks",
+                 name, spec.name, spec.shape.back(), to_string(dtype));
+        total += bytes_of(spec);
     }
     // An anonymous in-memory file, mapped like a checkpoint so the model takes the same loading
     // path.
@@ -173,27 +228,28 @@ std::shared_ptr<const Model> synthetic_model(const ModelConfig& config, DType dt
     std::vector<std::pair<std::size_t, std::size_t>> ranges;
     std::size_t offset = 0;
     for (const auto& spec : specs) {
-        std::size_t count = 1;
-        for (auto d : spec.shape) count *= static_cast<std::size_t>(d);
-        for (std::size_t i = 0; i < count; ++i) {
-            float value = spec.constant;
-            if (std::isnan(value)) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                value =
-                    (static_cast<float>(state >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f) *
-                    half_width;
+        const DType stored = stored_as(spec);
+        const auto cols = static_cast<std::size_t>(spec.shape.back());
+        const std::size_t rows =
+            spec.shape.size() == 1 ? 1 : static_cast<std::size_t>(spec.shape[0]);
+        std::vector<float> row(cols);
+        for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t i = 0; i < cols; ++i) {
+                float value = spec.constant;
+                if (std::isnan(value)) {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    value = (static_cast<float>(state >> 40) / static_cast<float>(1 << 24) * 2.0f -
+                             1.0f) *
+                            half_width;
+                }
+                row[i] = value;
             }
-            if (dtype == DType::kF32) {
-                std::memcpy(out + offset + i * 4, &value, 4);
-            } else {
-                const std::uint16_t half = f32_to_half_bits(value, dtype);
-                std::memcpy(out + offset + i * 2, &half, 2);
-            }
+            encode_row(row.data(), cols, stored, out + offset + r * row_bytes(stored, cols));
         }
-        ranges.emplace_back(offset, count * dtype_size(dtype));
-        offset += count * dtype_size(dtype);
+        ranges.emplace_back(offset, bytes_of(spec));
+        offset += bytes_of(spec);
     }
     munmap(raw, total);
     io::MappedFile file = io::MappedFile::open("/proc/self/fd/" + std::to_string(fd));
@@ -202,7 +258,7 @@ std::shared_ptr<const Model> synthetic_model(const ModelConfig& config, DType dt
     for (std::size_t i = 0; i < specs.size(); ++i) {
         io::TensorView view;
         view.name = specs[i].name;
-        view.dtype = dtype;
+        view.dtype = stored_as(specs[i]);
         view.shape = specs[i].shape;
         view.data = file.bytes().subspan(ranges[i].first, ranges[i].second);
         view.file = "<synthetic " + name + ">";

@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/components.h"
+#include "tokenizer/gguf_tokenizer.h"
 #include "tokenizer/string_hash.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_state.h"
@@ -706,6 +707,8 @@ Tokenizer Tokenizer::from_vocab_and_merges(const std::filesystem::path& vocab,
 
 Tokenizer Tokenizer::from_directory(const std::filesystem::path& dir) {
     std::error_code error;
+    if (std::filesystem::is_regular_file(dir, error) && io::is_gguf_file(dir))
+        return tokenizer_from_gguf(io::open_gguf(dir).gguf);
     if (!std::filesystem::is_directory(dir, error)) {
         fail(ErrorCode::kNotFound, "tokenizer directory '{}' does not exist", dir.string());
     }

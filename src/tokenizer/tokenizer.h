@@ -28,7 +28,8 @@ struct TokenizerState;
 class Tokenizer {
   public:
     // Loads <dir>/tokenizer.json (with <dir>/tokenizer_config.json when present) if there is
-    // one, else <dir>/vocab.json + <dir>/merges.txt. Throws Error kNotFound (missing directory
+    // one, else <dir>/vocab.json + <dir>/merges.txt; `dir` may also be a GGUF file, whose
+    // tokenizer metadata is read (gguf_tokenizer.h). Throws Error kNotFound (missing directory
     // or files), kCorruptData (malformed content) or kUnsupported (a component this code does
     // not reproduce exactly: WordPiece, Unigram, an unknown normalizer, pre-tokenizer, decoder
     // or post-processor type or option), naming the file and the component.

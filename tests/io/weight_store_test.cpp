@@ -66,6 +66,8 @@ std::string dtype_name(DType dtype) {
             return "F16";
         case DType::kBF16:
             return "BF16";
+        default:
+            break;
     }
     return "?";
 }

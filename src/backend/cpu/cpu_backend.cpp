@@ -132,6 +132,9 @@ void release_source_pages(std::span<const std::byte> bytes) {
     if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
 }
 
+// kAuto keeps the stored type where a kernel computes with it: GGUF's Q8_0 and Q4_0 blocks are
+// q8 blocks as they stand (same 32 values per fp16 scale, values within int8). The K-quants have
+// no kernel yet and are widened to f32.
 WeightFormat resolve(WeightFormat format, DType stored) {
     if (format != WeightFormat::kAuto) return format;
     switch (stored) {
@@ -139,7 +142,10 @@ WeightFormat resolve(WeightFormat format, DType stored) {
             return WeightFormat::kF16;
         case DType::kBF16:
             return WeightFormat::kBF16;
-        case DType::kF32:
+        case DType::kQ8_0:
+        case DType::kQ4_0:
+            return WeightFormat::kQ8;
+        default:
             break;
     }
     return WeightFormat::kF32;

@@ -43,7 +43,7 @@ class Source {
     void read_columns(int n0, int width, float* tile, std::vector<float>& scratch) const {
         const std::size_t dsize = dtype_size(tensor_.dtype);
         const std::byte* base = tensor_.data.data();
-        if (layout_ == MatrixLayout::kInOut) {
+        if (layout_ == MatrixLayout::kInOut) {  // float types only (checked by pack)
             scratch.resize(width);
             for (int kk = 0; kk < k(); ++kk) {
                 const std::size_t offset =
@@ -55,7 +55,8 @@ class Source {
         } else {
             scratch.resize(k());
             for (int j = 0; j < width; ++j) {
-                const std::size_t offset = static_cast<std::size_t>(n0 + j) * stored_cols_ * dsize;
+                const std::size_t offset =
+                    static_cast<std::size_t>(n0 + j) * row_bytes(tensor_.dtype, stored_cols_);
                 convert_to_f32(tensor_.dtype, base + offset, k(), scratch.data());
                 for (int kk = 0; kk < k(); ++kk)
                     tile[static_cast<std::size_t>(kk) * kPanelWidth + j] = scratch[kk];
@@ -97,6 +98,50 @@ void quantize_panel(const float* tile, int k, int blocks, std::byte* out) {
             }
         }
     }
+}
+
+// Copies GGUF Q8_0 / Q4_0 rows ([out, in], whole 32-value blocks) into one q8 panel without
+// requantizing: both keep one fp16 scale per 32 inputs of an output, and their values (Q8_0's
+// int8, Q4_0's nibble - 8) are the q8 values as they stand.
+void repack_panel(const io::TensorView& tensor, int n0, int width, int blocks, std::byte* out) {
+    const bool q4 = tensor.dtype == DType::kQ4_0;
+    const std::size_t stored_row = row_bytes(tensor.dtype, static_cast<std::size_t>(blocks) * 32);
+    const std::size_t stored_block = block_bytes(tensor.dtype);
+    for (int b = 0; b < blocks; ++b) {
+        std::byte* block = out + static_cast<std::size_t>(b) * kQ8BlockBytes;
+        auto* values = reinterpret_cast<std::uint8_t*>(block + kQ8ScaleBytes);
+        for (int j = 0; j < width; ++j) {
+            const std::byte* src = tensor.data.data() +
+                                   static_cast<std::size_t>(n0 + j) * stored_row + b * stored_block;
+            std::memcpy(block + j * sizeof(std::uint16_t), src, sizeof(std::uint16_t));
+            const auto* q = reinterpret_cast<const std::uint8_t*>(src + 2);
+            for (int kk = 0; kk < kQ8Block; ++kk) {
+                const int value = q4 ? ((kk < 16 ? q[kk] & 0x0f : q[kk - 16] >> 4) - 8)
+                                     : static_cast<std::int8_t>(q[kk]);
+                values[((kk / 4) * kPanelWidth + j) * 4 + kk % 4] =
+                    static_cast<std::uint8_t>(value + kQ8Offset);
+            }
+        }
+    }
+}
+
+// The q8 kernels take weights in [-127, 127] (their u8 x s8 pair sums must not saturate); llama.cpp
+// never writes -128 into a Q8_0 block, but a file may hold one: such a tensor is requantized.
+bool holds_minus_128(const io::TensorView& tensor) {
+    const std::size_t blocks = tensor.data.size() / block_bytes(DType::kQ8_0);
+    for (std::size_t b = 0; b < blocks; ++b) {
+        const auto* q = reinterpret_cast<const std::int8_t*>(tensor.data.data() +
+                                                             b * block_bytes(DType::kQ8_0) + 2);
+        for (int i = 0; i < kQ8Block; ++i)
+            if (q[i] == -128) return true;
+    }
+    return false;
+}
+
+bool repacks_into_q8(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format) {
+    if (format != WeightFormat::kQ8 || layout != MatrixLayout::kOutIn) return false;
+    return tensor.dtype == DType::kQ4_0 ||
+           (tensor.dtype == DType::kQ8_0 && !holds_minus_128(tensor));
 }
 
 }  // namespace
@@ -212,6 +257,10 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
              tensor.file, tensor.name, tensor.shape.size());
     if (format == WeightFormat::kAuto)
         fail(ErrorCode::kInternal, "PackedMatrix::pack: resolve the weight format first");
+    if (is_quantized(tensor.dtype) && layout != MatrixLayout::kOutIn)
+        fail(ErrorCode::kInternal, "{}: tensor '{}': {} blocks run along rows, not columns",
+             tensor.file, tensor.name, to_string(tensor.dtype));
+    const bool repack = repacks_into_q8(tensor, layout, format);
     const Source source(tensor, layout);
     PackedMatrix packed;
     PackedView& v = packed.view_;
@@ -230,9 +279,13 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
         for (std::size_t p = begin; p < end; ++p) {
             const int n0 = static_cast<int>(p) * kPanelWidth;
             const int width = std::min(kPanelWidth, v.n - n0);
+            std::byte* out = packed.storage_.get() + p * v.panel_bytes;
+            if (repack) {
+                repack_panel(tensor, n0, width, v.q8_blocks(), out);
+                continue;
+            }
             std::fill(tile.begin(), tile.end(), 0.0f);
             source.read_columns(n0, width, tile.data(), scratch);
-            std::byte* out = packed.storage_.get() + p * v.panel_bytes;
             switch (format) {
                 case WeightFormat::kF32:
                     std::memcpy(out, tile.data(), tile.size() * sizeof(float));

@@ -66,6 +66,8 @@ cudaDataType_t cuda_type(DType type) {
             return CUDA_R_16F;
         case DType::kBF16:
             return CUDA_R_16BF;
+        default:  // quantized types never reach the GPU (refused at upload)
+            break;
     }
     return CUDA_R_32F;
 }
@@ -340,6 +342,11 @@ const CudaWeight& as_cuda(const Weight& weight) {
 // kAuto keeps bf16 checkpoints exact and halves everything else to f16 (the GEMMs run on f16 or
 // bf16 tensor cores).
 DType weight_type(WeightFormat format, const io::TensorView& tensor) {
+    if (is_quantized(tensor.dtype))
+        fail(ErrorCode::kUnsupported,
+             "{}: tensor '{}' is {}: quantized GGUF weights are not implemented on the cuda "
+             "backend (use the cpu backend)",
+             tensor.file, tensor.name, to_string(tensor.dtype));
     switch (format) {
         case WeightFormat::kAuto:
             return tensor.dtype == DType::kBF16 ? DType::kBF16 : DType::kF16;

@@ -93,6 +93,8 @@ void convert_from(const From* src, DType to, void* dst, std::size_t count, cudaS
             convert_kernel<<<blocks, kThreads, 0, stream>>>(src, static_cast<__nv_bfloat16*>(dst),
                                                             count);
             return;
+        default:  // quantized types never reach the GPU (the backend refuses them at upload)
+            return;
     }
 }
 
@@ -339,6 +341,8 @@ void launch_convert(DType from, const void* src, DType to, void* dst, std::size_
         case DType::kBF16:
             convert_from(static_cast<const __nv_bfloat16*>(src), to, dst, count, stream);
             return;
+        default:
+            return;
     }
 }
 
@@ -357,6 +361,8 @@ void launch_embedding(DType type, const void* table, int cols, const int* ids, i
         case DType::kBF16:
             embedding_kernel<<<rows, kThreads, 0, stream>>>(
                 static_cast<const __nv_bfloat16*>(table), cols, ids, out);
+            return;
+        default:
             return;
     }
 }

@@ -1,0 +1,144 @@
+// Dequantization of ggml's block types, written from the layouts GGUF files use (llama.cpp's
+// ggml-common.h describes them): every block starts or ends with fp16 scales, then packed values.
+#include <cstring>
+
+#include "common/dtype.h"
+#include "common/error.h"
+
+namespace llmserve {
+namespace {
+
+float half_at(const std::byte* p) {
+    std::uint16_t bits;
+    std::memcpy(&bits, p, sizeof(bits));
+    return f16_to_f32(bits);
+}
+
+const std::uint8_t* bytes_at(const std::byte* p) {
+    return reinterpret_cast<const std::uint8_t*>(p);
+}
+
+// x = d * q: fp16 d, then 32 int8 values.
+void dequantize_q8_0(const std::byte* block, float* out) {
+    const float d = half_at(block);
+    const auto* q = reinterpret_cast<const std::int8_t*>(block + 2);
+    for (int i = 0; i < 32; ++i) out[i] = d * static_cast<float>(q[i]);
+}
+
+// x = d * (q - 8): fp16 d, then 16 bytes: low nibbles are values 0-15, high nibbles 16-31.
+void dequantize_q4_0(const std::byte* block, float* out) {
+    const float d = half_at(block);
+    const std::uint8_t* q = bytes_at(block + 2);
+    for (int i = 0; i < 16; ++i) {
+        out[i] = d * static_cast<float>((q[i] & 0x0f) - 8);
+        out[i + 16] = d * static_cast<float>((q[i] >> 4) - 8);
+    }
+}
+
+// The 6-bit scale and min of sub-block j (0-7) of a Q4_K / Q5_K super-block, packed in 12 bytes:
+// bytes 0-3 hold the scales of sub-blocks 0-3 and 4-7 their mins (low 6 bits); sub-blocks 4-7
+// take their low 4 bits from bytes 8-11 and their high 2 bits from the top of bytes 0-7.
+void scale_and_min(const std::uint8_t* scales, int j, int& scale, int& min) {
+    if (j < 4) {
+        scale = scales[j] & 63;
+        min = scales[j + 4] & 63;
+    } else {
+        scale = (scales[j + 4] & 0x0f) | ((scales[j - 4] >> 6) << 4);
+        min = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+    }
+}
+
+// Q4_K (144 bytes): fp16 d, fp16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles. Per
+// 64 values: the low nibbles of 32 bytes are sub-block 2c, the high nibbles sub-block 2c + 1;
+// x = d * scale * q - dmin * min. Q5_K (176 bytes) adds 32 bytes of fifth bits before the
+// nibbles: bit 2c of byte i for sub-block 2c, bit 2c + 1 for 2c + 1.
+void dequantize_k4_or_k5(const std::byte* block, bool five_bits, float* out) {
+    const float d = half_at(block);
+    const float dmin = half_at(block + 2);
+    const std::uint8_t* scales = bytes_at(block + 4);
+    const std::uint8_t* high = five_bits ? bytes_at(block + 16) : nullptr;
+    const std::uint8_t* q = bytes_at(block + (five_bits ? 48 : 16));
+    for (int chunk = 0; chunk < 4; ++chunk) {
+        int scale_lo, min_lo, scale_hi, min_hi;
+        scale_and_min(scales, 2 * chunk, scale_lo, min_lo);
+        scale_and_min(scales, 2 * chunk + 1, scale_hi, min_hi);
+        const float d_lo = d * static_cast<float>(scale_lo),
+                    m_lo = dmin * static_cast<float>(min_lo);
+        const float d_hi = d * static_cast<float>(scale_hi),
+                    m_hi = dmin * static_cast<float>(min_hi);
+        for (int i = 0; i < 32; ++i) {
+            int lo = q[i] & 0x0f, hi = q[i] >> 4;
+            if (high != nullptr) {
+                lo += ((high[i] >> (2 * chunk)) & 1) << 4;
+                hi += ((high[i] >> (2 * chunk + 1)) & 1) << 4;
+            }
+            out[i] = d_lo * static_cast<float>(lo) - m_lo;
+            out[i + 32] = d_hi * static_cast<float>(hi) - m_hi;
+        }
+        q += 32;
+        out += 64;
+    }
+}
+
+// Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 int8 scales (one
+// per 16 values), fp16 d; x = d * scale * (q - 32). Per 128 values: low nibbles of bytes 0-31
+// then 32-63, high nibbles of bytes 0-31 then 32-63, each with 2 bits of the high byte.
+void dequantize_q6_k(const std::byte* block, float* out) {
+    const std::uint8_t* low = bytes_at(block);
+    const std::uint8_t* high = bytes_at(block + 128);
+    const auto* scales = reinterpret_cast<const std::int8_t*>(block + 192);
+    const float d = half_at(block + 208);
+    for (int half = 0; half < 2; ++half) {
+        for (int i = 0; i < 32; ++i) {
+            const int s = i / 16;
+            const int q0 = ((low[i] & 0x0f) | (((high[i] >> 0) & 3) << 4)) - 32;
+            const int q1 = ((low[i + 32] & 0x0f) | (((high[i] >> 2) & 3) << 4)) - 32;
+            const int q2 = ((low[i] >> 4) | (((high[i] >> 4) & 3) << 4)) - 32;
+            const int q3 = ((low[i + 32] >> 4) | (((high[i] >> 6) & 3) << 4)) - 32;
+            out[i] = d * static_cast<float>(scales[s]) * static_cast<float>(q0);
+            out[i + 32] = d * static_cast<float>(scales[s + 2]) * static_cast<float>(q1);
+            out[i + 64] = d * static_cast<float>(scales[s + 4]) * static_cast<float>(q2);
+            out[i + 96] = d * static_cast<float>(scales[s + 6]) * static_cast<float>(q3);
+        }
+        low += 64;
+        high += 32;
+        scales += 8;
+        out += 128;
+    }
+}
+
+}  // namespace
+
+void dequantize(DType type, const std::byte* src, std::size_t count, float* dst) {
+    const std::size_t per_block = block_elements(type);
+    if (!is_quantized(type) || count % per_block != 0)
+        fail(ErrorCode::kInternal, "dequantize: {} values of {} are not whole blocks", count,
+             to_string(type));
+    const std::size_t blocks = count / per_block;
+    const std::size_t stride = block_bytes(type);
+    for (std::size_t b = 0; b < blocks; ++b) {
+        const std::byte* block = src + b * stride;
+        float* out = dst + b * per_block;
+        switch (type) {
+            case DType::kQ8_0:
+                dequantize_q8_0(block, out);
+                break;
+            case DType::kQ4_0:
+                dequantize_q4_0(block, out);
+                break;
+            case DType::kQ4_K:
+                dequantize_k4_or_k5(block, false, out);
+                break;
+            case DType::kQ5_K:
+                dequantize_k4_or_k5(block, true, out);
+                break;
+            case DType::kQ6_K:
+                dequantize_q6_k(block, out);
+                break;
+            default:
+                break;
+        }
+    }
+}
+
+}  // namespace llmserve
