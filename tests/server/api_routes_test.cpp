@@ -303,11 +303,11 @@ TEST_F(ChatRoutes, SeveralChoicesAndChatShapedLogprobs) {
                 EXPECT_NE(token["token"].get<std::string>().find("\xEF\xBF\xBD"), std::string::npos);
             joined += bytes;
         }
-        const std::string content = choice["message"]["content"];
+        const std::string text = choice["message"]["content"];
         if (tokenizer::is_valid_utf8(joined))
-            EXPECT_EQ(joined, content);
+            EXPECT_EQ(joined, text);
         else
-            EXPECT_NE(content.find("\xEF\xBF\xBD"), std::string::npos) << content;
+            EXPECT_NE(text.find("\xEF\xBF\xBD"), std::string::npos) << text;
     }
     // Same seed, same answer.
     EXPECT_EQ(Json::parse(chat_route(served_->state(), call_with(request)).body)["choices"],
