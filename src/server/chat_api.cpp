@@ -181,13 +181,14 @@ std::string render_chat_prompt(const LoadedModel& model, const ChatInputs& input
                                 model.engine->model().name()),
                     "messages");
     }
-    chat::ChatTemplateInputs template_inputs;
+    chat::OrderedChatTemplateInputs template_inputs;
     template_inputs.messages = inputs.messages;
     template_inputs.tools = inputs.tools;
     template_inputs.add_generation_prompt = inputs.add_generation_prompt;
     template_inputs.extra = inputs.template_kwargs;
-    return inputs.continue_final_message ? model.chat_template->render_continuation(template_inputs)
-                                         : model.chat_template->render(template_inputs);
+    return inputs.continue_final_message
+               ? model.chat_template->render_continuation_ordered(template_inputs)
+               : model.chat_template->render_ordered(template_inputs);
 }
 
 ApiResponse chat_route(ServingState& state, const ApiCall& call) {

@@ -1,8 +1,10 @@
 #include "server/chat_schema.h"
 
 #include <array>
+#include <iterator>
 
 #include "common/error.h"
+#include "server/constraint_fields.h"
 #include "server/request_fields.h"
 
 namespace llmserve::server {
@@ -93,12 +95,25 @@ Json read_template_kwargs(const Json& value) {
     return value;
 }
 
+void keep_client_key_order(ChatInputs& chat, std::string_view body) {
+    const auto ordered =
+        nlohmann::ordered_json::parse(body);  // parsed (and validated) once already
+    const nlohmann::ordered_json validated = std::move(chat.messages);
+    chat.messages = ordered.at("messages");
+    for (std::size_t i = 0; i < validated.size(); ++i)
+        chat.messages[i]["content"] = validated[i]["content"];
+    if (!chat.tools.is_null()) chat.tools = ordered.at("tools");
+    if (ordered.contains("chat_template_kwargs"))
+        chat.template_kwargs = ordered.at("chat_template_kwargs");
+}
+
 ApiRequest parse_chat_request(std::string_view body, const RequestLimits& limits) {
     const Json json = parse_body(body);
     ChatInputs chat;
     bool logprobs = false;
     std::optional<int> top_logprobs;
     std::vector<Field<ApiRequest>> fields = control_fields(limits);
+    std::ranges::move(openai_constraint_fields(), std::back_inserter(fields));
     fields.push_back({"model", [&](const Json& v, ApiRequest&) { check_model(v, limits); }});
     fields.push_back(
         {"messages", [&](const Json& v, ApiRequest&) { chat.messages = read_chat_messages(v); }});
@@ -153,6 +168,7 @@ ApiRequest parse_chat_request(std::string_view body, const RequestLimits& limits
     apply_model_defaults(request.options, limits);
     read_fields(json, fields, request, !limits.strict_requests);
     if (!given(json, "messages")) fail_malformed("messages", "'messages' is required");
+    keep_client_key_order(chat, body);
     if (chat.continue_final_message) {
         // transformers refuses both; continuing a message means no new assistant header.
         if (given(json, "add_generation_prompt") && chat.add_generation_prompt) {

@@ -17,4 +17,8 @@ nlohmann::json read_chat_messages(const nlohmann::json& value);
 // `chat_template_kwargs`: an object of extra template variables (Qwen3's enable_thinking).
 nlohmann::json read_template_kwargs(const nlohmann::json& value);
 
+// Replaces the validated (key-sorted) messages, tools and chat_template_kwargs of `chat` with the same values in
+// the body's own key order, keeping the validated message contents (content parts joined into text).
+void keep_client_key_order(ChatInputs& chat, std::string_view body);
+
 }  // namespace llmserve::server

@@ -78,6 +78,7 @@ std::vector<engine::GenerationRequest> make_engine_requests(
         request.stop.min_new_tokens =
             std::min(request.stop.min_new_tokens, request.stop.max_new_tokens);
         request.n = options.n;
+        request.constraint = options.constraint;
         request.deadline = deadline;
         requests.push_back(std::move(request));
     }

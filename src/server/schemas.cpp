@@ -1,7 +1,10 @@
 #include "server/schemas.h"
 
+#include <iterator>
+
 #include "common/error.h"
 #include "server/chat_schema.h"
+#include "server/constraint_fields.h"
 #include "server/request_fields.h"
 
 namespace llmserve::server {
@@ -47,6 +50,7 @@ ApiRequest parse_generate_request(std::string_view body, const RequestLimits& li
     const Json json = parse_body(body);
     bool greedy = false;
     std::vector<Field<ApiRequest>> fields = control_fields(limits);
+    std::ranges::move(generate_constraint_fields(), std::back_inserter(fields));
     fields.push_back({"prompt", [](const Json& v, ApiRequest& r) {
                           const auto texts = get_strings(v, "prompt");
                           if (texts.empty()) {
@@ -100,6 +104,7 @@ ApiRequest parse_completion_request(std::string_view body, const RequestLimits& 
     const Json json = parse_body(body);
     std::optional<int> best_of;
     std::vector<Field<ApiRequest>> fields = control_fields(limits);
+    std::ranges::move(openai_constraint_fields(), std::back_inserter(fields));
     fields.push_back({"model", [&](const Json& v, ApiRequest&) { check_model(v, limits); }});
     fields.push_back({"prompt", [&](const Json& v, ApiRequest& r) {
                           r.prompts = get_completion_prompts(v, limits.vocab_size);
@@ -190,6 +195,7 @@ TokenizeRequest parse_tokenize_request(std::string_view body, const RequestLimit
                        "'add_generation_prompt' and 'chat_template_kwargs' need "
                        "'messages'");
     }
+    if (request.chat) keep_client_key_order(*request.chat, body);
     return request;
 }
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,6 +24,10 @@
 
 #include "engine/generation_settings.h"
 #include "engine/sampling/sampling_params.h"
+
+namespace llmserve::grammar {
+class Constraint;
+}
 
 namespace llmserve::server {
 
@@ -60,13 +65,19 @@ struct GenerationOptions {
     int n = 1;                          // samples per prompt
     bool max_new_tokens_given = false;  // false: the default, clamped to the context left
     std::string max_new_tokens_field;   // how the request spells it: "max_length", "max_tokens"
+    // Structured output (constraint_fields.h): the compiled grammar and the field that gave it.
+    std::shared_ptr<const grammar::Constraint> constraint;
+    std::string constraint_field;
 };
 
 // /v1/chat/completions: what the model's chat template renders into the prompt.
+// Kept in the client's key order: the template's tojson writes tool schemas and arguments as
+// transformers does.
 struct ChatInputs {
-    nlohmann::json messages = nlohmann::json::array();
-    nlohmann::json tools = nullptr;
-    nlohmann::json template_kwargs = nlohmann::json::object();  // chat_template_kwargs
+    nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+    nlohmann::ordered_json tools = nullptr;
+    nlohmann::ordered_json template_kwargs =
+        nlohmann::ordered_json::object();  // chat_template_kwargs
     bool add_generation_prompt = true;
     bool continue_final_message = false;
 };

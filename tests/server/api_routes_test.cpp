@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <sstream>
 
 #include "backend/backend.h"
@@ -141,6 +142,76 @@ TEST(ApiRoutes, ErrorsFollowTheRoutesStyle) {
     };
     EXPECT_EQ(status_of(generate_route, ErrorStyle::kNative), 422);
     EXPECT_EQ(status_of(completions_route, ErrorStyle::kOpenAi), 400);
+}
+
+// Structured output through each API's fields: sampled at temperature 1 from the embedded model,
+// the text is still one of the choices / a JSON value of the schema; a bad schema, regex or a
+// second constraint is refused naming the field, with each route's status.
+TEST(ApiRoutes, StructuredOutputFieldsConstrainTheText) {
+    Served served(llmserve::testing::embedded_model_dir());
+    const std::vector<std::string> choices = {"yes", "no", "maybe later"};
+    const Json choice_text =
+        Json::parse(completions_route(served.state(), call_with({{"prompt", "The answer is"},
+                                                                 {"max_tokens", 8},
+                                                                 {"temperature", 1},
+                                                                 {"seed", 3},
+                                                                 {"n", 3},
+                                                                 {"guided_choice", choices}}))
+                        .body);
+    for (const Json& choice : choice_text["choices"]) {
+        EXPECT_NE(std::find(choices.begin(), choices.end(), choice["text"].get<std::string>()),
+                  choices.end())
+            << choice["text"];
+    }
+    const Json schema = {
+        {"type", "object"},
+        {"properties", {{"n", {{"type", "integer"}}}, {"ok", {{"type", "boolean"}}}}},
+        {"required", {"n", "ok"}},
+        {"additionalProperties", false}};
+    const Json generated =
+        Json::parse(generate_route(served.state(), call_with({{"prompt", "JSON:"},
+                                                              {"max_length", 40},
+                                                              {"temperature", 1},
+                                                              {"seed", 7},
+                                                              {"json_schema", schema}}))
+                        .body);
+    const Json value = Json::parse(generated["results"][0]["text"].get<std::string>());
+    EXPECT_TRUE(value["n"].is_number_integer()) << value;
+    EXPECT_TRUE(value["ok"].is_boolean()) << value;
+    EXPECT_EQ(value.size(), 2u) << value;
+    const Json formatted = Json::parse(
+        completions_route(served.state(),
+                          call_with({{"prompt", "JSON:"},
+                                     {"max_tokens", 40},
+                                     {"seed", 9},
+                                     {"response_format",
+                                      {{"type", "json_schema"},
+                                       {"json_schema", {{"name", "x"}, {"schema", schema}}}}}}))
+            .body);
+    EXPECT_TRUE(Json::parse(formatted["choices"][0]["text"].get<std::string>())["ok"].is_boolean());
+
+    const auto refusal = [&](auto route, ErrorStyle style, const Json& body) {
+        try {
+            route(served.state(), call_with(body));
+        } catch (...) {
+            const auto error = api_error_from(std::current_exception(), style);
+            return std::to_string(error.status) + " " + error.message;
+        }
+        return std::string("accepted");
+    };
+    const std::string bad_regex =
+        refusal(generate_route, ErrorStyle::kNative, {{"prompt", "x"}, {"regex", "(ab"}});
+    EXPECT_EQ(bad_regex.rfind("422 ", 0), 0u) << bad_regex;
+    const std::string bad_schema =
+        refusal(completions_route, ErrorStyle::kOpenAi,
+                {{"prompt", "x"}, {"json_schema", {{"type", "object"}, {"not", {}}}}});
+    EXPECT_EQ(bad_schema.rfind("400 ", 0), 0u) << bad_schema;
+    EXPECT_NE(bad_schema.find("not"), std::string::npos) << bad_schema;
+    const std::string two =
+        refusal(completions_route, ErrorStyle::kOpenAi,
+                {{"prompt", "x"}, {"guided_regex", "a+"}, {"guided_choice", {"a"}}});
+    EXPECT_EQ(two.rfind("400 ", 0), 0u) << two;
+    EXPECT_NE(two.find("cannot be combined"), std::string::npos) << two;
 }
 
 // A formatter whose stream fails after its first event, as any failure mid-stream would.
@@ -296,11 +367,13 @@ TEST_F(ChatRoutes, SeveralChoicesAndChatShapedLogprobs) {
             EXPECT_EQ(token["top_logprobs"].size(), 2u);
             std::string bytes;
             for (const Json& b : token["bytes"]) bytes += static_cast<char>(b.get<int>());
-            // A token that is part of a UTF-8 character (sampling a random model) shows as U+FFFD, as OpenAI's do.
+            // A token that is part of a UTF-8 character (sampling a random model) shows as U+FFFD,
+            // as OpenAI's do.
             if (tokenizer::is_valid_utf8(bytes))
                 EXPECT_EQ(bytes, token["token"].get<std::string>());
             else
-                EXPECT_NE(token["token"].get<std::string>().find("\xEF\xBF\xBD"), std::string::npos);
+                EXPECT_NE(token["token"].get<std::string>().find("\xEF\xBF\xBD"),
+                          std::string::npos);
             joined += bytes;
         }
         const std::string text = choice["message"]["content"];

@@ -25,6 +25,26 @@ ApiRequest parse(const Json& body, const RequestLimits& l = limits()) {
 
 const Json kMessages = Json::array({{{"role", "user"}, {"content", "hi"}}});
 
+TEST(ChatSchema, TheTemplateSeesTheClientsKeyOrder) {
+    // transformers' tojson writes a tool schema in the order the client sent it; a sorted JSON
+    // object would not.
+    const std::string body =
+        R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+        {"type": "text", "text": "b"}], "name": "zed"}],
+      "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+        "properties": {"z": {"type": "string"}, "a": {"type": "integer"}}}, "description": "d"}}],
+      "chat_template_kwargs": {"zeta": 1, "alpha": 2}})";
+    const ApiRequest r = parse_chat_request(body, limits());
+    ASSERT_TRUE(r.chat);
+    EXPECT_EQ(
+        r.chat->tools.dump(),
+        R"([{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":)"
+        R"({"z":{"type":"string"},"a":{"type":"integer"}}},"description":"d"}}])");
+    EXPECT_EQ(r.chat->template_kwargs.dump(), R"({"zeta":1,"alpha":2})");
+    // The message keeps its key order; its content parts are joined as validated.
+    EXPECT_EQ(r.chat->messages.dump(), R"([{"role":"user","content":"a\nb","name":"zed"}])");
+}
+
 TEST(ChatSchema, FieldsLandInTheOneRequest) {
     const ApiRequest r = parse({{"messages", kMessages},
                                 {"model", "tiny"},
@@ -51,8 +71,8 @@ TEST(ChatSchema, FieldsLandInTheOneRequest) {
     EXPECT_TRUE(r.include_usage);
     EXPECT_EQ(r.user, "u");
     ASSERT_TRUE(r.chat);
-    EXPECT_EQ(r.chat->messages, kMessages);
-    EXPECT_EQ(r.chat->template_kwargs, Json({{"enable_thinking", false}}));
+    EXPECT_EQ(r.chat->messages.dump(), kMessages.dump());
+    EXPECT_EQ(r.chat->template_kwargs.dump(), Json({{"enable_thinking", false}}).dump());
     EXPECT_TRUE(r.chat->add_generation_prompt);
     // Defaults from the limits, as the other APIs get them.
     const ApiRequest minimal = parse({{"messages", kMessages}});
@@ -70,7 +90,7 @@ TEST(ChatSchema, MessagesAreCheckedAndTextPartsJoined) {
                                      {"content", nullptr},
                                      {"tool_calls", Json::array({{{"id", "1"}}})}},
                                     {{"role", "tool"}, {"content", "42"}, {"tool_call_id", "1"}}});
-    const Json messages = parse({{"messages", parts}}).chat->messages;
+    const Json messages = Json::parse(parse({{"messages", parts}}).chat->messages.dump());
     EXPECT_EQ(messages[0]["content"], "a\nb");
     EXPECT_EQ(messages[0]["name"], "ann");
     EXPECT_EQ(messages[1]["tool_calls"][0]["id"], "1");
@@ -103,7 +123,7 @@ TEST(ChatSchema, MessagesAreCheckedAndTextPartsJoined) {
 }
 
 TEST(ChatSchema, UnknownFieldsIgnoredUnlessStrict) {
-    const Json body = {{"messages", kMessages}, {"response_format", {{"type", "text"}}}};
+    const Json body = {{"messages", kMessages}, {"safe_prompt", true}};
     EXPECT_NO_THROW(parse(body));
     RequestLimits strict = limits();
     strict.strict_requests = true;
@@ -111,7 +131,7 @@ TEST(ChatSchema, UnknownFieldsIgnoredUnlessStrict) {
         parse(body, strict);
         FAIL() << "accepted";
     } catch (const MalformedRequest& e) {
-        EXPECT_EQ(e.param(), "response_format");
+        EXPECT_EQ(e.param(), "safe_prompt");
     }
 }
 
