@@ -499,7 +499,7 @@ std::string json_schema_to_gbnf(std::string_view schema_json, const JsonSchemaOp
     Json schema;
     try {
         schema = Json::parse(schema_json);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // a syntax error, or a number out of range (1e1111)
         fail_param("json_schema", "json_schema: not valid JSON ({})", e.what());
     }
     return SchemaCompiler(schema, options).compile();
