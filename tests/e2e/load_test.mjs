@@ -35,7 +35,7 @@ const stats = { requests: 0, byStatus: {}, invalid: 0, transport: 0, tokens: 0, 
 // Requests the server must refuse with a 4xx and our JSON error (the soak mix).
 const INVALID = [
   ['/generate', '{"prompt": "x", "temperature": -1}'],
-  ['/generate', '{"prompt": "x", "max_length": 0}'],
+  ['/generate', '{"prompt": "x", "top_k": -1}'],
   ['/generate', '{"prompt": 5}'],
   ['/v1/completions', '{"prompt": "x", "top_p": 7}'],
   ['/v1/completions', '{"prompt": "x", "n": 100000}'],
