@@ -1,4 +1,5 @@
-// The llmserve playground: plain browser JavaScript over the server's own API (GET /info, POST /generate).
+// The llmserve playground: plain browser JavaScript over the server's own API: GET /info, POST /generate
+// (completion mode) and POST /v1/chat/completions (chat mode, when the model has a chat template).
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -9,6 +10,7 @@ const keyStorage = 'llmserve-api-key';
 let apiKey = sessionStorage.getItem(keyStorage) || '';
 let serverDefaults = {};
 let running = null;  // {controller} while a generation is in flight
+let conversation = [];  // chat mode: the {role, content} turns so far, assistant replies included
 
 function authHeaders() {
   return apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
@@ -76,7 +78,27 @@ async function loadInfo() {
   $('max_length').max = String(Math.max(0, (model.n_positions || 1) - 1));
   if (model.vocab_size) $('top_k').max = String(model.vocab_size);
   if (limits.max_samples_per_prompt) $('num_return_sequences').max = String(limits.max_samples_per_prompt);
+  showChatAvailability(Boolean(model.chat_template));
   resetControls();
+}
+
+// Chat needs the model's chat template (or the server's CHAT_TEMPLATE setting); without one the tab says so.
+function showChatAvailability(available) {
+  $('mode-chat').disabled = !available;
+  $('chat-note').textContent = available ? ''
+    : 'Chat: this model has no chat template (start the server with CHAT_TEMPLATE=file.jinja).';
+  if (!available && !$('chat').hidden) showMode('completion');
+}
+
+function showMode(mode) {
+  const chat = mode === 'chat';
+  $('compose').hidden = chat;
+  $('chat').hidden = !chat;
+  $('mode-completion').setAttribute('aria-selected', String(!chat));
+  $('mode-chat').setAttribute('aria-selected', String(chat));
+  clearError();
+  $('stats').textContent = '';
+  $(chat ? 'message' : 'prompt').focus();
 }
 
 function resetControls() {
@@ -102,17 +124,35 @@ function labelRange(input) {
   note.textContent = `default ${fallback === '' ? 'none' : fallback}, range ${range}`;
 }
 
-// The request body from the form; values go as typed so that the server validates them.
-function requestBody() {
-  const body = { prompt: $('prompt').value, stream: $('stream').checked };
+// The controls' values under /generate's field names; values go as typed so that the server validates them.
+function controlValues() {
+  const values = {};
   for (const input of numericControls) {
     if (input.value === '') continue;
-    body[input.id] = input.dataset.kind === 'int' ? parseInt(input.value, 10) : parseFloat(input.value);
+    values[input.id] = input.dataset.kind === 'int' ? parseInt(input.value, 10) : parseFloat(input.value);
   }
   const stops = $('stop_strings').value.split('\n').filter((s) => s.length > 0);
-  if (stops.length) body.stop = stops;
-  body.do_sample = $('do_sample').checked;
-  body.ignore_eos = $('ignore_eos').checked;
+  if (stops.length) values.stop = stops;
+  values.ignore_eos = $('ignore_eos').checked;
+  return values;
+}
+
+function requestBody() {
+  return { prompt: $('prompt').value, stream: $('stream').checked, ...controlValues(),
+    do_sample: $('do_sample').checked };
+}
+
+// The chat API names a few controls as OpenAI does, always answers one choice here, and has no do_sample.
+const chatFieldNames = { max_length: 'max_tokens', min_new_tokens: 'min_tokens', num_return_sequences: null };
+
+function chatBody(messages) {
+  const body = { messages, stream: $('stream').checked };
+  if (body.stream) body.stream_options = { include_usage: true };
+  for (const [field, value] of Object.entries(controlValues())) {
+    const name = field in chatFieldNames ? chatFieldNames[field] : field;
+    if (name) body[name] = value;
+  }
+  if (!$('do_sample').checked) body.temperature = 0;
   return body;
 }
 
@@ -182,9 +222,7 @@ async function generate() {
   $('stats').textContent = '';
   const body = requestBody();
   const controller = new AbortController();
-  running = { controller };
-  $('generate').disabled = true;
-  $('stop').disabled = false;
+  setRunning({ controller });
   const startedAt = performance.now();
   let pieces = 0;
   try {
@@ -222,14 +260,133 @@ async function generate() {
       showError(0, String(err));
     }
   } finally {
-    running = null;
-    $('generate').disabled = false;
-    $('stop').disabled = true;
+    setRunning(null);
   }
 }
 
+// One generation at a time, in either mode: its Start buttons off and its Stop buttons on while it runs.
+function setRunning(state) {
+  running = state;
+  for (const id of ['generate', 'send']) $(id).disabled = Boolean(state);
+  for (const id of ['stop', 'chat-stop']) $(id).disabled = !state;
+}
+
+// A transcript entry: the role, then the text (and, for replies, the reasoning and how the turn ended).
+function appendTurn(role, text) {
+  const turn = document.createElement('div');
+  turn.className = `turn ${role}`;
+  const label = document.createElement('div');
+  label.className = 'role';
+  label.textContent = role;
+  const reasoning = document.createElement('div');
+  reasoning.className = 'reasoning';
+  reasoning.hidden = true;
+  const content = document.createElement('div');
+  content.className = 'content';
+  content.textContent = text;
+  turn.append(label, reasoning, content);
+  $('transcript').appendChild(turn);
+  return turn;
+}
+
+function noteFinish(turn, text) {
+  const note = document.createElement('div');
+  note.className = 'finish';
+  note.textContent = text;
+  turn.appendChild(note);
+}
+
+// Sends the conversation plus the new message; the reply streams into the transcript. A failed request
+// leaves the conversation as it was and the message in its box; a stopped reply stays, marked stopped.
+async function sendMessage() {
+  const text = $('message').value;
+  if (running || text.trim() === '') return;
+  clearError();
+  $('stats').textContent = '';
+  const messages = [];
+  if ($('system-prompt').value.trim() !== '') messages.push({ role: 'system', content: $('system-prompt').value });
+  messages.push(...conversation, { role: 'user', content: text });
+  const body = chatBody(messages);
+  const userTurn = appendTurn('user', text);
+  const reply = appendTurn('assistant', '');
+  const content = reply.querySelector('.content');
+  const reasoning = reply.querySelector('.reasoning');
+  const addDelta = (delta) => {
+    if (delta.reasoning_content) {
+      reasoning.hidden = false;
+      reasoning.textContent += delta.reasoning_content;
+    }
+    if (delta.content) content.textContent += delta.content;
+  };
+  const controller = new AbortController();
+  setRunning({ controller });
+  const startedAt = performance.now();
+  let pieces = 0;
+  let finish = null;
+  const keepTurn = () => {
+    conversation.push({ role: 'user', content: text }, { role: 'assistant', content: content.textContent });
+    $('message').value = '';
+  };
+  try {
+    const response = await fetch('/v1/chat/completions', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...authHeaders() },
+      body: JSON.stringify(body),
+      signal: controller.signal,
+    });
+    if (!response.ok) {
+      userTurn.remove();
+      reply.remove();
+      showError(response.status, await readError(response), response.headers.get('Retry-After'));
+      return;
+    }
+    if (!body.stream) {
+      const result = await response.json();
+      addDelta(result.choices[0].message);
+      finish = result.choices[0].finish_reason;
+      showStats(result.usage.completion_tokens, startedAt, result);
+    } else {
+      await readEvents(response, (event) => {
+        if (event.error) throw new Error(event.error.message);
+        for (const choice of event.choices || []) {
+          if (choice.delta && (choice.delta.content || choice.delta.reasoning_content)) pieces += 1;
+          if (choice.delta) addDelta(choice.delta);
+          if (choice.finish_reason) finish = choice.finish_reason;
+        }
+        showStats(pieces, startedAt, event.usage ? event : null);
+      });
+    }
+    noteFinish(reply, finish || 'ended');
+    keepTurn();
+  } catch (err) {
+    if (err.name === 'AbortError') {
+      noteFinish(reply, 'stopped');
+      $('stats').textContent += ' · stopped';
+      keepTurn();
+    } else {
+      userTurn.remove();
+      reply.remove();
+      showError(0, String(err));
+    }
+  } finally {
+    setRunning(null);
+  }
+}
+
+function clearConversation() {
+  if (running) running.controller.abort();
+  conversation = [];
+  $('transcript').textContent = '';
+  $('stats').textContent = '';
+  clearError();
+}
+
 $('generate').addEventListener('click', generate);
-$('stop').addEventListener('click', () => running && running.controller.abort());
+for (const id of ['stop', 'chat-stop']) $(id).addEventListener('click', () => running && running.controller.abort());
+$('send').addEventListener('click', sendMessage);
+$('clear-chat').addEventListener('click', clearConversation);
+$('mode-completion').addEventListener('click', () => showMode('completion'));
+$('mode-chat').addEventListener('click', () => showMode('chat'));
 $('reset').addEventListener('click', resetControls);
 $('save-key').addEventListener('click', () => {
   apiKey = $('api-key').value.trim();
@@ -239,5 +396,8 @@ $('save-key').addEventListener('click', () => {
 });
 $('prompt').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) generate();
+});
+$('message').addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) sendMessage();
 });
 loadInfo();

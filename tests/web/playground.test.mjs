@@ -1,5 +1,6 @@
 // The playground page in headless Chromium against the real llmserve binary (with an API key, so that
-// the page's key prompt is exercised too): streaming, parameters, stop, validation errors, screenshot.
+// the page's key prompt is exercised too): streaming, parameters, stop, validation errors, screenshot; then the
+// chat mode over /v1/chat/completions (the embedded model gets a plain chat template through CHAT_TEMPLATE).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -18,7 +19,7 @@ let page;
 let profile;
 
 before(async () => {
-  server = await startLlmserve({ API_KEYS: API_KEY });
+  server = await startLlmserve({ API_KEYS: API_KEY, CHAT_TEMPLATE: process.env.PLAYGROUND_CHAT_TEMPLATE });
   profile = mkdtempSync(path.join(tmpdir(), 'llmserve-chromium-'));
   // A fresh profile (playwright passes it as --user-data-dir); the flags keep Chromium off the network.
   browser = await chromium.launchPersistentContext(profile, {
@@ -159,4 +160,123 @@ test('a value out of range shows the server\'s validation error', async () => {
   assert.match(error, /HTTP 422/);
   assert.match(error, /temperature/);
   assert.equal(await page.$('.output'), null);
+});
+
+// The bodies the page sends to the chat API, to check what each turn carries.
+const chatBodies = [];
+
+async function chatDirect(body) {
+  const response = await fetch(`${server.url}/v1/chat/completions`, {
+    method: 'POST', headers: { ...AUTH, 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  return (await response.json()).choices[0].message.content;
+}
+
+async function sendAndWait(text) {
+  const before = (await page.$$('.turn.assistant .finish')).length;
+  await page.fill('#message', text);
+  await page.click('#send');
+  await waitIdle();
+  await page.waitForFunction((n) => document.querySelectorAll('.turn.assistant .finish').length > n, before);
+}
+
+test('chat mode: a streamed conversation carries its turns, and each reply is what the API answers', async () => {
+  page.on('request', (request) => {
+    if (request.url().endsWith('/v1/chat/completions')) chatBodies.push(JSON.parse(request.postData()));
+  });
+  await page.click('#reset');
+  assert.equal(await page.isDisabled('#mode-chat'), false);
+  await page.click('#mode-chat');
+  assert.equal(await page.isVisible('#chat'), true);
+  assert.equal(await page.isVisible('#compose'), false);
+  await setControl('temperature', 0);  // greedy, so that the page's replies can be compared with direct requests
+  await setControl('max_length', 12);
+  await page.fill('#system-prompt', 'You answer briefly.');
+
+  await sendAndWait('Where did the jury go?');
+  const first = await page.textContent('.turn.assistant .content');
+  assert.ok(first.length > 0, 'the first reply is empty');
+  assert.equal(await page.inputValue('#message'), '', 'the sent message stays in its box');
+  assert.match(await page.textContent('#stats'), /completion \d+ tokens/);
+  const firstBody = chatBodies.at(-1);
+  assert.equal(firstBody.stream, true);
+  assert.equal(firstBody.max_tokens, 12);
+  assert.equal(firstBody.temperature, 0);
+  assert.deepEqual(firstBody.messages, [
+    { role: 'system', content: 'You answer briefly.' },
+    { role: 'user', content: 'Where did the jury go?' },
+  ]);
+  const { stream: _stream, stream_options: _options, ...plain } = firstBody;
+  assert.equal(first, await chatDirect({ ...plain, stream: false }), 'the streamed reply differs from the API\'s');
+
+  await sendAndWait('And then?');
+  const secondBody = chatBodies.at(-1);
+  assert.deepEqual(secondBody.messages, [
+    { role: 'system', content: 'You answer briefly.' },
+    { role: 'user', content: 'Where did the jury go?' },
+    { role: 'assistant', content: first },
+    { role: 'user', content: 'And then?' },
+  ]);
+  const roles = await page.$$eval('.turn .role', (nodes) => nodes.map((n) => n.textContent));
+  assert.deepEqual(roles, ['user', 'assistant', 'user', 'assistant']);
+  const replies = await page.$$eval('.turn.assistant .content', (nodes) => nodes.map((n) => n.textContent));
+  const { stream: _s, stream_options: _o, ...secondPlain } = secondBody;
+  assert.equal(replies[1], await chatDirect({ ...secondPlain, stream: false }));
+  await page.screenshot({ path: path.join(artifacts, 'playground-chat.png'), fullPage: true });
+});
+
+test('chat mode: stop keeps the partial reply; an invalid value keeps the conversation and the message', async () => {
+  await setControl('temperature', 1);
+  await setControl('max_length', 400);  // the conversation so far plus 400 stays within the 512 positions
+  await page.check('#ignore_eos');
+  await page.fill('#message', 'Tell me everything.');
+  await page.click('#send');
+  await page.waitForFunction(() => {
+    const replies = document.querySelectorAll('.turn.assistant .content');
+    return !document.getElementById('error').hidden || (replies.length === 3 && replies[2].textContent.length > 0);
+  });
+  assert.equal(await page.isVisible('#error'), false, await page.textContent('#error'));
+  await page.click('#chat-stop');
+  await waitIdle();
+  const finishes = await page.$$eval('.turn.assistant .finish', (nodes) => nodes.map((n) => n.textContent));
+  assert.equal(finishes.at(-1), 'stopped');
+  assert.match(await page.textContent('#stats'), /stopped/);
+  await page.uncheck('#ignore_eos');
+
+  const turnsBefore = (await page.$$('.turn')).length;
+  await setControl('temperature', 500);
+  await page.fill('#message', 'One more?');
+  await page.click('#send');
+  await waitIdle();
+  await page.waitForSelector('#error', { state: 'visible' });
+  const error = await page.textContent('#error');
+  assert.match(error, /HTTP 400/);
+  assert.match(error, /temperature/);
+  assert.equal((await page.$$('.turn')).length, turnsBefore, 'the failed turn stayed in the transcript');
+  assert.equal(await page.inputValue('#message'), 'One more?');
+  // The stopped reply is part of the conversation the next request carries.
+  await page.click('#reset');
+  await setControl('max_length', 2);
+  await sendAndWait('One more?');
+  assert.equal(chatBodies.at(-1).messages.length, 1 + 2 * 3 + 1);
+
+  await page.click('#clear-chat');
+  assert.equal((await page.$$('.turn')).length, 0);
+  await page.click('#mode-completion');
+  assert.equal(await page.isVisible('#compose'), true);
+});
+
+test('without a chat template the chat mode is off and says how to give one', async () => {
+  const plain = await startLlmserve();
+  const other = await browser.newPage();
+  try {
+    await other.goto(plain.url + '/');
+    await other.waitForFunction(() => document.getElementById('model-info').textContent.includes('·'));
+    assert.equal(await other.isDisabled('#mode-chat'), true);
+    assert.match(await other.textContent('#chat-note'), /no chat template.*CHAT_TEMPLATE/);
+  } finally {
+    await other.close();
+    assert.equal(await plain.stop(), 0);
+  }
 });

@@ -22,4 +22,5 @@ if ! cmp -s "$here/package-lock.json" "$stamp"; then
 fi
 cd "$work"
 LLMSERVE_BINARY="$binary" LLMSERVE_MODEL_DIR="$here/../../models/gpt2-brown-mini" PLAYGROUND_ARTIFACTS="$work" \
+  PLAYGROUND_CHAT_TEMPLATE="$here/chat_template.jinja" \
   node --test --test-concurrency=1 --test-reporter=spec playground.test.mjs
