@@ -286,6 +286,7 @@ function appendTurn(role, text) {
   content.textContent = text;
   turn.append(label, reasoning, content);
   $('transcript').appendChild(turn);
+  $('transcript').scrollTop = $('transcript').scrollHeight;
   return turn;
 }
 
@@ -311,12 +312,16 @@ async function sendMessage() {
   const reply = appendTurn('assistant', '');
   const content = reply.querySelector('.content');
   const reasoning = reply.querySelector('.reasoning');
+  const transcript = $('transcript');
   const addDelta = (delta) => {
+    // Follow the reply as it grows unless the reader has scrolled up to an earlier turn.
+    const following = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 24;
     if (delta.reasoning_content) {
       reasoning.hidden = false;
       reasoning.textContent += delta.reasoning_content;
     }
     if (delta.content) content.textContent += delta.content;
+    if (following) transcript.scrollTop = transcript.scrollHeight;
   };
   const controller = new AbortController();
   setRunning({ controller });

@@ -230,15 +230,27 @@ test('chat mode: stop keeps the partial reply; an invalid value keeps the conver
   await setControl('temperature', 1);
   await setControl('max_length', 400);  // the conversation so far plus 400 stays within the 512 positions
   await page.check('#ignore_eos');
-  await page.fill('#message', 'Tell me everything.');
-  await page.click('#send');
-  await page.waitForFunction(() => {
-    const replies = document.querySelectorAll('.turn.assistant .content');
-    return !document.getElementById('error').hidden || (replies.length === 3 && replies[2].textContent.length > 0);
-  });
-  assert.equal(await page.isVisible('#error'), false, await page.textContent('#error'));
-  await page.click('#chat-stop');
-  await waitIdle();
+  // The small model writes 400 tokens faster than a click lands on a fast machine: the browser reads the
+  // stream at 2 KB/s meanwhile (about 20 s for the whole reply), so Stop always comes first.
+  const network = await browser.newCDPSession(page);
+  await network.send('Network.enable');
+  await network.send('Network.emulateNetworkConditions',
+    { offline: false, latency: 0, downloadThroughput: 2048, uploadThroughput: -1 });
+  try {
+    await page.fill('#message', 'Tell me everything.');
+    await page.click('#send');
+    await page.waitForFunction(() => {
+      const replies = document.querySelectorAll('.turn.assistant .content');
+      return !document.getElementById('error').hidden || (replies.length === 3 && replies[2].textContent.length > 0);
+    });
+    assert.equal(await page.isVisible('#error'), false, await page.textContent('#error'));
+    await page.click('#chat-stop');
+    await waitIdle();
+  } finally {
+    await network.send('Network.emulateNetworkConditions',
+      { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await network.detach();
+  }
   const finishes = await page.$$eval('.turn.assistant .finish', (nodes) => nodes.map((n) => n.textContent));
   assert.equal(finishes.at(-1), 'stopped');
   assert.match(await page.textContent('#stats'), /stopped/);
