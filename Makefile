@@ -1,13 +1,12 @@
 # The front door. `make run` / `make serve` and `make test` set everything up from a fresh Debian 12 machine.
 BUILD       ?= build
-BUILD_ASAN  ?= build-asan
-BUILD_FUZZ  ?= build-fuzz
+BUILD_ASAN  ?= build-sanitize
 JOBS        ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 PROMPT      ?= The jury said
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan build-fuzz test test-unit test-asan fuzz run serve bench image image-test format clean
+.PHONY: all deps build build-release-checks build-asan test test-unit test-release test-asan fuzz run serve bench image image-test format clean
 
 all: build
 
@@ -20,31 +19,36 @@ $(BUILD)/build.ninja:
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The sanitizer build: clang with ASan+UBSan, every test but the `release` ones, and the libFuzzer targets
+# over the same objects (tests/CMakeLists.txt says which tests run where).
 $(BUILD_ASAN)/build.ninja:
-	cmake -S . -B $(BUILD_ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLLMSERVE_SANITIZE=ON -DLLMSERVE_BENCH=OFF
+	CC=clang CXX=clang++ cmake -S . -B $(BUILD_ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+	  -DLLMSERVE_SANITIZE=ON -DLLMSERVE_FUZZ=ON -DLLMSERVE_BENCH=OFF $(CMAKE_FLAGS)
 
 build-asan: deps $(BUILD_ASAN)/build.ninja
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 
-$(BUILD_FUZZ)/build.ninja:
-	CC=clang CXX=clang++ cmake -S . -B $(BUILD_FUZZ) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLMSERVE_FUZZ=ON
+# Just what the release-only tests need, and the benchmarks.
+build-release-checks: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS) --target release-checks
 
-build-fuzz: deps $(BUILD_FUZZ)/build.ninja
-	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzzers
-
-# Every test: unit, parity and end-to-end tests; the same tests under ASan+UBSan; each fuzzer for FUZZ_SECONDS.
-test: test-unit test-asan fuzz
+# Every test: in the sanitizer build all but the `release` ones, then those in the release build, then each
+# fuzzer for FUZZ_SECONDS. (`make test-unit` runs every test in the release build.)
+test: test-asan test-release fuzz
 	@echo "make test: all suites passed"
 
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
+test-release: build-release-checks
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -L release
+
 test-asan: build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --test-dir $(BUILD_ASAN) --output-on-failure -j $(JOBS) -LE slow
+	  ctest --test-dir $(BUILD_ASAN) --output-on-failure -j $(JOBS) -LE release
 
-fuzz: build-fuzz
-	@bash scripts/run-fuzzers.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
+fuzz: build-asan
+	@bash scripts/run-fuzzers.sh $(BUILD_ASAN) $(FUZZ_SECONDS)
 
 run: build
 	$(BUILD)/llmserve generate "$(PROMPT)" --max-new-tokens 60
@@ -67,4 +71,4 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
+	rm -rf $(BUILD) $(BUILD_ASAN)

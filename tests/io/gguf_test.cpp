@@ -19,7 +19,7 @@ using testing::expect_error;
 using testing::GgufBuilder;
 
 const std::string kSource = "synthetic.gguf";
-constexpr std::uint32_t kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8, kQ4_K = 12;
+constexpr std::uint32_t kF32 = 0, kQ4_1 = 3, kQ8_0 = 8, kQ4_K = 12;
 
 GgufBuilder two_tensor_file() {
     GgufBuilder b;
