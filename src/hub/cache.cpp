@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <set>
@@ -110,21 +111,59 @@ std::vector<std::string> missing_model_files(const fs::path& dir) {
     return missing;
 }
 
-CacheLookup find_cached_snapshot(const fs::path& cache_root, const ModelRef& model) {
+std::optional<fs::path> cached_snapshot_dir(const fs::path& cache_root, const ModelRef& model) {
     const fs::path repo = cache_root / repo_folder_name(model.repo_id);
     std::string commit = model.revision;
     if (!is_commit_hash(commit)) {
         const fs::path ref = repo / "refs" / model.revision;
-        if (!file_present(ref)) return {};
+        if (!file_present(ref)) return std::nullopt;
         commit = read_text(ref);
         commit.erase(commit.find_last_not_of(" \t\r\n") + 1);
-        if (!is_commit_hash(commit)) return {};  // damaged ref: treat as not cached
+        if (!is_commit_hash(commit)) return std::nullopt;  // damaged ref: treat as not cached
     }
     const fs::path snapshot = repo / "snapshots" / commit;
-    if (!file_present(snapshot)) return {};
-    std::vector<std::string> missing = missing_model_files(snapshot);
-    if (missing.empty()) return {.snapshot = snapshot};
-    return {.incomplete_snapshot = snapshot, .missing = std::move(missing)};
+    if (!file_present(snapshot)) return std::nullopt;
+    return snapshot;
+}
+
+std::vector<std::string> matching_gguf_files(const std::vector<std::string>& files,
+                                             std::string_view selector) {
+    const auto lower = [](std::string_view text) {
+        std::string lowered(text);
+        std::transform(lowered.begin(), lowered.end(), lowered.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        return lowered;
+    };
+    const auto word_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
+    const std::string tag = lower(selector);
+    std::vector<std::string> matches;
+    for (const std::string& file : files) {
+        if (!file.ends_with(".gguf")) continue;
+        if (tag.ends_with(".gguf")) {
+            if (file == selector) matches.push_back(file);
+            continue;
+        }
+        const std::string name = lower(fs::path(file).filename().string());
+        for (auto at = name.find(tag); at != std::string::npos; at = name.find(tag, at + 1)) {
+            const std::size_t end = at + tag.size();
+            // A word: no letter or digit before it; no letter, digit or '_' after it (Q4_K is
+            // not Q4_K_M).
+            if ((at == 0 || !word_char(name[at - 1])) &&
+                (end == name.size() || (!word_char(name[end]) && name[end] != '_'))) {
+                matches.push_back(file);
+                break;
+            }
+        }
+    }
+    return matches;
+}
+
+CacheLookup find_cached_snapshot(const fs::path& cache_root, const ModelRef& model) {
+    const auto snapshot = cached_snapshot_dir(cache_root, model);
+    if (!snapshot) return {};
+    std::vector<std::string> missing = missing_model_files(*snapshot);
+    if (missing.empty()) return {.snapshot = *snapshot};
+    return {.incomplete_snapshot = *snapshot, .missing = std::move(missing)};
 }
 
 std::vector<CachedModel> list_cached_models(const HubOptions& options) {

@@ -35,6 +35,17 @@ struct CacheLookup {
     std::vector<std::string> missing = {};               // what that one lacks
 };
 
+// snapshots/<commit> of `model`'s revision under `cache_root` (refs/<revision> gives the commit; a
+// commit hash is used directly); nullopt when the ref or the snapshot is missing or damaged.
+std::optional<std::filesystem::path> cached_snapshot_dir(const std::filesystem::path& cache_root,
+                                                         const ModelRef& model);
+
+// The .gguf names among `files` that `selector` picks: itself when it names a .gguf file; for a
+// quantization tag, those holding it as a word, case-insensitively ("model-Q4_K_M.gguf" and
+// "model.q4_k_m.gguf" for Q4_K_M, not "model-Q4_K_M_L.gguf" or "model-XQ4_K_M.gguf").
+std::vector<std::string> matching_gguf_files(const std::vector<std::string>& files,
+                                             std::string_view selector);
+
 // Looks `model` up under `cache_root`: refs/<revision> gives the commit (a commit hash is used
 // directly), snapshots/<commit> must hold a loadable model. Touches no network.
 CacheLookup find_cached_snapshot(const std::filesystem::path& cache_root, const ModelRef& model);

@@ -10,7 +10,11 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <regex>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -26,6 +30,50 @@ constexpr std::size_t kHashChunk = 1 << 20;
 // Files a model may use besides its weights, fetched when the repository has them.
 constexpr const char* kOptionalFiles[] = {"generation_config.json", "tokenizer.json", "vocab.json",
                                           "merges.txt", "tokenizer_config.json"};
+
+// A GGUF repository's file list is JSON of a few KiB; a far larger answer is not one.
+constexpr std::size_t kMaxFileListBytes = 16 << 20;
+
+// "model-Q4_K_M-00001-of-00003.gguf": one part of a file split by llama-gguf-split.
+bool is_split_part(const std::string& file) {
+    static const std::regex part(R"(-\d{5}-of-\d{5}\.gguf$)");
+    return std::regex_search(file, part);
+}
+
+// At most 10 names, comma-separated, then how many more there are.
+std::string first_names(const std::vector<std::string>& names) {
+    std::string text;
+    for (std::size_t i = 0; i < names.size() && i < 10; ++i) text += (i ? ", " : "") + names[i];
+    if (names.size() > 10) text += fmt::format(" and {} more", names.size() - 10);
+    return text;
+}
+
+// The .gguf files among `files`.
+std::vector<std::string> matching_gguf_files_all(const std::vector<std::string>& files) {
+    std::vector<std::string> gguf;
+    std::copy_if(files.begin(), files.end(), std::back_inserter(gguf),
+                 [](const std::string& file) { return file.ends_with(".gguf"); });
+    return gguf;
+}
+
+// A GET's body in memory, refused past `limit` bytes.
+class TextSink final : public BodySink {
+  public:
+    TextSink(std::size_t limit, std::string url) : limit_(limit), url_(std::move(url)) {}
+    void begin(const HttpResponse&) override { text_.clear(); }
+    void write(std::span<const std::byte> bytes) override {
+        if (text_.size() + bytes.size() > limit_) {
+            fail(ErrorCode::kUnavailable, "{} sent more than {} bytes", url_, limit_);
+        }
+        text_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    }
+    const std::string& text() const { return text_; }
+
+  private:
+    std::size_t limit_;
+    std::string url_;
+    std::string text_;
+};
 
 // What a HEAD of a resolve URL says about one file.
 struct FileInfo {
@@ -264,6 +312,7 @@ class Downloader {
           locks_dir_(options.cache_dir / ".locks" / repo_folder_name(model.repo_id)) {}
 
     fs::path run() {
+        if (!model_.gguf.empty()) return run_gguf();
         // The first request fixes the commit; every later one is pinned to it, so that a push
         // during the download cannot mix two versions.
         const auto config = head(kConfigFile, /*first=*/true);
@@ -286,6 +335,80 @@ class Downloader {
 
   private:
     fs::path snapshot_dir() const { return repo_dir_ / "snapshots" / commit_; }
+
+    // One GGUF file: the one the selector names, or the one its quantization tag picks from the
+    // repository's file list (whose commit then pins the download).
+    fs::path run_gguf() {
+        const std::string file =
+            model_.gguf.ends_with(".gguf") ? model_.gguf : choose_from_file_list();
+        const auto info = head(file, /*first=*/commit_.empty());
+        if (!info) {
+            fail(ErrorCode::kNotFound, "model '{}': {} has no file '{}'", model_.to_string(),
+                 options_.endpoint, file);
+        }
+        fetch(file, *info);
+        if (model_.revision != commit_) {
+            write_atomically(repo_dir_ / "refs" / model_.revision, commit_);
+        }
+        return snapshot_dir() / file;
+    }
+
+    std::string choose_from_file_list() {
+        const std::string url = fmt::format("{}/api/models/{}/revision/{}", options_.endpoint,
+                                            model_.repo_id, url_encode(model_.revision, false));
+        TextSink body(kMaxFileListBytes, url);
+        for (int attempt = 1;; ++attempt) {
+            try {
+                const HttpResponse response = http_.get(url, 0, body);
+                if (response.status == 200) break;
+                if (response.status < 500 || attempt >= options_.max_attempts) {
+                    fail_for_status(response, "its file list");
+                }
+            } catch (const Error& failure) {
+                if (failure.code() != ErrorCode::kUnavailable || attempt >= options_.max_attempts) {
+                    throw;
+                }
+            }
+            pause_before_retry(attempt);
+        }
+        std::vector<std::string> files;
+        try {
+            const auto listing = nlohmann::json::parse(body.text());
+            commit_ = listing.at("sha").get<std::string>();
+            for (const auto& sibling : listing.at("siblings")) {
+                files.push_back(sibling.at("rfilename").get<std::string>());
+            }
+        } catch (const nlohmann::json::exception& error) {
+            fail(ErrorCode::kUnavailable, "{} answered {} with an unexpected file list: {}",
+                 options_.endpoint, url, error.what());
+        }
+        if (!is_commit_hash(commit_)) {
+            fail(ErrorCode::kUnavailable, "{} gave no commit for '{}' in {}", options_.endpoint,
+                 model_.to_string(), url);
+        }
+        return the_one_gguf_file(files);
+    }
+
+    std::string the_one_gguf_file(const std::vector<std::string>& files) const {
+        const std::vector<std::string> matches = matching_gguf_files(files, model_.gguf);
+        if (matches.size() == 1 && !is_split_part(matches.front())) return matches.front();
+        if (matches.empty()) {
+            const std::vector<std::string> all = matching_gguf_files_all(files);
+            fail(ErrorCode::kNotFound, "model '{}': no .gguf file of {} on {} matches '{}' ({})",
+                 model_.to_string(), model_.repo_id, options_.endpoint, model_.gguf,
+                 all.empty() ? "it has no .gguf files" : "its .gguf files: " + first_names(all));
+        }
+        if (std::all_of(matches.begin(), matches.end(), is_split_part)) {
+            fail(ErrorCode::kInvalidArgument,
+                 "model '{}' is split into {} files ({}); llmserve reads a GGUF model from one "
+                 "file: join the parts with llama.cpp's `llama-gguf-split --merge` and serve the "
+                 "result",
+                 model_.to_string(), matches.size(), first_names(matches));
+        }
+        fail(ErrorCode::kInvalidArgument,
+             "model '{}': '{}' matches {} files ({}); name one as {}:<file>.gguf",
+             model_.to_string(), model_.gguf, matches.size(), first_names(matches), model_.repo_id);
+    }
 
     std::string resolve_url(const std::string& file) const {
         const std::string& revision = commit_.empty() ? model_.revision : commit_;
@@ -503,6 +626,42 @@ class Downloader {
     std::string commit_;  // empty until the first HEAD
 };
 
+// The .gguf files of a cached snapshot, as paths relative to it (dangling links left out).
+std::vector<std::string> cached_gguf_files(const fs::path& snapshot) {
+    std::vector<std::string> files;
+    std::error_code error;
+    for (auto it = fs::recursive_directory_iterator(snapshot, error);
+         it != fs::recursive_directory_iterator(); it.increment(error)) {
+        if (it->path().extension() == ".gguf" && fs::is_regular_file(it->path(), error)) {
+            // lexically: the files are links into blobs/, which fs::relative would follow
+            files.push_back(it->path().lexically_relative(snapshot).generic_string());
+        }
+    }
+    return files;
+}
+
+// A GGUF file from a cache (when the selector picks exactly one cached file of that revision),
+// else downloaded.
+fs::path resolve_gguf(const ModelRef& model, const std::vector<fs::path>& roots,
+                      const HubOptions& options, ProgressSink* progress) {
+    for (const fs::path& root : roots) {
+        const auto snapshot = cached_snapshot_dir(root, model);
+        if (!snapshot) continue;
+        const auto matches = matching_gguf_files(cached_gguf_files(*snapshot), model.gguf);
+        if (matches.size() == 1 && !is_split_part(matches.front()))
+            return *snapshot / matches.front();
+    }
+    if (options.offline) {
+        std::vector<std::string> searched;
+        for (const fs::path& root : roots) searched.push_back(root.string());
+        fail(ErrorCode::kNotFound,
+             "model '{}' is not in the cache (searched {}) and HF_HUB_OFFLINE is set, so it "
+             "cannot be downloaded",
+             model.to_string(), searched.empty() ? "no cache directory" : first_names(searched));
+    }
+    return download_model(model, options, progress);
+}
+
 bool looks_like_path(std::string_view name) {
     return name.starts_with('/') || name.starts_with("./") || name.starts_with("../") ||
            name.starts_with("~") || name == "." || name == "..";
@@ -551,6 +710,7 @@ fs::path resolve_model(std::string_view name, const HubOptions& options, Progres
     std::vector<fs::path> roots;
     if (!options.cache_dir.empty()) roots.push_back(options.cache_dir);
     roots.insert(roots.end(), options.extra_cache_dirs.begin(), options.extra_cache_dirs.end());
+    if (!model.gguf.empty()) return resolve_gguf(model, roots, options, progress);
     CacheLookup partial;
     for (const fs::path& root : roots) {
         CacheLookup lookup = find_cached_snapshot(root, model);

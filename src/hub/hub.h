@@ -37,14 +37,19 @@ struct HubOptions {
 struct ModelRef {
     std::string repo_id;  // "gpt2" or "org/name"
     std::string revision = "main";
+    // One GGUF file of the repository instead of a Hugging Face model folder: a quantization
+    // tag ("Q4_K_M", matched against the repository's .gguf file names) or a file name ending
+    // in ".gguf". Empty for a model folder.
+    std::string gguf;
 
-    // "name", "org/name", either followed by "@revision". The id follows the Hub's rules: one
-    // or two parts of letters, digits, '-', '_', '.', each at most 96 characters, starting and
-    // ending with a letter or digit, no "--" or ".." (kInvalidArgument naming the value and
-    // the rule broken). A revision is a branch, tag or commit: letters, digits, '-', '_', '.',
-    // '/', no "..".
+    // "name" or "org/name", then optionally ":<quant or file.gguf>", then optionally
+    // "@revision". The id follows the Hub's rules: one or two parts of letters, digits, '-',
+    // '_', '.', each at most 96 characters, starting and ending with a letter or digit, no "--"
+    // or ".." (kInvalidArgument naming the value and the rule broken). A revision is a branch,
+    // tag or commit: letters, digits, '-', '_', '.', '/', no "..". The GGUF selector: letters,
+    // digits, '-', '_', '.', '/', no "..", not starting with '/'.
     static ModelRef parse(std::string_view text);
-    // "org/name" or "org/name@rev" when the revision is not "main".
+    // "org/name[:gguf]" then "@rev" when the revision is not "main".
     std::string to_string() const;
 };
 
@@ -54,9 +59,10 @@ struct ModelRef {
 std::vector<std::string> missing_model_files(const std::filesystem::path& dir);
 
 // Turns a --model / MODEL_NAME value into a directory holding config.json, the weights and the
-// tokenizer files the repository has:
+// tokenizer files the repository has, or into a GGUF file:
 //  1. an existing local directory, as is (kNotFound listing what it lacks), or a local .gguf file;
-//  2. a complete snapshot in cache_dir or one of extra_cache_dirs (no network at all);
+//  2. a complete snapshot in cache_dir or one of extra_cache_dirs (no network at all); for
+//     "org/name:Q4_K_M" the one cached .gguf file of that revision the tag selects;
 //  3. unless offline, a download into cache_dir (see download_model).
 // Errors name the model and what is missing: kInvalidArgument for a value that is neither a
 // directory nor a valid id, kNotFound when offline and not cached (listing the files missing
@@ -77,6 +83,11 @@ std::filesystem::path resolve_model(std::string_view name, const HubOptions& opt
 // file (naming it), kCorruptData for a size or SHA-256 mismatch (naming the file; the bad data
 // is removed), kUnavailable for network failures and server errors (after max_attempts) and
 // when offline, kResourceExhausted when the disk is full.
+// With a GGUF selector (model.gguf) only that file is fetched and its path in the snapshot is
+// returned. A quantization tag is looked up in the repository's file list
+// (<endpoint>/api/models/<repo>/revision/<revision>): the .gguf files whose name holds the tag
+// as a word ("model-Q4_K_M.gguf" for Q4_K_M, case-insensitive); none, several, or a file split
+// into parts (-00001-of-0000N.gguf) is kNotFound / kInvalidArgument listing what there is.
 std::filesystem::path download_model(const ModelRef& model, const HubOptions& options,
                                      ProgressSink* progress = nullptr);
 

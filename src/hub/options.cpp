@@ -81,6 +81,23 @@ std::string revision_problem(std::string_view revision) {
     return {};
 }
 
+// The part after ':': a quantization tag or a file name (possibly in a folder) of the repository.
+std::string gguf_selector_problem(std::string_view selector) {
+    if (selector.empty())
+        return "nothing after ':' (expected a quantization such as Q4_K_M or a .gguf file)";
+    if (selector.size() > kMaxRevisionLength) {
+        return fmt::format("a GGUF selector longer than {} characters", kMaxRevisionLength);
+    }
+    const auto bad = std::find_if(selector.begin(), selector.end(), [](char c) {
+        return !is_alnum(c) && c != '-' && c != '_' && c != '.' && c != '/';
+    });
+    if (bad != selector.end()) return fmt::format("the character '{}' after ':'", *bad);
+    if (selector.find("..") != std::string_view::npos || selector.front() == '/') {
+        return "a GGUF selector with '..' or a leading '/'";
+    }
+    return {};
+}
+
 }  // namespace
 
 HubOptions HubOptions::from_environment() {
@@ -128,6 +145,14 @@ ModelRef ModelRef::parse(std::string_view text) {
         }
         ref.revision = std::string(revision);
     }
+    if (const auto colon = id.find(':'); colon != std::string_view::npos) {
+        const std::string_view gguf = id.substr(colon + 1);
+        if (const std::string problem = gguf_selector_problem(gguf); !problem.empty()) {
+            fail(ErrorCode::kInvalidArgument, "invalid model name '{}': {}", text, problem);
+        }
+        ref.gguf = std::string(gguf);
+        id = id.substr(0, colon);
+    }
     const auto slash = id.find('/');
     if (slash != std::string_view::npos && id.find('/', slash + 1) != std::string_view::npos) {
         fail(ErrorCode::kInvalidArgument,
@@ -147,7 +172,8 @@ ModelRef ModelRef::parse(std::string_view text) {
 }
 
 std::string ModelRef::to_string() const {
-    return revision == "main" ? repo_id : repo_id + "@" + revision;
+    const std::string name = gguf.empty() ? repo_id : repo_id + ":" + gguf;
+    return revision == "main" ? name : name + "@" + revision;
 }
 
 }  // namespace llmserve::hub

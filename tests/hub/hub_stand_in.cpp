@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <openssl/evp.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -33,7 +34,7 @@ std::string digest_hex(const EVP_MD* algorithm, const std::string& bytes) {
 
 // The Hub stores weights with git LFS.
 bool is_lfs(const std::string& file) {
-    return file.ends_with(".safetensors") || file.ends_with(".bin");
+    return file.ends_with(".safetensors") || file.ends_with(".bin") || file.ends_with(".gguf");
 }
 
 }  // namespace
@@ -56,6 +57,10 @@ HubStandIn::HubStandIn() : server_(std::make_unique<httplib::Server>()) {
     server_->Get(R"(/([^/]+(?:/[^/]+)?)/resolve/([^/]+)/(.+))",
                  [this](const httplib::Request& request, httplib::Response& response) {
                      handle_resolve(request, response);
+                 });
+    server_->Get(R"(/api/models/([^/]+(?:/[^/]+)?)/revision/([^/]+))",
+                 [this](const httplib::Request& request, httplib::Response& response) {
+                     handle_file_list(request, response);
                  });
     port_ = server_->bind_to_any_port("127.0.0.1");
     if (port_ <= 0) throw std::runtime_error("the Hub stand-in could not bind a port");
@@ -197,6 +202,31 @@ void HubStandIn::handle_resolve(const httplib::Request& request, httplib::Respon
     response.set_header("ETag", "\"" + blob.git_id + "\"");
     lock.unlock();
     serve(request, response, blob, index);
+}
+
+// The Hub's model info: {"id", "sha": the commit, "siblings": [{"rfilename"}...]}.
+void HubStandIn::handle_file_list(const httplib::Request& request, httplib::Response& response) {
+    const std::size_t index = record(request);
+    const std::string repo_id = request.matches[1];
+    const std::string revision = request.matches[2];
+    std::lock_guard lock(mutex_);
+    const auto repo = repos_.find(repo_id);
+    if (repo == repos_.end()) {
+        return answer_error(response, index, 404, "RepoNotFound", "Repository not found");
+    }
+    if (repo->second.gated && request.get_header_value("Authorization") != "Bearer " + token()) {
+        return answer_error(response, index, 401, "GatedRepo", "Access is restricted");
+    }
+    if (revision != "main" && revision != repo->second.commit) {
+        return answer_error(response, index, 404, "RevisionNotFound",
+                            "Invalid rev id: " + revision);
+    }
+    nlohmann::json siblings = nlohmann::json::array();
+    for (const auto& [name, blob] : repo->second.files) siblings.push_back({{"rfilename", name}});
+    const nlohmann::json info = {
+        {"id", repo_id}, {"sha", repo->second.commit}, {"siblings", siblings}};
+    response.set_content(info.dump(), "application/json");
+    requests_[index].status = 200;
 }
 
 void HubStandIn::handle_cdn(const httplib::Request& request, httplib::Response& response) {

@@ -40,7 +40,8 @@ class HubStandIn {
     std::string endpoint() const;  // "http://127.0.0.1:<port>"
 
     // Serves every file of `dir` as repository `repo_id`, revision "main" or the returned commit
-    // (a hash of the id). *.safetensors and *.bin files are LFS files: their resolve URL answers
+    // (a hash of the id), and its file list at /api/models/<repo_id>/revision/<revision> as the
+    // Hub does. *.safetensors, *.bin and *.gguf files are LFS files: their resolve URL answers
     // 302 to http://localhost:<port>/cdn/<sha256> (another origin, like the Hub's CDN) with
     // X-Linked-Etag = the SHA-256 and X-Linked-Size; other files answer 200 with
     // ETag = their git blob id. A gated repository answers 401 unless the request carries
@@ -85,6 +86,7 @@ class HubStandIn {
 
     void handle_resolve(const httplib::Request& request, httplib::Response& response);
     void handle_cdn(const httplib::Request& request, httplib::Response& response);
+    void handle_file_list(const httplib::Request& request, httplib::Response& response);
     // Answers with `blob`'s contents, applying the faults set for it.
     void serve(const httplib::Request& request, httplib::Response& response, const Blob& blob,
                std::size_t record);

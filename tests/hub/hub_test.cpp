@@ -277,6 +277,96 @@ TEST_F(HubTest, ListCachedModels) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// GGUF files by quantization tag or file name ("org/name:Q4_K_M")
+
+// A GGUF repository laid out as the Hub's usually are: one file per quantization, one split in
+// two parts, two files holding the same tag, and a README. The contents are a fixture GGUF file
+// (any: resolving does not parse it); split parts are placeholders.
+class GgufHubTest : public HubTest {
+  protected:
+    void SetUp() override {
+        for (const fs::path& dir : subdirectories(fixtures_dir() / "gguf")) {
+            if (fs::exists(dir / "model.gguf")) gguf_source = dir / "model.gguf";
+        }
+        if (gguf_source.empty()) GTEST_SKIP() << "no fixture GGUF file under gguf/";
+        for (const char* name :
+             {"tiny-Q8_0.gguf", "tiny-F16.gguf", "first-Q6_K.gguf", "second-Q6_K.gguf"}) {
+            fs::copy_file(gguf_source, repo.path() / name);
+        }
+        for (const char* part :
+             {"tiny-Q4_K_M-00001-of-00002.gguf", "tiny-Q4_K_M-00002-of-00002.gguf"}) {
+            std::ofstream(repo.path() / part) << "part";
+        }
+        std::ofstream(repo.path() / "README.md") << "# tiny GGUF files";
+        commit = hub.add_repo(kRepo, repo.path());
+    }
+    std::string file_list_path() const { return std::string("/api/models/") + kRepo; }
+
+    static constexpr const char* kRepo = "test-org/tiny-GGUF";
+    fs::path gguf_source;
+    ScratchDir repo;
+    std::string commit;
+};
+
+TEST_F(GgufHubTest, QuantizationTagPicksItsFileFromTheListThenTheCacheServesIt) {
+    const fs::path file = resolve_model(std::string(kRepo) + ":q8_0", options());  // any case
+    EXPECT_EQ(file.filename(), "tiny-Q8_0.gguf");
+    EXPECT_EQ(file.parent_path().filename(), commit);
+    EXPECT_TRUE(read_text(file) == read_text(gguf_source));
+    EXPECT_EQ(requests_to(file_list_path()).size(), 1u);
+    EXPECT_EQ(read_text(cache.path() / "models--test-org--tiny-GGUF" / "refs" / "main"), commit);
+
+    hub.clear_requests();
+    EXPECT_EQ(resolve_model(std::string(kRepo) + ":Q8_0", options()), file);
+    HubOptions offline = options();
+    offline.offline = true;
+    EXPECT_EQ(resolve_model(std::string(kRepo) + ":Q8_0", offline), file);
+    EXPECT_TRUE(hub.requests().empty()) << "a cached GGUF file must not touch the network";
+}
+
+TEST_F(GgufHubTest, AFileNameIsFetchedWithoutTheList) {
+    const fs::path file = resolve_model(std::string(kRepo) + ":tiny-F16.gguf@" + commit, options());
+    EXPECT_EQ(file.filename(), "tiny-F16.gguf");
+    EXPECT_TRUE(read_text(file) == read_text(gguf_source));
+    EXPECT_TRUE(requests_to("/api/").empty());
+}
+
+TEST_F(GgufHubTest, NoneSeveralOrSplitMatchesAreNamedErrors) {
+    std::string message = expect_error(
+        ErrorCode::kNotFound, [&] { resolve_model(std::string(kRepo) + ":Q3_K_S", options()); });
+    EXPECT_TRUE(contains(message, "no .gguf file")) << message;
+    EXPECT_TRUE(contains(message, "tiny-Q8_0.gguf")) << message;  // what there is
+    EXPECT_FALSE(contains(message, "README.md")) << message;
+
+    // Q4_K is a word of neither Q4_K_M part: not a match; Q4_K_M is split in two parts.
+    message = expect_error(ErrorCode::kNotFound,
+                           [&] { resolve_model(std::string(kRepo) + ":Q4_K", options()); });
+    EXPECT_TRUE(contains(message, "matches 'Q4_K'")) << message;
+    message = expect_error(ErrorCode::kInvalidArgument,
+                           [&] { resolve_model(std::string(kRepo) + ":Q4_K_M", options()); });
+    EXPECT_TRUE(contains(message, "split into 2 files")) << message;
+    EXPECT_TRUE(contains(message, "llama-gguf-split --merge")) << message;
+
+    message = expect_error(ErrorCode::kInvalidArgument,
+                           [&] { resolve_model(std::string(kRepo) + ":Q6_K", options()); });
+    EXPECT_TRUE(contains(message, "first-Q6_K.gguf, second-Q6_K.gguf")) << message;
+    EXPECT_TRUE(contains(message, std::string(kRepo) + ":<file>.gguf")) << message;
+
+    message = expect_error(ErrorCode::kNotFound,
+                           [&] { resolve_model(std::string(kRepo) + ":absent.gguf", options()); });
+    EXPECT_TRUE(contains(message, "has no file 'absent.gguf'")) << message;
+    message = expect_error(ErrorCode::kNotFound,
+                           [&] { resolve_model("test-org/absent:Q8_0", options()); });
+    EXPECT_TRUE(contains(message, "was not found")) << message;
+
+    HubOptions offline = options();
+    offline.offline = true;
+    message = expect_error(ErrorCode::kNotFound,
+                           [&] { resolve_model(std::string(kRepo) + ":F16", offline); });
+    EXPECT_TRUE(contains(message, "HF_HUB_OFFLINE")) << message;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Interrupted, corrupted and failing downloads
 
 TEST_F(HubTest, InterruptedTransferResumesWithARangeRequest) {
@@ -541,6 +631,17 @@ TEST(ModelRefTest, ParsesHubIds) {
     EXPECT_EQ(pinned.to_string(), "someone/x@v1.0");
     EXPECT_EQ(ModelRef::parse("Org_1/Model-2.5_b@refs/pr/1").revision, "refs/pr/1");
     EXPECT_EQ(ModelRef::parse(std::string(96, 'a')).repo_id, std::string(96, 'a'));
+
+    const ModelRef quant = ModelRef::parse("org/model-GGUF:Q4_K_M");
+    EXPECT_EQ(quant.repo_id, "org/model-GGUF");
+    EXPECT_EQ(quant.gguf, "Q4_K_M");
+    EXPECT_EQ(quant.revision, "main");
+    EXPECT_EQ(quant.to_string(), "org/model-GGUF:Q4_K_M");
+    const ModelRef file = ModelRef::parse("org/m:sub/m-f16.gguf@v1");
+    EXPECT_EQ(file.repo_id, "org/m");
+    EXPECT_EQ(file.gguf, "sub/m-f16.gguf");
+    EXPECT_EQ(file.revision, "v1");
+    EXPECT_EQ(file.to_string(), "org/m:sub/m-f16.gguf@v1");
 }
 
 TEST(ModelRefTest, RejectsInvalidIds) {
@@ -562,6 +663,11 @@ TEST(ModelRefTest, RejectsInvalidIds) {
                                                            "a/b@/main",
                                                            "a/b@main/",
                                                            "a/b@x//y",
+                                                           "a/b:",
+                                                           "a/b:../x.gguf",
+                                                           "a/b:/x.gguf",
+                                                           "a/b:Q4 K",
+                                                           "a/b:c:d",
                                                            "caf\xc3\xa9",
                                                            std::string(97, 'a'),
                                                            "org/" + std::string(97, 'b')}) {
