@@ -164,5 +164,48 @@ TEST(CliHub, LlamaFamilyModelByHubName) {
                            "refs" / "main"));
 }
 
+// A GGUF repository named with a quantization tag: the two first GGUF fixtures published as
+// "model-Q8_0.gguf" and "model-F32.gguf" (the names, not their contents, carry the tag). Only the
+// selected file is fetched, it runs, it is found again offline, and an absent tag names the files.
+TEST(CliHub, GgufFileByQuantizationTag) {
+    std::vector<fs::path> gguf_files;
+    for (const fs::path& dir :
+         llmserve::testing::subdirectories(llmserve::testing::fixtures_dir() / "gguf"))
+        if (fs::exists(dir / "model.gguf")) gguf_files.push_back(dir / "model.gguf");
+    if (gguf_files.size() < 2) GTEST_SKIP() << "fewer than two GGUF fixtures";
+    llmserve::testing::ScratchDir scratch;
+    const fs::path repo = scratch.path() / "repo";
+    fs::create_directories(repo);
+    fs::copy_file(gguf_files[0], repo / "model-Q8_0.gguf");
+    fs::copy_file(gguf_files[1], repo / "model-F32.gguf");
+    HubStandIn hub;
+    hub.add_repo("llmserve-test/tiny-GGUF", repo);
+    const std::string env = "HF_ENDPOINT=" + hub.endpoint() +
+                            " HF_HUB_CACHE=" + (scratch.path() / "cache").string() + " HF_TOKEN= ";
+    const std::string generate =
+        " generate --model llmserve-test/tiny-GGUF:q8_0 --temperature 0 --max-new-tokens 3 "
+        "--ignore-eos --device cpu 'hello world'";
+
+    const auto generated = run(env + LLMSERVE_BINARY + generate);
+    ASSERT_EQ(generated.status, 0) << generated.output;
+    EXPECT_NE(generated.output.find("3 tokens, finish reason: length"), std::string::npos)
+        << generated.output;
+    for (const auto& request : hub.requests())
+        EXPECT_EQ(request.path.find("model-F32.gguf"), std::string::npos)
+            << "fetched a file the tag does not select: " << request.path;
+
+    hub.clear_requests();
+    const auto offline = run("HF_HUB_OFFLINE=1 " + env + LLMSERVE_BINARY + generate);
+    ASSERT_EQ(offline.status, 0) << offline.output;
+    EXPECT_EQ(offline.output.substr(0, 40), generated.output.substr(0, 40));
+    EXPECT_TRUE(hub.requests().empty()) << "a cached GGUF file must not touch the network";
+
+    const auto absent =
+        run(env + LLMSERVE_BINARY + " generate --model llmserve-test/tiny-GGUF:Q5_K_M x");
+    EXPECT_NE(absent.status, 0);
+    EXPECT_NE(absent.output.find("Q5_K_M"), std::string::npos) << absent.output;
+    EXPECT_NE(absent.output.find("model-Q8_0.gguf"), std::string::npos) << absent.output;
+}
+
 }  // namespace
 }  // namespace llmserve::hub::testing
