@@ -10,10 +10,10 @@ void record_request(MetricsRegistry& metrics, Logger& logger, const RequestConte
                     int status) {
     const double seconds = std::chrono::duration<double>(Clock::now() - context.start).count();
     metrics
-        .counter("llmserve_http_requests_total", "HTTP requests by route, method and status.",
+        .counter("llmserve_http_requests_total", "HTTP requests by route, method and status code.",
                  {{"route", context.route},
                   {"method", context.method},
-                  {"status", std::to_string(status)}})
+                  {"code", std::to_string(status)}})
         .inc();
     metrics
         .histogram("llmserve_http_request_duration_seconds",

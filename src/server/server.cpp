@@ -253,13 +253,14 @@ void HttpServer::Impl::answer_unmatched(const httplib::Request& req, httplib::Re
     }
     ApiError error;
     if (allowed.empty()) {
+        // Not counted as a rejection: scanners probing paths are not invalid API requests.
         error = route_not_found(req.method, context->path);
     } else {
         error = method_not_allowed(req.method, req.path, allowed);
         res.set_header("Allow", allowed);
         context->route = req.path;
+        if (const auto reason = rejection_reason(error)) count_rejection(*reason);
     }
-    if (const auto reason = rejection_reason(error)) count_rejection(*reason);
     res.set_header("X-Request-Id", context->id);
     send_error(res, error);
     finish_request(*context, res.status);
@@ -353,6 +354,13 @@ void HttpServer::serve() {
 
 void HttpServer::attach_engine(std::shared_ptr<engine::Engine> engine, double load_seconds,
                                std::optional<chat::ChatTemplate> chat_template) {
+    const model::Model& model = engine->model();
+    impl_->metrics
+        .gauge("llmserve_build_info", "1, labelled with the version, the device and the model.",
+               {{"version", LLMSERVE_VERSION},
+                {"device", model.device_name()},
+                {"model", model.name()}})
+        .set(1);
     impl_->state.attach(LoadedModel{std::move(engine), std::move(chat_template)}, load_seconds);
     impl_->metrics.gauge("llmserve_model_load_seconds", "Time it took to load the model.")
         .set(load_seconds);

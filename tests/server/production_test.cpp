@@ -1,0 +1,124 @@
+// End-to-end tests of issue 17's production conventions against the real binary: Prometheus
+// naming, CORS, the JSON content type, statuses that say what happened, and their
+// documentation.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "server_process.h"
+
+namespace llmserve::server::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+std::string metrics_text(const ServerProcess& server) {
+    const auto result = server.client()->Get("/metrics");
+    return result && result->status == 200 ? result->body : "";
+}
+
+std::string read_text(const fs::path& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// Every "# TYPE name type" of a Prometheus text.
+std::map<std::string, std::string> metric_families(const std::string& metrics) {
+    std::map<std::string, std::string> families;
+    std::istringstream in(metrics);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (!line.starts_with("# TYPE ")) continue;
+        std::istringstream fields(line.substr(7));
+        std::string name, type;
+        fields >> name >> type;
+        families[name] = type;
+    }
+    return families;
+}
+
+// The first sample line of `name` (with any labels), or "".
+std::string sample_line(const std::string& metrics, const std::string& name) {
+    std::istringstream in(metrics);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.starts_with(name + "{") || line.starts_with(name + " ")) return line;
+    }
+    return "";
+}
+
+// --- 1. Prometheus conventions -------------------------------------------------------------------
+
+TEST(Production, MetricsFollowPrometheusConventionsAndAreAllDocumented) {
+    ServerProcess server;
+    auto client = server.client();
+    const std::string before = metrics_text(server);
+    const auto generated = post_json(
+        *client, "/generate",
+        {{"prompt", "The jury said"}, {"max_length", 6}, {"ignore_eos", true}, {"temperature", 0}});
+    ASSERT_EQ(generated->status, 200) << generated->body;
+    ASSERT_EQ(client->Get("/no/such/route")->status, 404);
+    const std::string after = metrics_text(server);
+
+    const auto families = metric_families(after);
+    for (const auto& [name, type] : families) {
+        // `_total` marks a counter and only a counter.
+        EXPECT_EQ(name.ends_with("_total"), type == "counter") << name << " is a " << type;
+    }
+    // The status label is `code`, as in every Prometheus HTTP exporter.
+    EXPECT_EQ(metric_value(
+                  after,
+                  "llmserve_http_requests_total{route=\"/generate\",method=\"POST\",code=\"200\"}"),
+              1);
+    EXPECT_EQ(metric_value(after,
+                           "llmserve_http_requests_total{route=\"unmatched\",method=\"GET\","
+                           "code=\"404\"}"),
+              1);
+    // An unknown path is not a rejected (invalid) API request.
+    EXPECT_EQ(metric_value(after, "llmserve_rejected_requests_total{reason=\"validation\"}"), 0);
+    // One inter-token observation per gap: 6 tokens, 5 gaps.
+    EXPECT_EQ(metric_value(after, "llmserve_inter_token_latency_seconds_count") -
+                  metric_value(before, "llmserve_inter_token_latency_seconds_count"),
+              5);
+    EXPECT_GT(metric_value(after, "llmserve_kv_cache_blocks"), 0);
+    EXPECT_EQ(families.count("llmserve_sequences_running"), 1u);
+
+    // The standard process metrics, read from /proc/self.
+    EXPECT_EQ(families.at("process_cpu_seconds_total"), "counter");
+    EXPECT_GT(metric_value(after, "process_resident_memory_bytes"), 0);
+    EXPECT_GT(metric_value(after, "process_open_fds"), 3);
+    const double started = metric_value(after, "process_start_time_seconds");
+    const double now =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    EXPECT_GT(started, now - 600);
+    EXPECT_LE(started, now + 2);
+    const std::string build_info = sample_line(after, "llmserve_build_info");
+    EXPECT_TRUE(std::regex_match(
+        build_info,
+        std::regex(R"(llmserve_build_info\{version="[^"]+",device="[^"]+",model="[^"]+"\} 1)")))
+        << build_info;
+
+    // Every series /metrics can show is in docs/API.md's metrics table.
+    std::istringstream api_doc(read_text(fs::path(LLMSERVE_SOURCE_DIR) / "docs" / "API.md"));
+    std::string table;
+    bool in_metrics = false;
+    for (std::string line; std::getline(api_doc, line);) {
+        if (line.starts_with("## ")) in_metrics = line == "## Metrics";
+        if (in_metrics && line.starts_with("| `")) table += line + "\n";
+    }
+    for (const auto& [name, type] : families) {
+        EXPECT_NE(table.find("`" + name), std::string::npos) << name << " is not documented";
+    }
+}
+
+}  // namespace
+}  // namespace llmserve::server::testing
