@@ -102,6 +102,52 @@ ParseFailure parse_api_keys(std::string_view raw, std::vector<std::string>& out)
     return std::nullopt;
 }
 
+std::string lowercase(std::string_view text) {
+    std::string out(text);
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return out;
+}
+
+// An origin as browsers send it: scheme://host[:port], nothing after.
+bool is_origin(std::string_view origin) {
+    std::string_view rest = origin;
+    if (rest.starts_with("https://")) {
+        rest.remove_prefix(8);
+    } else if (rest.starts_with("http://")) {
+        rest.remove_prefix(7);
+    } else {
+        return false;
+    }
+    return !rest.empty() && std::all_of(rest.begin(), rest.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' ||
+               c == '[' || c == ']';
+    });
+}
+
+// CORS_ALLOW_ORIGINS: "*", or a comma-separated list of origins (kept lowercase, as browsers
+// send them).
+ParseFailure parse_cors_origins(std::string_view raw, std::vector<std::string>& out) {
+    const std::string expected =
+        "* (any origin) or a comma-separated list of origins such as "
+        "https://app.example.com,http://localhost:3000 (scheme, host and port; no path)";
+    std::vector<std::string> origins;
+    std::size_t start = 0;
+    while (start <= raw.size()) {
+        const std::size_t comma = std::min(raw.find(',', start), raw.size());
+        std::string_view origin = raw.substr(start, comma - start);
+        while (!origin.empty() && origin.front() == ' ') origin.remove_prefix(1);
+        while (!origin.empty() && origin.back() == ' ') origin.remove_suffix(1);
+        if (origin != "*" && !is_origin(origin)) return expected;
+        origins.push_back(lowercase(origin));
+        start = comma + 1;
+    }
+    const bool any = std::find(origins.begin(), origins.end(), "*") != origins.end();
+    if (any && origins.size() > 1) return expected;
+    out = std::move(origins);
+    return std::nullopt;
+}
+
 ParseFailure parse_host(std::string_view raw, std::string& out) {
     const bool ok =
         !raw.empty() && raw.size() <= 253 && std::all_of(raw.begin(), raw.end(), [](char c) {
@@ -206,6 +252,17 @@ const std::vector<Setting>& settings() {
              return parse_int(raw, 0, 1'000'000, c.rate_limit_burst);
          },
          [](const ServerConfig& c) { return std::to_string(c.rate_limit_burst); }},
+        {{"CORS_ALLOW_ORIGINS", "--cors-allow-origins",
+          "browser origins allowed to call the API from other sites: * or a comma-separated list "
+          "(https://app.example.com); unset = no CORS headers (unset)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_cors_origins(raw, c.cors_allow_origins);
+         },
+         [](const ServerConfig& c) {
+             return c.cors_allow_origins.empty()
+                        ? std::string("(unset)")
+                        : fmt::format("{}", fmt::join(c.cors_allow_origins, ","));
+         }},
         {{"REQUEST_TIMEOUT_S", "--request-timeout",
           "seconds a generation may take from arrival, (0, 86400] (30)"},
          [](ServerConfig& c, std::string_view raw) {
@@ -364,6 +421,17 @@ std::string_view to_string(ConfigSource source) {
 
 int ServerConfig::effective_rate_limit_burst() const {
     return rate_limit_burst > 0 ? rate_limit_burst : std::max(1, rate_limit_rpm / 6);
+}
+
+std::optional<std::string> ServerConfig::cors_allowed_origin(std::string_view origin) const {
+    if (origin.empty() || cors_allow_origins.empty()) return std::nullopt;
+    if (cors_allow_origins.front() == "*") return std::string("*");
+    const std::string wanted = lowercase(origin);
+    if (std::find(cors_allow_origins.begin(), cors_allow_origins.end(), wanted) ==
+        cors_allow_origins.end()) {
+        return std::nullopt;
+    }
+    return std::string(origin);
 }
 
 std::size_t auto_kv_cache_bytes(std::size_t one_context_bytes, std::size_t all_sequences_bytes,

@@ -60,12 +60,18 @@ struct ServerConfig {
     bool strict_requests = false;  // STRICT_REQUESTS: OpenAI routes refuse unknown fields
     std::string chat_template;     // CHAT_TEMPLATE: a template file overriding the model's
     std::string reasoning_parser = "none";  // REASONING_PARSER: none or think
+    // CORS_ALLOW_ORIGINS: browser origins ("https://app.example.com") allowed to call the API
+    // from another site, or "*" for any; empty = no CORS headers (browsers refuse cross-site calls)
+    std::vector<std::string> cors_allow_origins;
 
     // Source of each setting, keyed by its environment variable name.
     std::map<std::string, ConfigSource, std::less<>> sources;
 
     // The bucket size the rate limiter uses (resolves the 0 default).
     int effective_rate_limit_burst() const;
+    // The Access-Control-Allow-Origin to answer a request from `origin` with ("*" or the origin
+    // itself); nullopt when the origin is not allowed (or none was sent).
+    std::optional<std::string> cors_allowed_origin(std::string_view origin) const;
 };
 
 // One configurable setting: its environment variable, its flag and what it means.

@@ -641,7 +641,7 @@ bool HttpTransport::State::write_response(int fd, const httplib::Request& reques
     }
     if (chunked) {
         out += "Transfer-Encoding: chunked\r\n";
-    } else {
+    } else if (status != 204) {  // a 204 has no body, and RFC 9110 forbids its Content-Length
         out += fmt::format("Content-Length: {}\r\n", response.body.size());
     }
     out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";

@@ -34,6 +34,8 @@ constexpr const char* kJsonType = "application/json";
 constexpr int kSpareHttpThreads = 32;
 // Pending connections the kernel holds for accept().
 constexpr int kListenBacklog = 4096;
+// How long a browser may reuse a CORS preflight's answer (Chrome caps it at 2 hours).
+constexpr int kPreflightMaxAgeSeconds = 7200;
 // After the shutdown grace, how long responses may still take to be written.
 constexpr auto kShutdownWriteTime = std::chrono::seconds(2);
 
@@ -75,6 +77,8 @@ struct HttpServer::Impl {
     void add_route(std::string method, std::string path, bool probe, ErrorStyle errors,
                    Handler handler);
     void handle(const httplib::Request& req, httplib::Response& res);
+    void add_cors_headers(const httplib::Request& req, httplib::Response& res) const;
+    void answer_preflight(const httplib::Request& req, httplib::Response& res);
     void dispatch(const Route& route, const httplib::Request& req, httplib::Response& res);
     void send(const std::shared_ptr<RequestContext>& context, ApiResponse answer,
               httplib::Response& res);
@@ -150,6 +154,12 @@ void HttpServer::Impl::add_route(std::string method, std::string path, bool prob
 }
 
 void HttpServer::Impl::handle(const httplib::Request& req, httplib::Response& res) {
+    // Set first, so that every answer carries them: errors, streams and the playground too.
+    add_cors_headers(req, res);
+    if (req.method == "OPTIONS") {
+        answer_preflight(req, res);
+        return;
+    }
     // HEAD is GET without the body (the transport leaves it out).
     const std::string_view method =
         req.method == "HEAD" ? std::string_view("GET") : std::string_view(req.method);
@@ -161,6 +171,41 @@ void HttpServer::Impl::handle(const httplib::Request& req, httplib::Response& re
     }
     if (playground.serve(req, res)) return;
     answer_unmatched(req, res);
+}
+
+// A browser may read the answer to a request from another site only when the request's Origin
+// is allowed by CORS_ALLOW_ORIGINS; the answer then names it.
+void HttpServer::Impl::add_cors_headers(const httplib::Request& req, httplib::Response& res) const {
+    if (config.cors_allow_origins.empty()) return;
+    res.set_header("Vary", "Origin");  // caches must not hand one origin's answer to another
+    if (const auto allowed = config.cors_allowed_origin(req.get_header_value("Origin"))) {
+        res.set_header("Access-Control-Allow-Origin", *allowed);
+        res.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    }
+}
+
+// OPTIONS on a route: the methods it takes, and what a browser's CORS preflight asks for (no
+// key needed: browsers never send one with a preflight).
+void HttpServer::Impl::answer_preflight(const httplib::Request& req, httplib::Response& res) {
+    std::string methods;
+    for (const Route& route : routes) {
+        if (route.path == req.path) methods += route.method + ", ";
+    }
+    if (methods.empty()) {
+        answer_unmatched(req, res);
+        return;
+    }
+    const auto context = make_context(req, req.path);
+    methods += "OPTIONS";
+    res.status = 204;
+    res.set_header("X-Request-Id", context->id);
+    res.set_header("Allow", methods);
+    if (res.has_header("Access-Control-Allow-Origin")) {
+        res.set_header("Access-Control-Allow-Methods", methods);
+        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+        res.set_header("Access-Control-Max-Age", std::to_string(kPreflightMaxAgeSeconds));
+    }
+    finish_request(*context, res.status);
 }
 
 void HttpServer::Impl::dispatch(const Route& route, const httplib::Request& req,
@@ -272,6 +317,7 @@ void HttpServer::Impl::answer_protocol_error(const httplib::Request& req, httpli
                                              int status, const std::string& message) {
     const auto context = make_context(req, "unmatched");
     if (context->method.empty()) context->method = "-";
+    add_cors_headers(req, res);
     const ApiError error = protocol_error(status, message);
     if (const auto reason = rejection_reason(error)) count_rejection(*reason);
     res.set_header("X-Request-Id", context->id);

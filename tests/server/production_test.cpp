@@ -120,5 +120,93 @@ TEST(Production, MetricsFollowPrometheusConventionsAndAreAllDocumented) {
     }
 }
 
+// --- 2. CORS -----------------------------------------------------------------------------------
+
+constexpr const char* kAllowedOrigin = "https://app.example.com";
+
+TEST(Production, CorsPreflightAndHeadersOnEveryAnswerForAllowedOrigins) {
+    ServerProcess server(
+        Environment{{"CORS_ALLOW_ORIGINS", "http://localhost:3000, " + std::string(kAllowedOrigin)},
+                    {"API_KEYS", "key-one"},
+                    {"RATE_LIMIT_RPM", "60"},
+                    {"RATE_LIMIT_BURST", "6"}});
+    auto client = server.client();
+    const httplib::Headers from_app = {{"Origin", kAllowedOrigin}};
+    const httplib::Headers from_app_with_key = {{"Origin", kAllowedOrigin},
+                                                {"Authorization", "Bearer key-one"}};
+
+    for (const char* route :
+         {"/generate", "/v1/completions", "/v1/chat/completions", "/tokenize"}) {
+        SCOPED_TRACE(route);
+        const auto preflight = client->Options(
+            route, {{"Origin", kAllowedOrigin},
+                    {"Access-Control-Request-Method", "POST"},
+                    {"Access-Control-Request-Headers", "authorization,content-type"}});
+        ASSERT_TRUE(preflight);
+        EXPECT_EQ(preflight->status, 204);
+        EXPECT_EQ(preflight->get_header_value("Access-Control-Allow-Origin"), kAllowedOrigin);
+        EXPECT_NE(preflight->get_header_value("Access-Control-Allow-Methods").find("POST"),
+                  std::string::npos);
+        const std::string allowed_headers =
+            preflight->get_header_value("Access-Control-Allow-Headers");
+        EXPECT_NE(allowed_headers.find("Authorization"), std::string::npos);
+        EXPECT_NE(allowed_headers.find("Content-Type"), std::string::npos);
+        EXPECT_FALSE(preflight->get_header_value("Access-Control-Max-Age").empty());
+        EXPECT_EQ(preflight->get_header_value("Vary"), "Origin");
+    }
+
+    // Errors carry the header too, so that the page can read why it was refused.
+    const Json request = {{"prompt", "x"}, {"max_length", 2}};
+    const auto unauthorized = post_json(*client, "/generate", request, from_app);
+    EXPECT_EQ(unauthorized->status, 401);
+    EXPECT_EQ(unauthorized->get_header_value("Access-Control-Allow-Origin"), kAllowedOrigin);
+    const auto missing = client->Get("/no/such/route", from_app_with_key);
+    EXPECT_EQ(missing->status, 404);
+    EXPECT_EQ(missing->get_header_value("Access-Control-Allow-Origin"), kAllowedOrigin);
+    Json streamed = request;
+    streamed["stream"] = true;
+    const auto stream = post_json(*client, "/generate", streamed, from_app_with_key);
+    EXPECT_EQ(stream->status, 200);
+    EXPECT_EQ(stream->get_header_value("Access-Control-Allow-Origin"), kAllowedOrigin);
+    EXPECT_TRUE(parse_event_stream(stream->body).done);
+    // The key's bucket holds 6 requests: one of the next 10 is refused.
+    std::string limited_origin = "(never limited)";
+    for (int i = 0; i < 10; ++i) {
+        const auto answer = post_json(*client, "/tokenize", {{"prompt", "x"}}, from_app_with_key);
+        if (answer->status == 429) {
+            limited_origin = answer->get_header_value("Access-Control-Allow-Origin");
+            break;
+        }
+    }
+    EXPECT_EQ(limited_origin, kAllowedOrigin);
+
+    // Another site gets no CORS header: its browser keeps the answer from the page.
+    const httplib::Headers from_elsewhere = {{"Origin", "https://evil.example.net"}};
+    const auto refused_preflight = client->Options("/generate", from_elsewhere);
+    EXPECT_FALSE(refused_preflight->has_header("Access-Control-Allow-Origin"));
+    EXPECT_FALSE(refused_preflight->has_header("Access-Control-Allow-Methods"));
+    EXPECT_FALSE(client->Get("/health", from_elsewhere)->has_header("Access-Control-Allow-Origin"));
+}
+
+TEST(Production, NoCorsHeadersUnlessConfiguredAndBadOriginsRefusedAtStart) {
+    {
+        ServerProcess server;
+        const auto answer = server.client()->Get("/health", {{"Origin", kAllowedOrigin}});
+        EXPECT_FALSE(answer->has_header("Access-Control-Allow-Origin"));
+        EXPECT_FALSE(answer->has_header("Vary"));
+    }
+    {
+        ServerProcess server(Environment{{"CORS_ALLOW_ORIGINS", "*"}});
+        const auto answer = server.client()->Get("/health", {{"Origin", kAllowedOrigin}});
+        EXPECT_EQ(answer->get_header_value("Access-Control-Allow-Origin"), "*");
+    }
+    for (const char* bad : {"app.example.com", "https://app.example.com/path", "*,https://a.b"}) {
+        const auto [status, output] =
+            run_llmserve({{"CORS_ALLOW_ORIGINS", bad}, {"PORT", "0"}}, {"serve", "--print-config"});
+        EXPECT_EQ(status, 2) << bad << ": " << output;
+        EXPECT_NE(output.find("CORS_ALLOW_ORIGINS"), std::string::npos) << output;
+    }
+}
+
 }  // namespace
 }  // namespace llmserve::server::testing
