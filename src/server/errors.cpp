@@ -102,6 +102,14 @@ ApiError payload_too_large(long long limit_bytes) {
                             limit_bytes));
 }
 
+ApiError unsupported_media_type(std::string_view received) {
+    return make(415, "invalid_request_error", "unsupported_media_type",
+                fmt::format("the body must be sent with Content-Type: application/json; got {}",
+                            received.empty() ? std::string("no Content-Type")
+                                             : fmt::format("'{}'", received)),
+                "Content-Type");
+}
+
 ApiError unauthorized(bool key_given) {
     return make(401, "authentication_error", "invalid_api_key",
                 key_given ? "the API key is not valid"

@@ -74,6 +74,8 @@ ApiError route_not_found(std::string_view method, std::string_view path);
 ApiError method_not_allowed(std::string_view method, std::string_view path,
                             std::string_view allowed);
 ApiError payload_too_large(long long limit_bytes);
+// A JSON route's body sent with another Content-Type (`received`; empty when none was sent).
+ApiError unsupported_media_type(std::string_view received);
 ApiError unauthorized(bool key_given);
 ApiError rate_limited(int retry_after_s);
 ApiError not_ready(std::string reason, int retry_after_s);

@@ -50,6 +50,7 @@ std::optional<std::string> rejection_reason(const ApiError& error) {
         case 400:
         case 404:
         case 405:
+        case 415:
         case 422:
         case 431:
         case 501:

@@ -4,6 +4,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -38,6 +39,23 @@ constexpr int kListenBacklog = 4096;
 constexpr int kPreflightMaxAgeSeconds = 7200;
 // After the shutdown grace, how long responses may still take to be written.
 constexpr auto kShutdownWriteTime = std::chrono::seconds(2);
+
+// Whether a Content-Type header names JSON: "application/json", any case, with or without
+// parameters such as "; charset=utf-8".
+bool is_json_content_type(std::string_view content_type) {
+    std::string_view media_type = content_type.substr(0, content_type.find(';'));
+    while (!media_type.empty() && (media_type.back() == ' ' || media_type.back() == '\t')) {
+        media_type.remove_suffix(1);
+    }
+    while (!media_type.empty() && (media_type.front() == ' ' || media_type.front() == '\t')) {
+        media_type.remove_prefix(1);
+    }
+    constexpr std::string_view kJson = "application/json";
+    return media_type.size() == kJson.size() &&
+           std::equal(media_type.begin(), media_type.end(), kJson.begin(), [](char a, char b) {
+               return std::tolower(static_cast<unsigned char>(a)) == b;
+           });
+}
 
 // A client-chosen X-Request-Id is kept when it is short and cannot break a log line.
 bool acceptable_request_id(std::string_view id) {
@@ -215,6 +233,12 @@ void HttpServer::Impl::dispatch(const Route& route, const httplib::Request& req,
     res.set_header("X-Request-Id", context->id);
     try {
         check_access(route, req, *context);
+        // Every POST route takes a JSON body. Requiring its type also stops cross-site HTML
+        // forms, which can only send text/plain, urlencoded or multipart bodies.
+        if (route.method == "POST" && !is_json_content_type(req.get_header_value("Content-Type"))) {
+            throw Rejection{unsupported_media_type(truncated(req.get_header_value("Content-Type"))),
+                            "validation"};
+        }
         ApiCall call;
         call.body = req.body;
         call.context = context;

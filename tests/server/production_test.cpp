@@ -208,5 +208,31 @@ TEST(Production, NoCorsHeadersUnlessConfiguredAndBadOriginsRefusedAtStart) {
     }
 }
 
+// --- 3. JSON bodies need their content type --------------------------------------------------
+
+TEST(Production, PostBodiesMustBeSentAsJson) {
+    ServerProcess server;
+    auto client = server.client();
+    const std::string body = Json{{"prompt", "x"}, {"max_length", 2}}.dump();
+    for (const char* route :
+         {"/generate", "/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"}) {
+        SCOPED_TRACE(route);
+        // What a cross-site HTML form can send.
+        const auto form = client->Post(route, body, "text/plain");
+        ASSERT_TRUE(form);
+        EXPECT_EQ(form->status, 415);
+        const Json error = Json::parse(form->body)["error"];
+        EXPECT_EQ(error["code"], "unsupported_media_type");
+        const std::string message = error["message"].get<std::string>();
+        EXPECT_NE(message.find("text/plain"), std::string::npos) << message;
+        EXPECT_NE(message.find("application/json"), std::string::npos) << message;
+        EXPECT_EQ(client->Post(route, body, "application/x-www-form-urlencoded")->status, 415);
+        EXPECT_EQ(client->Post(route, httplib::Headers{}, body, "")->status, 415);
+    }
+    // Parameters and any case are fine.
+    const auto with_charset = client->Post("/generate", body, "Application/JSON; charset=utf-8");
+    EXPECT_EQ(with_charset->status, 200) << with_charset->body;
+}
+
 }  // namespace
 }  // namespace llmserve::server::testing
