@@ -275,8 +275,9 @@ const std::vector<Setting>& settings() {
              return parse_int(raw, 1, 1024, c.max_concurrent_requests);
          },
          [](const ServerConfig& c) { return std::to_string(c.max_concurrent_requests); }},
-        {{"MAX_QUEUE", "--max-queue", "requests waiting beyond those, 0..4096; then 503 (128)"},
-         [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 0, 4096, c.max_queue); },
+        {{"MAX_QUEUE", "--max-queue",
+          "requests waiting beyond those (one per prompt), 1..4096; then 503 (128)"},
+         [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 1, 4096, c.max_queue); },
          [](const ServerConfig& c) { return std::to_string(c.max_queue); }},
         {{"MAX_BATCH_TOKENS", "--max-batch-tokens",
           "tokens one engine step computes: decode rows plus prompt chunks, 16..65536; smaller = "
@@ -321,6 +322,15 @@ const std::vector<Setting>& settings() {
         {{"CACHE_DIR", "--cache-dir", "extra model cache directory (unset)"},
          [](ServerConfig& c, std::string_view raw) { return parse_cache_dir(raw, c.cache_dir); },
          [](const ServerConfig& c) { return c.cache_dir.empty() ? "(unset)" : c.cache_dir; }},
+        {{"WEB_DIR", "--web-dir",
+          "the playground's folder; every file below it is public (the repository's web/)"},
+         [](ServerConfig& c, std::string_view raw) -> ParseFailure {
+             c.web_dir = raw;
+             return std::nullopt;
+         },
+         [](const ServerConfig& c) {
+             return c.web_dir.empty() ? fmt::format("(built-in: {})", LLMSERVE_WEB_DIR) : c.web_dir;
+         }},
         {{"DEVICE", "--device",
           "auto (CUDA when built in and visible, else CPU), cpu, cuda, cuda:N"},
          [](ServerConfig& c, std::string_view raw) { return parse_device(raw, c.device); },

@@ -63,6 +63,8 @@ struct ServerConfig {
     // CORS_ALLOW_ORIGINS: browser origins ("https://app.example.com") allowed to call the API
     // from another site, or "*" for any; empty = no CORS headers (browsers refuse cross-site calls)
     std::vector<std::string> cors_allow_origins;
+    // WEB_DIR: the playground's folder, whose files are public; empty = the one built in
+    std::string web_dir;
 
     // Source of each setting, keyed by its environment variable name.
     std::map<std::string, ConfigSource, std::less<>> sources;

@@ -25,6 +25,9 @@ ApiError from_error(const Error& error) {
         return make(422, "invalid_request_error", "context_length_exceeded", message,
                     error.param());
     }
+    if (dynamic_cast<const GenerationTimedOut*>(&error) != nullptr) {
+        return make(504, "timeout_error", "timeout", message);
+    }
     switch (error.code()) {
         case ErrorCode::kInvalidArgument:
             return make(422, "invalid_request_error", "invalid_value", message, error.param());

@@ -34,6 +34,14 @@ class ModelNotFound : public Error {
         : Error(ErrorCode::kNotFound, std::move(message), "model") {}
 };
 
+// A request that got no token before its deadline (REQUEST_TIMEOUT_S): it waited in the queue,
+// or its prompt took that long. HTTP 504 with code "timeout" rather than 200 with empty text.
+class GenerationTimedOut : public Error {
+  public:
+    explicit GenerationTimedOut(std::string message)
+        : Error(ErrorCode::kUnavailable, std::move(message)) {}
+};
+
 // Throws MalformedRequest naming `param` with a formatted message.
 template <typename... Args>
 [[noreturn]] void fail_malformed(std::string param, fmt::format_string<Args...> format,

@@ -130,7 +130,7 @@ HttpServer::Impl::Impl(const ServerConfig& server_config, Logger& server_logger)
       logger(server_logger),
       state(config, metrics, server_logger),
       auth(server_config.api_keys),
-      playground(server_logger),
+      playground(config.web_dir, server_logger),
       started_unix(std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count()) {
@@ -294,17 +294,21 @@ void HttpServer::Impl::send(const std::shared_ptr<RequestContext>& context, ApiR
 
 void HttpServer::Impl::check_access(const Route& route, const httplib::Request& req,
                                     RequestContext& context) {
+    bool key_refused = false;
+    std::string header;
     if (auth.enabled() && !(route.probe && config.auth_exempt_probes)) {
-        const std::string header = req.get_header_value("Authorization");
+        header = req.get_header_value("Authorization");
         context.key_index = auth.authenticate(header);
-        if (!context.key_index) throw Rejection{unauthorized(!header.empty()), "auth"};
+        key_refused = !context.key_index;
     }
+    // Refused keys are charged too (to the client's address): guessing keys is rate limited.
     if (rate_limiter && !route.probe) {
         const std::string key = context.key_index ? fmt::format("key:{}", *context.key_index)
                                                   : "address:" + req.remote_addr;
         const RateLimiter::Decision decision = rate_limiter->acquire(key);
         if (!decision.allowed) throw Rejection{rate_limited(decision.retry_after_s), "rate_limit"};
     }
+    if (key_refused) throw Rejection{unauthorized(!header.empty()), "auth"};
 }
 
 void HttpServer::Impl::send_error(httplib::Response& res, const ApiError& error) {

@@ -234,5 +234,131 @@ TEST(Production, PostBodiesMustBeSentAsJson) {
     EXPECT_EQ(with_charset->status, 200) << with_charset->body;
 }
 
+// --- 4. Statuses that say what happened ----------------------------------------------------------
+
+TEST(Production, BatchThatCanNeverBeQueuedIs422NamingMaxQueue) {
+    ServerProcess server(Environment{{"MAX_QUEUE", "2"}});
+    auto client = server.client();
+    const Json prompts = {"a", "b", "c"};
+    const auto native = post_json(*client, "/generate", {{"prompt", prompts}, {"max_length", 2}});
+    EXPECT_EQ(native->status, 422) << native->body;
+    EXPECT_FALSE(native->has_header("Retry-After"));
+    EXPECT_NE(native->body.find("MAX_QUEUE=2"), std::string::npos) << native->body;
+    const auto openai =
+        post_json(*client, "/v1/completions", {{"prompt", prompts}, {"max_tokens", 2}});
+    EXPECT_EQ(openai->status, 400) << openai->body;
+    EXPECT_NE(openai->body.find("MAX_QUEUE=2"), std::string::npos) << openai->body;
+    // As many prompts as the queue holds are fine.
+    EXPECT_EQ(post_json(*client, "/generate", {{"prompt", {"a", "b"}}, {"max_length", 2}})->status,
+              200);
+
+    const auto [status, output] =
+        run_llmserve({{"MAX_QUEUE", "0"}, {"PORT", "0"}}, {"serve", "--print-config"});
+    EXPECT_EQ(status, 2) << output;
+    EXPECT_NE(output.find("MAX_QUEUE='0' is invalid"), std::string::npos) << output;
+}
+
+TEST(Production, SeedsAreExactlyTheIntegersOfTheirRange) {
+    ServerProcess server;
+    auto client = server.client();
+    const auto generate = [&](const std::string& seed) {
+        return client->Post("/generate",
+                            R"({"prompt": "x", "max_length": 2, "seed": )" + seed + "}",
+                            "application/json");
+    };
+    const auto largest = generate("18446744073709551615");
+    ASSERT_EQ(largest->status, 200) << largest->body;
+    EXPECT_EQ(Json::parse(largest->body)["results"][0]["seed"].get<std::uint64_t>(),
+              18446744073709551615ull);
+    const auto exponent = generate("1e3");
+    ASSERT_EQ(exponent->status, 200) << exponent->body;
+    EXPECT_EQ(Json::parse(exponent->body)["results"][0]["seed"], 1000);
+    for (const char* seed : {"-1", "18446744073709551616", "1.5", "\"7\""}) {
+        SCOPED_TRACE(seed);
+        const auto refused = generate(seed);
+        EXPECT_TRUE(refused->status == 400 || refused->status == 422) << refused->body;
+        const Json error = Json::parse(refused->body)["error"];
+        EXPECT_EQ(error["param"], "seed");
+        EXPECT_NE(error["message"].get<std::string>().find("[0, 18446744073709551615]"),
+                  std::string::npos)
+            << error.dump();
+    }
+    // A number with an exponent above 2^53 is no longer exact: refused, not rounded.
+    const auto inexact = generate("1e17");
+    EXPECT_EQ(inexact->status, 422) << inexact->body;
+}
+
+TEST(Production, RefusedKeysCountAgainstTheRateLimit) {
+    ServerProcess server(
+        Environment{{"API_KEYS", "key-one"}, {"RATE_LIMIT_RPM", "6"}, {"RATE_LIMIT_BURST", "2"}});
+    auto client = server.client();
+    const httplib::Headers guess = {{"Authorization", "Bearer guess"}};
+    EXPECT_EQ(post_json(*client, "/tokenize", {{"prompt", "x"}}, guess)->status, 401);
+    EXPECT_EQ(post_json(*client, "/tokenize", {{"prompt", "x"}}, guess)->status, 401);
+    const auto limited = post_json(*client, "/tokenize", {{"prompt", "x"}}, guess);
+    EXPECT_EQ(limited->status, 429) << limited->body;
+    EXPECT_FALSE(limited->get_header_value("Retry-After").empty());
+    // A valid key has its own bucket.
+    EXPECT_EQ(
+        post_json(*client, "/tokenize", {{"prompt", "x"}}, {{"Authorization", "Bearer key-one"}})
+            ->status,
+        200);
+}
+
+TEST(Production, WebDirServesOnlyRegularFilesBelowIt) {
+    const fs::path root =
+        fs::temp_directory_path() / ("llmserve-webdir-" + std::to_string(::getpid()));
+    fs::remove_all(root);
+    fs::create_directories(root / "web" / "inner");
+    std::ofstream(root / "web" / "index.html") << "<html>page</html>";
+    std::ofstream(root / "web" / "inner" / "page.js") << "// script";
+    std::ofstream(root / "secret.txt") << "classified contents";
+    fs::create_symlink(root / "secret.txt", root / "web" / "leak.txt");
+    fs::create_directory_symlink(root, root / "web" / "up");
+    fs::create_symlink(root / "web" / "inner" / "page.js", root / "web" / "alias.js");
+    {
+        ServerProcess server(Environment{{"WEB_DIR", (root / "web").string()}});
+        auto client = server.client();
+        EXPECT_EQ(client->Get("/")->status, 200);
+        EXPECT_EQ(client->Get("/inner/page.js")->status, 200);
+        EXPECT_EQ(client->Get("/alias.js")->status, 200);  // a symlink that stays inside
+        for (const char* path : {"/leak.txt", "/up/secret.txt", "/../secret.txt", "/inner"}) {
+            const auto refused = client->Get(path);
+            EXPECT_EQ(refused->status, 404) << path;
+            EXPECT_EQ(refused->body.find("classified"), std::string::npos) << path;
+        }
+    }
+    const auto [status, output] =
+        run_llmserve({{"WEB_DIR", (root / "web").string()}}, {"serve", "--print-config"});
+    EXPECT_EQ(status, 0) << output;
+    EXPECT_NE(output.find("WEB_DIR=" + (root / "web").string()), std::string::npos) << output;
+    fs::remove_all(root);
+}
+
+// Two prompts, one running slot: the second waits in the queue until the deadline they share.
+Json queued_past_deadline(bool stream) {
+    return {{"prompt", {"The jury said", "It"}},
+            {"max_length", 400},
+            {"ignore_eos", true},
+            {"stream", stream}};
+}
+
+TEST(Production, WaitingPastTheDeadlineIsATimeoutErrorNotAnEmpty200) {
+    ServerProcess server(
+        Environment{{"REQUEST_TIMEOUT_S", "0.5"}, {"MAX_CONCURRENT_REQUESTS", "1"}});
+    auto client = server.client();
+    const auto answer = post_json(*client, "/generate", queued_past_deadline(false));
+    EXPECT_EQ(answer->status, 504) << answer->body;
+    const Json error = Json::parse(answer->body)["error"];
+    EXPECT_EQ(error["code"], "timeout");
+    EXPECT_NE(error["message"].get<std::string>().find("REQUEST_TIMEOUT_S=0.5"), std::string::npos);
+
+    const auto streamed = post_json(*client, "/generate", queued_past_deadline(true));
+    ASSERT_EQ(streamed->status, 200);
+    const EventStream stream = parse_event_stream(streamed->body);
+    ASSERT_FALSE(stream.events.empty()) << streamed->body;
+    EXPECT_EQ(stream.events.back()["error"]["code"], "timeout") << streamed->body;
+}
+
 }  // namespace
 }  // namespace llmserve::server::testing
