@@ -397,6 +397,11 @@ const std::vector<Setting>& settings() {
     return table;
 }
 
+// Whether a command that reads `only` (empty: every setting) reads `setting`.
+bool selected(const Setting& setting, const SettingNames& only) {
+    return only.empty() || std::find(only.begin(), only.end(), setting.info.env) != only.end();
+}
+
 }  // namespace
 
 std::string_view to_string(LogLevel level) {
@@ -431,6 +436,18 @@ std::string_view to_string(ConfigSource source) {
 
 int ServerConfig::effective_rate_limit_burst() const {
     return rate_limit_burst > 0 ? rate_limit_burst : std::max(1, rate_limit_rpm / 6);
+}
+
+engine::ExplicitSettings explicit_generation_settings(const ServerConfig& config) {
+    const auto is_explicit = [&](std::string_view name) {
+        const auto it = config.sources.find(name);
+        return it != config.sources.end() && it->second != ConfigSource::kDefault;
+    };
+    engine::ExplicitSettings settings;
+    if (is_explicit("MAX_LENGTH")) settings.max_new_tokens = config.max_length;
+    if (is_explicit("TEMPERATURE")) settings.temperature = config.temperature;
+    if (is_explicit("TOP_P")) settings.top_p = config.top_p;
+    return settings;
 }
 
 std::optional<std::string> ServerConfig::cors_allowed_origin(std::string_view origin) const {
@@ -472,14 +489,16 @@ EnvironmentLookup process_environment() {
 
 ServerConfig resolve_config(const EnvironmentLookup& environment,
                             const std::map<std::string, std::string, std::less<>>& flags,
-                            ServerConfig defaults) {
+                            ServerConfig defaults, const SettingNames& only) {
     ServerConfig config = std::move(defaults);
     for (const auto& flag : flags) {
-        const bool known = std::any_of(settings().begin(), settings().end(),
-                                       [&](const Setting& s) { return s.info.env == flag.first; });
+        const bool known = std::any_of(settings().begin(), settings().end(), [&](const Setting& s) {
+            return s.info.env == flag.first && selected(s, only);
+        });
         if (!known) fail(ErrorCode::kInternal, "no setting named {} takes a flag", flag.first);
     }
     for (const Setting& setting : settings()) {
+        if (!selected(setting, only)) continue;
         const std::string name(setting.info.env);
         config.sources[name] = ConfigSource::kDefault;
         if (const auto value = environment(name); value && !value->empty()) {
@@ -499,9 +518,10 @@ ServerConfig resolve_config(const EnvironmentLookup& environment,
     return config;
 }
 
-std::string describe_config(const ServerConfig& config) {
+std::string describe_config(const ServerConfig& config, const SettingNames& only) {
     std::string out;
     for (const Setting& setting : settings()) {
+        if (!selected(setting, only)) continue;
         const std::string name(setting.info.env);
         const auto source = config.sources.find(name);
         const std::string assignment = fmt::format("{}={}", name, setting.show(config));

@@ -45,15 +45,8 @@ double ServingState::load_seconds() const {
 }
 
 engine::GenerationSettings ServingState::generation_settings(const engine::Engine& e) const {
-    auto is_explicit = [&](std::string_view name) {
-        const auto it = config_.sources.find(name);
-        return it != config_.sources.end() && it->second != ConfigSource::kDefault;
-    };
-    engine::ExplicitSettings explicit_settings;
-    if (is_explicit("MAX_LENGTH")) explicit_settings.max_new_tokens = config_.max_length;
-    if (is_explicit("TEMPERATURE")) explicit_settings.temperature = config_.temperature;
-    if (is_explicit("TOP_P")) explicit_settings.top_p = config_.top_p;
-    return engine::resolve_generation_settings(explicit_settings, e.model().generation_defaults());
+    return engine::resolve_generation_settings(explicit_generation_settings(config_),
+                                               e.model().generation_defaults());
 }
 
 RequestLimits ServingState::request_limits(const engine::Engine& e) const {
