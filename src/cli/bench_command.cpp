@@ -570,7 +570,9 @@ void register_bench_command(CLI::App& app) {
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
     cmd->add_option("--json", options->json_file, "Also write the figures as JSON to this file");
-    cmd->callback([options] { run_bench(*options); });
+    cmd->callback([options] {
+        if (options->model.resolve_settings()) run_bench(*options);
+    });
 }
 
 }  // namespace llmserve::cli

@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "engine/generation_settings.h"
 #include "grammar/constraint.h"
+#include "server/config.h"
 
 namespace llmserve::cli {
 namespace {
@@ -27,9 +28,9 @@ struct GenerateOptions {
     std::string grammar_file, json_schema_file, regex;
     std::vector<std::string> choices;
     bool json_object = false;
-    // The flags whose default the model's generation_config.json replaces when they are not given.
-    CLI::Option *temperature = nullptr, *top_p = nullptr, *top_k = nullptr,
-                *repetition_penalty = nullptr;
+    // The flags whose default the model's generation_config.json replaces when they are not given
+    // (--max-new-tokens, --temperature and --top-p are settings: ModelOptions::settings has them).
+    CLI::Option *top_k = nullptr, *repetition_penalty = nullptr;
 };
 
 std::pair<engine::TokenId, float> parse_bias(const std::string& text) {
@@ -83,12 +84,13 @@ void run_generate(GenerateOptions& options) {
     auto model = options.model.load_model(model_dir);
     auto tokenizer = load_tokenizer(model_dir);
     engine::GenerationRequest request = options.request;
-    // A flag given > generation_config.json > built-in (engine::GenerationSettings).
-    const engine::GenerationSettings settings =
-        engine::resolve_generation_settings({}, model->generation_defaults());
-    if (options.temperature->count() == 0)
-        request.sampling.temperature = static_cast<float>(settings.temperature);
-    if (options.top_p->count() == 0) request.sampling.top_p = static_cast<float>(settings.top_p);
+    // A flag given > its variable (MAX_LENGTH, TEMPERATURE, TOP_P, as for `serve`) >
+    // generation_config.json > built-in (engine::GenerationSettings).
+    const engine::GenerationSettings settings = engine::resolve_generation_settings(
+        server::explicit_generation_settings(options.model.settings), model->generation_defaults());
+    request.stop.max_new_tokens = settings.max_new_tokens;
+    request.sampling.temperature = static_cast<float>(settings.temperature);
+    request.sampling.top_p = static_cast<float>(settings.top_p);
     if (options.top_k->count() == 0) request.sampling.top_k = settings.top_k;
     if (options.repetition_penalty->count() == 0)
         request.sampling.repetition_penalty = settings.repetition_penalty;
@@ -145,7 +147,7 @@ void run_generate(GenerateOptions& options) {
 
 void register_generate_command(CLI::App& app) {
     auto options = std::make_shared<GenerateOptions>();
-    // The service's built-in defaults (MAX_LENGTH, TEMPERATURE, TOP_P).
+    // The service's built-in defaults (MAX_LENGTH, TEMPERATURE, TOP_P), for --help.
     const engine::GenerationSettings defaults;
     options->request.stop.max_new_tokens = defaults.max_new_tokens;
     options->request.sampling.temperature = static_cast<float>(defaults.temperature);
@@ -156,20 +158,24 @@ void register_generate_command(CLI::App& app) {
         app.add_subcommand("generate", "Continue a prompt, streaming the text to stdout");
     options->model.add_to(*cmd);
     cmd->add_option("prompt", options->prompt, "Prompt text (default: read standard input)");
-    cmd->add_option("--max-new-tokens,--max-length", stop.max_new_tokens,
-                    "Tokens to generate at most")
-        ->capture_default_str();
+    options->model.bind("MAX_LENGTH",
+                        cmd->add_option("--max-new-tokens,--max-length", stop.max_new_tokens,
+                                        "Tokens to generate at most (default: $MAX_LENGTH, else "
+                                        "generation_config.json's, else this)")
+                            ->capture_default_str());
     cmd->add_option("--min-new-tokens", stop.min_new_tokens,
                     "EOS and stop tokens suppressed until this many")
         ->capture_default_str();
-    options->temperature =
-        cmd->add_option("--temperature", s.temperature,
-                        "0 = greedy (default: generation_config.json's, else this)")
-            ->capture_default_str();
+    options->model.bind("TEMPERATURE", cmd->add_option("--temperature", s.temperature,
+                                                       "0 = greedy (default: $TEMPERATURE, else "
+                                                       "generation_config.json's, else this)")
+                                           ->capture_default_str());
     options->top_k = cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0 = off)")
                          ->capture_default_str();
-    options->top_p = cmd->add_option("--top-p", s.top_p, "Nucleus sampling mass (1 = off)")
-                         ->capture_default_str();
+    options->model.bind("TOP_P", cmd->add_option("--top-p", s.top_p,
+                                                 "Nucleus sampling mass, 1 = off (default: $TOP_P, "
+                                                 "else generation_config.json's, else this)")
+                                     ->capture_default_str());
     cmd->add_option("--min-p", s.min_p, "Drop tokens below min_p x the top probability (0 = off)")
         ->capture_default_str();
     cmd->add_option("--typical-p", s.typical_p, "Locally typical sampling mass (1 = off)")
@@ -205,7 +211,9 @@ void register_generate_command(CLI::App& app) {
     cmd->add_option("--choice", options->choices,
                     "The output is exactly one of these (repeatable)");
     cmd->add_flag("--json-object", options->json_object, "The output is a compact JSON object");
-    cmd->callback([options] { run_generate(*options); });
+    cmd->callback([options] {
+        if (options->model.resolve_settings()) run_generate(*options);
+    });
 }
 
 }  // namespace llmserve::cli

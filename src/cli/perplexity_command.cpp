@@ -123,7 +123,8 @@ void register_perplexity_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand(
         "perplexity", "Perplexity of the model on a text file (strided evaluation)");
     options->model.add_to(*cmd);
-    cmd->add_option("--file", options->file, "UTF-8 text file to evaluate")->required();
+    // Checked when the command runs, so that --print-config works without it.
+    cmd->add_option("--file", options->file, "UTF-8 text file to evaluate (required)");
     cmd->add_option("--context", options->context,
                     "Tokens per window (default: the model's context length)")
         ->check(CLI::NonNegativeNumber);
@@ -132,7 +133,11 @@ void register_perplexity_command(CLI::App& app) {
     cmd->add_option("--max-tokens", options->max_tokens,
                     "Evaluate only the first N tokens of the file (0 = all)")
         ->check(CLI::NonNegativeNumber);
-    cmd->callback([options] { run_perplexity(*options); });
+    cmd->callback([options] {
+        if (!options->model.resolve_settings()) return;
+        if (options->file.empty()) fail_param("file", "--file is required: the text to evaluate");
+        run_perplexity(*options);
+    });
 }
 
 }  // namespace llmserve::cli

@@ -25,12 +25,12 @@ void register_tokenize_commands(CLI::App& app) {
     auto tok = std::make_shared<Options>();
     CLI::App* tokenize =
         app.add_subcommand("tokenize", "Print the token ids of a text (argument or stdin)");
-    tokenize->add_option("--model", tok->model.model_dir,
-                         "Model directory (default: $MODEL_NAME or the embedded model)");
+    tok->model.add_model_name_to(*tokenize);
     tokenize->add_option("text", tok->text, "Text (default: standard input)");
     tokenize->add_flag("--ordinary", tok->ordinary,
                        "Treat special tokens such as <|endoftext|> as plain text");
     tokenize->callback([tok] {
+        if (!tok->model.resolve_settings()) return;
         auto tokenizer = load_tokenizer(tok->model.resolved_model_dir());
         const std::string text = tok->text.empty() ? read_stdin() : tok->text;
         const auto ids = tok->ordinary ? tokenizer->encode_ordinary(text) : tokenizer->encode(text);
@@ -41,12 +41,12 @@ void register_tokenize_commands(CLI::App& app) {
     auto detok = std::make_shared<Options>();
     CLI::App* detokenize =
         app.add_subcommand("detokenize", "Print the text of token ids (arguments or stdin)");
-    detokenize->add_option("--model", detok->model.model_dir,
-                           "Model directory (default: $MODEL_NAME or the embedded model)");
+    detok->model.add_model_name_to(*detokenize);
     auto ids = std::make_shared<std::vector<std::string>>();
     detokenize->add_option("ids", *ids,
                            "Token ids, separated by spaces or commas (default: standard input)");
     detokenize->callback([detok, ids] {
+        if (!detok->model.resolve_settings()) return;
         auto tokenizer = load_tokenizer(detok->model.resolved_model_dir());
         std::string joined;
         for (const auto& id : *ids) joined += id + " ";

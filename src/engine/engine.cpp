@@ -63,6 +63,7 @@ struct Sample {
     std::optional<ConstrainedSample> constrained;  // the request's output constraint, if any
     SequenceResult result;
     std::vector<GeneratedToken> unsent_tokens;  // generated since the last stream event
+    Clock::time_point last_token;               // when its latest token was sampled
     bool finished = false;
 };
 
@@ -546,6 +547,10 @@ void Engine::State::accept_token(ActiveRequest& request, Sample& sample, std::sp
     sample.result.tokens.push_back(generated);
     sample.unsent_tokens.push_back(std::move(generated));
     request.last_token = Clock::now();
+    if (sample.last_token != Clock::time_point{}) {
+        sample.result.inter_token_ms.push_back(ms_between(sample.last_token, request.last_token));
+    }
+    sample.last_token = request.last_token;
     {
         std::lock_guard lock(mutex);
         ++stats.generated_tokens_total;

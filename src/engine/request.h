@@ -58,6 +58,9 @@ struct SequenceResult {
     FinishReason finish_reason = FinishReason::kLength;
     std::string matched_stop;  // the stop string that ended it (finish reason kStop), else empty
     std::optional<TokenId> matched_stop_token;  // the stop token id / EOS that ended it
+    // The time between each pair of consecutive tokens of this sample (one entry per gap), for
+    // an inter-token latency histogram that sees stalls a per-request mean would hide.
+    std::vector<double> inter_token_ms;
 };
 
 struct RequestTiming {

@@ -102,6 +102,52 @@ ParseFailure parse_api_keys(std::string_view raw, std::vector<std::string>& out)
     return std::nullopt;
 }
 
+std::string lowercase(std::string_view text) {
+    std::string out(text);
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return out;
+}
+
+// An origin as browsers send it: scheme://host[:port], nothing after.
+bool is_origin(std::string_view origin) {
+    std::string_view rest = origin;
+    if (rest.starts_with("https://")) {
+        rest.remove_prefix(8);
+    } else if (rest.starts_with("http://")) {
+        rest.remove_prefix(7);
+    } else {
+        return false;
+    }
+    return !rest.empty() && std::all_of(rest.begin(), rest.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' ||
+               c == '[' || c == ']';
+    });
+}
+
+// CORS_ALLOW_ORIGINS: "*", or a comma-separated list of origins (kept lowercase, as browsers
+// send them).
+ParseFailure parse_cors_origins(std::string_view raw, std::vector<std::string>& out) {
+    const std::string expected =
+        "* (any origin) or a comma-separated list of origins such as "
+        "https://app.example.com,http://localhost:3000 (scheme, host and port; no path)";
+    std::vector<std::string> origins;
+    std::size_t start = 0;
+    while (start <= raw.size()) {
+        const std::size_t comma = std::min(raw.find(',', start), raw.size());
+        std::string_view origin = raw.substr(start, comma - start);
+        while (!origin.empty() && origin.front() == ' ') origin.remove_prefix(1);
+        while (!origin.empty() && origin.back() == ' ') origin.remove_suffix(1);
+        if (origin != "*" && !is_origin(origin)) return expected;
+        origins.push_back(lowercase(origin));
+        start = comma + 1;
+    }
+    const bool any = std::find(origins.begin(), origins.end(), "*") != origins.end();
+    if (any && origins.size() > 1) return expected;
+    out = std::move(origins);
+    return std::nullopt;
+}
+
 ParseFailure parse_host(std::string_view raw, std::string& out) {
     const bool ok =
         !raw.empty() && raw.size() <= 253 && std::all_of(raw.begin(), raw.end(), [](char c) {
@@ -206,6 +252,17 @@ const std::vector<Setting>& settings() {
              return parse_int(raw, 0, 1'000'000, c.rate_limit_burst);
          },
          [](const ServerConfig& c) { return std::to_string(c.rate_limit_burst); }},
+        {{"CORS_ALLOW_ORIGINS", "--cors-allow-origins",
+          "browser origins allowed to call the API from other sites: * or a comma-separated list "
+          "(https://app.example.com); unset = no CORS headers (unset)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_cors_origins(raw, c.cors_allow_origins);
+         },
+         [](const ServerConfig& c) {
+             return c.cors_allow_origins.empty()
+                        ? std::string("(unset)")
+                        : fmt::format("{}", fmt::join(c.cors_allow_origins, ","));
+         }},
         {{"REQUEST_TIMEOUT_S", "--request-timeout",
           "seconds a generation may take from arrival, (0, 86400] (30)"},
          [](ServerConfig& c, std::string_view raw) {
@@ -218,8 +275,9 @@ const std::vector<Setting>& settings() {
              return parse_int(raw, 1, 1024, c.max_concurrent_requests);
          },
          [](const ServerConfig& c) { return std::to_string(c.max_concurrent_requests); }},
-        {{"MAX_QUEUE", "--max-queue", "requests waiting beyond those, 0..4096; then 503 (128)"},
-         [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 0, 4096, c.max_queue); },
+        {{"MAX_QUEUE", "--max-queue",
+          "requests waiting beyond those (one per prompt), 1..4096; then 503 (128)"},
+         [](ServerConfig& c, std::string_view raw) { return parse_int(raw, 1, 4096, c.max_queue); },
          [](const ServerConfig& c) { return std::to_string(c.max_queue); }},
         {{"MAX_BATCH_TOKENS", "--max-batch-tokens",
           "tokens one engine step computes: decode rows plus prompt chunks, 16..65536; smaller = "
@@ -264,6 +322,15 @@ const std::vector<Setting>& settings() {
         {{"CACHE_DIR", "--cache-dir", "extra model cache directory (unset)"},
          [](ServerConfig& c, std::string_view raw) { return parse_cache_dir(raw, c.cache_dir); },
          [](const ServerConfig& c) { return c.cache_dir.empty() ? "(unset)" : c.cache_dir; }},
+        {{"WEB_DIR", "--web-dir",
+          "the playground's folder; every file below it is public (the repository's web/)"},
+         [](ServerConfig& c, std::string_view raw) -> ParseFailure {
+             c.web_dir = raw;
+             return std::nullopt;
+         },
+         [](const ServerConfig& c) {
+             return c.web_dir.empty() ? fmt::format("(built-in: {})", LLMSERVE_WEB_DIR) : c.web_dir;
+         }},
         {{"DEVICE", "--device",
           "auto (CUDA when built in and visible, else CPU), cpu, cuda, cuda:N"},
          [](ServerConfig& c, std::string_view raw) { return parse_device(raw, c.device); },
@@ -330,6 +397,11 @@ const std::vector<Setting>& settings() {
     return table;
 }
 
+// Whether a command that reads `only` (empty: every setting) reads `setting`.
+bool selected(const Setting& setting, const SettingNames& only) {
+    return only.empty() || std::find(only.begin(), only.end(), setting.info.env) != only.end();
+}
+
 }  // namespace
 
 std::string_view to_string(LogLevel level) {
@@ -366,6 +438,29 @@ int ServerConfig::effective_rate_limit_burst() const {
     return rate_limit_burst > 0 ? rate_limit_burst : std::max(1, rate_limit_rpm / 6);
 }
 
+engine::ExplicitSettings explicit_generation_settings(const ServerConfig& config) {
+    const auto is_explicit = [&](std::string_view name) {
+        const auto it = config.sources.find(name);
+        return it != config.sources.end() && it->second != ConfigSource::kDefault;
+    };
+    engine::ExplicitSettings settings;
+    if (is_explicit("MAX_LENGTH")) settings.max_new_tokens = config.max_length;
+    if (is_explicit("TEMPERATURE")) settings.temperature = config.temperature;
+    if (is_explicit("TOP_P")) settings.top_p = config.top_p;
+    return settings;
+}
+
+std::optional<std::string> ServerConfig::cors_allowed_origin(std::string_view origin) const {
+    if (origin.empty() || cors_allow_origins.empty()) return std::nullopt;
+    if (cors_allow_origins.front() == "*") return std::string("*");
+    const std::string wanted = lowercase(origin);
+    if (std::find(cors_allow_origins.begin(), cors_allow_origins.end(), wanted) ==
+        cors_allow_origins.end()) {
+        return std::nullopt;
+    }
+    return std::string(origin);
+}
+
 std::size_t auto_kv_cache_bytes(std::size_t one_context_bytes, std::size_t all_sequences_bytes,
                                 std::optional<std::uint64_t> available) {
     constexpr std::size_t kEngineDefaultCap = std::size_t{1} << 30;  // the engine's own cap
@@ -394,14 +489,16 @@ EnvironmentLookup process_environment() {
 
 ServerConfig resolve_config(const EnvironmentLookup& environment,
                             const std::map<std::string, std::string, std::less<>>& flags,
-                            ServerConfig defaults) {
+                            ServerConfig defaults, const SettingNames& only) {
     ServerConfig config = std::move(defaults);
     for (const auto& flag : flags) {
-        const bool known = std::any_of(settings().begin(), settings().end(),
-                                       [&](const Setting& s) { return s.info.env == flag.first; });
+        const bool known = std::any_of(settings().begin(), settings().end(), [&](const Setting& s) {
+            return s.info.env == flag.first && selected(s, only);
+        });
         if (!known) fail(ErrorCode::kInternal, "no setting named {} takes a flag", flag.first);
     }
     for (const Setting& setting : settings()) {
+        if (!selected(setting, only)) continue;
         const std::string name(setting.info.env);
         config.sources[name] = ConfigSource::kDefault;
         if (const auto value = environment(name); value && !value->empty()) {
@@ -421,9 +518,10 @@ ServerConfig resolve_config(const EnvironmentLookup& environment,
     return config;
 }
 
-std::string describe_config(const ServerConfig& config) {
+std::string describe_config(const ServerConfig& config, const SettingNames& only) {
     std::string out;
     for (const Setting& setting : settings()) {
+        if (!selected(setting, only)) continue;
         const std::string name(setting.info.env);
         const auto source = config.sources.find(name);
         const std::string assignment = fmt::format("{}={}", name, setting.show(config));

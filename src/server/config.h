@@ -60,13 +60,25 @@ struct ServerConfig {
     bool strict_requests = false;  // STRICT_REQUESTS: OpenAI routes refuse unknown fields
     std::string chat_template;     // CHAT_TEMPLATE: a template file overriding the model's
     std::string reasoning_parser = "none";  // REASONING_PARSER: none or think
+    // CORS_ALLOW_ORIGINS: browser origins ("https://app.example.com") allowed to call the API
+    // from another site, or "*" for any; empty = no CORS headers (browsers refuse cross-site calls)
+    std::vector<std::string> cors_allow_origins;
+    // WEB_DIR: the playground's folder, whose files are public; empty = the one built in
+    std::string web_dir;
 
     // Source of each setting, keyed by its environment variable name.
     std::map<std::string, ConfigSource, std::less<>> sources;
 
     // The bucket size the rate limiter uses (resolves the 0 default).
     int effective_rate_limit_burst() const;
+    // The Access-Control-Allow-Origin to answer a request from `origin` with ("*" or the origin
+    // itself); nullopt when the origin is not allowed (or none was sent).
+    std::optional<std::string> cors_allowed_origin(std::string_view origin) const;
 };
+
+// MAX_LENGTH, TEMPERATURE and TOP_P where they were set (by a variable or a flag), to override a
+// model's generation_config.json; those left unset keep the model's values.
+engine::ExplicitSettings explicit_generation_settings(const ServerConfig& config);
 
 // One configurable setting: its environment variable, its flag and what it means.
 struct SettingInfo {
@@ -87,15 +99,20 @@ std::size_t auto_kv_cache_bytes(std::size_t one_context_bytes, std::size_t all_s
 using EnvironmentLookup = std::function<std::optional<std::string>(std::string_view name)>;
 EnvironmentLookup process_environment();
 
-// Builds the effective configuration: `defaults` <- environment <- flags. `flags` maps a
-// setting's environment name ("PORT") to the flag's raw text. Throws Error(kInvalidArgument,
-// param = the variable name) naming the variable (and flag), the value and what is allowed.
-// An environment variable that is set but empty counts as unset.
+// The settings a command reads, by environment name; empty = all of them (`serve`).
+using SettingNames = std::vector<std::string_view>;
+
+// Builds the effective configuration: `defaults` <- environment <- flags, for the settings in
+// `only` (the others keep their defaults). `flags` maps a setting's environment name ("PORT") to
+// the flag's raw text. Throws Error(kInvalidArgument, param = the variable name) naming the
+// variable (and flag), the value and what is allowed. An environment variable that is set but
+// empty counts as unset.
 ServerConfig resolve_config(const EnvironmentLookup& environment,
                             const std::map<std::string, std::string, std::less<>>& flags,
-                            ServerConfig defaults = {});
+                            ServerConfig defaults = {}, const SettingNames& only = {});
 
-// One line per setting: "NAME=value  (source)". API keys are never shown, only their count.
-std::string describe_config(const ServerConfig& config);
+// One line per setting (of `only`, or all): "NAME=value  (source)". API keys are never shown,
+// only their count.
+std::string describe_config(const ServerConfig& config, const SettingNames& only = {});
 
 }  // namespace llmserve::server

@@ -25,6 +25,9 @@ ApiError from_error(const Error& error) {
         return make(422, "invalid_request_error", "context_length_exceeded", message,
                     error.param());
     }
+    if (dynamic_cast<const GenerationTimedOut*>(&error) != nullptr) {
+        return make(504, "timeout_error", "timeout", message);
+    }
     switch (error.code()) {
         case ErrorCode::kInvalidArgument:
             return make(422, "invalid_request_error", "invalid_value", message, error.param());
@@ -100,6 +103,14 @@ ApiError payload_too_large(long long limit_bytes) {
     return make(413, "invalid_request_error", "payload_too_large",
                 fmt::format("request body is larger than the limit of {} bytes (MAX_BODY_BYTES)",
                             limit_bytes));
+}
+
+ApiError unsupported_media_type(std::string_view received) {
+    return make(415, "invalid_request_error", "unsupported_media_type",
+                fmt::format("the body must be sent with Content-Type: application/json; got {}",
+                            received.empty() ? std::string("no Content-Type")
+                                             : fmt::format("'{}'", received)),
+                "Content-Type");
 }
 
 ApiError unauthorized(bool key_given) {

@@ -34,6 +34,14 @@ class ModelNotFound : public Error {
         : Error(ErrorCode::kNotFound, std::move(message), "model") {}
 };
 
+// A request that got no token before its deadline (REQUEST_TIMEOUT_S): it waited in the queue,
+// or its prompt took that long. HTTP 504 with code "timeout" rather than 200 with empty text.
+class GenerationTimedOut : public Error {
+  public:
+    explicit GenerationTimedOut(std::string message)
+        : Error(ErrorCode::kUnavailable, std::move(message)) {}
+};
+
 // Throws MalformedRequest naming `param` with a formatted message.
 template <typename... Args>
 [[noreturn]] void fail_malformed(std::string param, fmt::format_string<Args...> format,
@@ -74,6 +82,8 @@ ApiError route_not_found(std::string_view method, std::string_view path);
 ApiError method_not_allowed(std::string_view method, std::string_view path,
                             std::string_view allowed);
 ApiError payload_too_large(long long limit_bytes);
+// A JSON route's body sent with another Content-Type (`received`; empty when none was sent).
+ApiError unsupported_media_type(std::string_view received);
 ApiError unauthorized(bool key_given);
 ApiError rate_limited(int retry_after_s);
 ApiError not_ready(std::string reason, int retry_after_s);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <random>
 
 #include "model/model.h"
@@ -13,6 +14,28 @@ using Json = nlohmann::json;
 
 std::string json_text(const Json& value) {
     return value.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// Why the request failed as a whole, if it did: the engine ended a prompt with an error, or a
+// prompt reached its deadline before its first token (its client would get nothing at all).
+std::exception_ptr request_failure(const std::vector<engine::RequestResult>& results,
+                                   double timeout_s) {
+    if (const auto error = generation_error(results)) return std::make_exception_ptr(*error);
+    for (const engine::RequestResult& result : results) {
+        const bool nothing_in_time =
+            !result.sequences.empty() &&
+            std::all_of(result.sequences.begin(), result.sequences.end(), [](const auto& s) {
+                return s.finish_reason == engine::FinishReason::kTimeout && s.tokens.empty();
+            });
+        if (nothing_in_time) {
+            return std::make_exception_ptr(GenerationTimedOut(fmt::format(
+                "no token was generated within REQUEST_TIMEOUT_S={} s: the request waited for the "
+                "engine (in the queue or processing its prompt) until its deadline; the server is "
+                "overloaded, retry later",
+                timeout_s)));
+        }
+    }
+    return nullptr;
 }
 
 // Everything a streamed response needs after the route has returned.
@@ -55,11 +78,10 @@ void stream_generation(StreamState& s, const StreamSink& sink) {
     };
     callbacks.on_result = [&](std::size_t p, const engine::RequestResult& result) {
         if (failed) return true;
-        if (const auto error = generation_error({result})) {
+        if (const auto failure = request_failure({result}, s.state->config().request_timeout_s)) {
             failed = true;
             s.job->cancel();
-            const ApiError api =
-                api_error_from(std::make_exception_ptr(*error), formatter.error_style());
+            const ApiError api = api_error_from(failure, formatter.error_style());
             return ok = sink("data: " + api.body() + "\n\n");
         }
         for (const engine::SequenceResult& sequence : result.sequences) {
@@ -109,6 +131,14 @@ ApiResponse run_generation(ServingState& state, const LoadedModel& model, const 
     response.include_usage = request.include_usage;
 
     RequestContext& context = *call.context;
+    const int max_queue = state.config().max_queue;
+    if (request.prompts.size() > static_cast<std::size_t>(max_queue)) {
+        // Each prompt takes a queue place: such a request could never be accepted, even idle.
+        fail_param("prompt",
+                   "the request has {} prompts but at most MAX_QUEUE={} requests wait for the "
+                   "engine (one per prompt); send at most {} prompts per request",
+                   request.prompts.size(), max_queue, max_queue);
+    }
     const auto deadline =
         context.start + std::chrono::duration_cast<Clock::duration>(
                             std::chrono::duration<double>(state.config().request_timeout_s));
@@ -131,7 +161,9 @@ ApiResponse run_generation(ServingState& state, const LoadedModel& model, const 
         callbacks.client_gone = call.client_gone;
         const auto results = s->job->run(callbacks);
         state.record_generation(context, results, s->job->client_disconnected());
-        if (const auto error = generation_error(results)) throw *error;
+        if (const auto failure = request_failure(results, state.config().request_timeout_s)) {
+            std::rethrow_exception(failure);
+        }
         answer.body = json_text(s->formatter->response(response, results));
         return answer;
     }

@@ -80,6 +80,8 @@ std::string_view reason_phrase(int status) {
             return "Not Implemented";
         case 503:
             return "Service Unavailable";
+        case 504:
+            return "Gateway Timeout";
         case 505:
             return "HTTP Version Not Supported";
         default:
@@ -641,7 +643,7 @@ bool HttpTransport::State::write_response(int fd, const httplib::Request& reques
     }
     if (chunked) {
         out += "Transfer-Encoding: chunked\r\n";
-    } else {
+    } else if (status != 204) {  // a 204 has no body, and RFC 9110 forbids its Content-Length
         out += fmt::format("Content-Length: {}\r\n", response.body.size());
     }
     out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";

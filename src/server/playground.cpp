@@ -1,7 +1,6 @@
 #include "server/playground.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <fstream>
 
 namespace llmserve::server {
@@ -21,17 +20,13 @@ std::string static_content_type(const std::filesystem::path& file) {
 
 }  // namespace
 
-Playground::Playground(Logger& logger) {
-    // The playground page is static files, served before the API routes and without auth: the page
-    // itself asks for a key when the API answers 401. WEB_DIR overrides the folder baked in at
-    // build.
-    const char* override_dir = std::getenv("WEB_DIR");
-    const std::string dir = override_dir && *override_dir ? override_dir : LLMSERVE_WEB_DIR;
+Playground::Playground(const std::string& web_dir, Logger& logger) {
+    const std::string dir = web_dir.empty() ? std::string(LLMSERVE_WEB_DIR) : web_dir;
     std::error_code error;
     web_dir_ = std::filesystem::canonical(dir, error);
     if (error || !std::filesystem::is_directory(web_dir_, error)) {
         web_dir_.clear();
-        logger.warn("playground not served: its folder is missing", {{"web_dir_", dir}});
+        logger.warn("playground not served: its folder is missing", {{"web_dir", dir}});
     }
 }
 

@@ -5,6 +5,7 @@
 #include <httplib.h>
 
 #include <filesystem>
+#include <string>
 
 #include "server/logger.h"
 
@@ -12,8 +13,9 @@ namespace llmserve::server {
 
 class Playground {
   public:
-    // WEB_DIR overrides the folder baked in at build; a missing folder is logged, not served.
-    explicit Playground(Logger& logger);
+    // Serves `web_dir` (WEB_DIR; empty: the folder baked in at build); a missing folder is
+    // logged, not served.
+    Playground(const std::string& web_dir, Logger& logger);
     // Answers a GET or HEAD of a file below the folder; false when it is not one.
     bool serve(const httplib::Request& req, httplib::Response& res) const;
 

@@ -132,10 +132,30 @@ std::vector<TokenId> get_token_ids(const Json& value, const std::string& field, 
     return ids;
 }
 
+// Every seed the engine takes: the integers [0, 2^64 - 1]. A number written with a fraction or
+// exponent counts when it is integral and below 2^53, where it is exactly the number written
+// (1e3 is 1000); above, the JSON parser has already rounded it, so it is refused.
 std::uint64_t get_seed(const Json& value, const std::string& field) {
+    constexpr double kTwoTo53 = 9007199254740992.0;
+    constexpr double kTwoTo64 = 18446744073709551616.0;
+    constexpr auto kMax = std::numeric_limits<std::uint64_t>::max();
     if (value.is_number_unsigned()) return value.get<std::uint64_t>();
-    return static_cast<std::uint64_t>(
-        get_integer(value, field, 0, std::numeric_limits<long long>::max()));
+    const double number = value.is_number() ? value.get<double>() : 0.5;
+    if (number != std::floor(number)) {
+        fail_malformed(field, "'{}' must be an integer in [0, {}], got {}", field, kMax,
+                       describe(value));
+    }
+    if (number < 0 || number >= kTwoTo64) {
+        fail_param(field, "'{}' must be an integer in [0, {}], got {}", field, kMax,
+                   describe(value));
+    }
+    if (number >= kTwoTo53) {
+        fail_param(field,
+                   "'{}' must be written as a plain integer (no fraction or exponent) from 2^53 "
+                   "on, where such a JSON number is no longer exact; got {}",
+                   field, describe(value));
+    }
+    return static_cast<std::uint64_t>(number);
 }
 
 // OpenAI's logit_bias: {"<token id>": bias}.

@@ -10,10 +10,10 @@ void record_request(MetricsRegistry& metrics, Logger& logger, const RequestConte
                     int status) {
     const double seconds = std::chrono::duration<double>(Clock::now() - context.start).count();
     metrics
-        .counter("llmserve_http_requests_total", "HTTP requests by route, method and status.",
+        .counter("llmserve_http_requests_total", "HTTP requests by route, method and status code.",
                  {{"route", context.route},
                   {"method", context.method},
-                  {"status", std::to_string(status)}})
+                  {"code", std::to_string(status)}})
         .inc();
     metrics
         .histogram("llmserve_http_request_duration_seconds",
@@ -50,6 +50,7 @@ std::optional<std::string> rejection_reason(const ApiError& error) {
         case 400:
         case 404:
         case 405:
+        case 415:
         case 422:
         case 431:
         case 501:

@@ -4,6 +4,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -34,8 +35,27 @@ constexpr const char* kJsonType = "application/json";
 constexpr int kSpareHttpThreads = 32;
 // Pending connections the kernel holds for accept().
 constexpr int kListenBacklog = 4096;
+// How long a browser may reuse a CORS preflight's answer (Chrome caps it at 2 hours).
+constexpr int kPreflightMaxAgeSeconds = 7200;
 // After the shutdown grace, how long responses may still take to be written.
 constexpr auto kShutdownWriteTime = std::chrono::seconds(2);
+
+// Whether a Content-Type header names JSON: "application/json", any case, with or without
+// parameters such as "; charset=utf-8".
+bool is_json_content_type(std::string_view content_type) {
+    std::string_view media_type = content_type.substr(0, content_type.find(';'));
+    while (!media_type.empty() && (media_type.back() == ' ' || media_type.back() == '\t')) {
+        media_type.remove_suffix(1);
+    }
+    while (!media_type.empty() && (media_type.front() == ' ' || media_type.front() == '\t')) {
+        media_type.remove_prefix(1);
+    }
+    constexpr std::string_view kJson = "application/json";
+    return media_type.size() == kJson.size() &&
+           std::equal(media_type.begin(), media_type.end(), kJson.begin(), [](char a, char b) {
+               return std::tolower(static_cast<unsigned char>(a)) == b;
+           });
+}
 
 // A client-chosen X-Request-Id is kept when it is short and cannot break a log line.
 bool acceptable_request_id(std::string_view id) {
@@ -75,6 +95,8 @@ struct HttpServer::Impl {
     void add_route(std::string method, std::string path, bool probe, ErrorStyle errors,
                    Handler handler);
     void handle(const httplib::Request& req, httplib::Response& res);
+    void add_cors_headers(const httplib::Request& req, httplib::Response& res) const;
+    void answer_preflight(const httplib::Request& req, httplib::Response& res);
     void dispatch(const Route& route, const httplib::Request& req, httplib::Response& res);
     void send(const std::shared_ptr<RequestContext>& context, ApiResponse answer,
               httplib::Response& res);
@@ -108,7 +130,7 @@ HttpServer::Impl::Impl(const ServerConfig& server_config, Logger& server_logger)
       logger(server_logger),
       state(config, metrics, server_logger),
       auth(server_config.api_keys),
-      playground(server_logger),
+      playground(config.web_dir, server_logger),
       started_unix(std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count()) {
@@ -150,6 +172,12 @@ void HttpServer::Impl::add_route(std::string method, std::string path, bool prob
 }
 
 void HttpServer::Impl::handle(const httplib::Request& req, httplib::Response& res) {
+    // Set first, so that every answer carries them: errors, streams and the playground too.
+    add_cors_headers(req, res);
+    if (req.method == "OPTIONS") {
+        answer_preflight(req, res);
+        return;
+    }
     // HEAD is GET without the body (the transport leaves it out).
     const std::string_view method =
         req.method == "HEAD" ? std::string_view("GET") : std::string_view(req.method);
@@ -163,6 +191,41 @@ void HttpServer::Impl::handle(const httplib::Request& req, httplib::Response& re
     answer_unmatched(req, res);
 }
 
+// A browser may read the answer to a request from another site only when the request's Origin
+// is allowed by CORS_ALLOW_ORIGINS; the answer then names it.
+void HttpServer::Impl::add_cors_headers(const httplib::Request& req, httplib::Response& res) const {
+    if (config.cors_allow_origins.empty()) return;
+    res.set_header("Vary", "Origin");  // caches must not hand one origin's answer to another
+    if (const auto allowed = config.cors_allowed_origin(req.get_header_value("Origin"))) {
+        res.set_header("Access-Control-Allow-Origin", *allowed);
+        res.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    }
+}
+
+// OPTIONS on a route: the methods it takes, and what a browser's CORS preflight asks for (no
+// key needed: browsers never send one with a preflight).
+void HttpServer::Impl::answer_preflight(const httplib::Request& req, httplib::Response& res) {
+    std::string methods;
+    for (const Route& route : routes) {
+        if (route.path == req.path) methods += route.method + ", ";
+    }
+    if (methods.empty()) {
+        answer_unmatched(req, res);
+        return;
+    }
+    const auto context = make_context(req, req.path);
+    methods += "OPTIONS";
+    res.status = 204;
+    res.set_header("X-Request-Id", context->id);
+    res.set_header("Allow", methods);
+    if (res.has_header("Access-Control-Allow-Origin")) {
+        res.set_header("Access-Control-Allow-Methods", methods);
+        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+        res.set_header("Access-Control-Max-Age", std::to_string(kPreflightMaxAgeSeconds));
+    }
+    finish_request(*context, res.status);
+}
+
 void HttpServer::Impl::dispatch(const Route& route, const httplib::Request& req,
                                 httplib::Response& res) {
     const auto context = make_context(req, route.path);
@@ -170,6 +233,12 @@ void HttpServer::Impl::dispatch(const Route& route, const httplib::Request& req,
     res.set_header("X-Request-Id", context->id);
     try {
         check_access(route, req, *context);
+        // Every POST route takes a JSON body. Requiring its type also stops cross-site HTML
+        // forms, which can only send text/plain, urlencoded or multipart bodies.
+        if (route.method == "POST" && !is_json_content_type(req.get_header_value("Content-Type"))) {
+            throw Rejection{unsupported_media_type(truncated(req.get_header_value("Content-Type"))),
+                            "validation"};
+        }
         ApiCall call;
         call.body = req.body;
         call.context = context;
@@ -225,17 +294,21 @@ void HttpServer::Impl::send(const std::shared_ptr<RequestContext>& context, ApiR
 
 void HttpServer::Impl::check_access(const Route& route, const httplib::Request& req,
                                     RequestContext& context) {
+    bool key_refused = false;
+    std::string header;
     if (auth.enabled() && !(route.probe && config.auth_exempt_probes)) {
-        const std::string header = req.get_header_value("Authorization");
+        header = req.get_header_value("Authorization");
         context.key_index = auth.authenticate(header);
-        if (!context.key_index) throw Rejection{unauthorized(!header.empty()), "auth"};
+        key_refused = !context.key_index;
     }
+    // Refused keys are charged too (to the client's address): guessing keys is rate limited.
     if (rate_limiter && !route.probe) {
         const std::string key = context.key_index ? fmt::format("key:{}", *context.key_index)
                                                   : "address:" + req.remote_addr;
         const RateLimiter::Decision decision = rate_limiter->acquire(key);
         if (!decision.allowed) throw Rejection{rate_limited(decision.retry_after_s), "rate_limit"};
     }
+    if (key_refused) throw Rejection{unauthorized(!header.empty()), "auth"};
 }
 
 void HttpServer::Impl::send_error(httplib::Response& res, const ApiError& error) {
@@ -253,13 +326,14 @@ void HttpServer::Impl::answer_unmatched(const httplib::Request& req, httplib::Re
     }
     ApiError error;
     if (allowed.empty()) {
+        // Not counted as a rejection: scanners probing paths are not invalid API requests.
         error = route_not_found(req.method, context->path);
     } else {
         error = method_not_allowed(req.method, req.path, allowed);
         res.set_header("Allow", allowed);
         context->route = req.path;
+        if (const auto reason = rejection_reason(error)) count_rejection(*reason);
     }
-    if (const auto reason = rejection_reason(error)) count_rejection(*reason);
     res.set_header("X-Request-Id", context->id);
     send_error(res, error);
     finish_request(*context, res.status);
@@ -271,6 +345,7 @@ void HttpServer::Impl::answer_protocol_error(const httplib::Request& req, httpli
                                              int status, const std::string& message) {
     const auto context = make_context(req, "unmatched");
     if (context->method.empty()) context->method = "-";
+    add_cors_headers(req, res);
     const ApiError error = protocol_error(status, message);
     if (const auto reason = rejection_reason(error)) count_rejection(*reason);
     res.set_header("X-Request-Id", context->id);
@@ -353,6 +428,13 @@ void HttpServer::serve() {
 
 void HttpServer::attach_engine(std::shared_ptr<engine::Engine> engine, double load_seconds,
                                std::optional<chat::ChatTemplate> chat_template) {
+    const model::Model& model = engine->model();
+    impl_->metrics
+        .gauge("llmserve_build_info", "1, labelled with the version, the device and the model.",
+               {{"version", LLMSERVE_VERSION},
+                {"device", model.device_name()},
+                {"model", model.name()}})
+        .set(1);
     impl_->state.attach(LoadedModel{std::move(engine), std::move(chat_template)}, load_seconds);
     impl_->metrics.gauge("llmserve_model_load_seconds", "Time it took to load the model.")
         .set(load_seconds);

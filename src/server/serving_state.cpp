@@ -45,15 +45,8 @@ double ServingState::load_seconds() const {
 }
 
 engine::GenerationSettings ServingState::generation_settings(const engine::Engine& e) const {
-    auto is_explicit = [&](std::string_view name) {
-        const auto it = config_.sources.find(name);
-        return it != config_.sources.end() && it->second != ConfigSource::kDefault;
-    };
-    engine::ExplicitSettings explicit_settings;
-    if (is_explicit("MAX_LENGTH")) explicit_settings.max_new_tokens = config_.max_length;
-    if (is_explicit("TEMPERATURE")) explicit_settings.temperature = config_.temperature;
-    if (is_explicit("TOP_P")) explicit_settings.top_p = config_.top_p;
-    return engine::resolve_generation_settings(explicit_settings, e.model().generation_defaults());
+    return engine::resolve_generation_settings(explicit_generation_settings(config_),
+                                               e.model().generation_defaults());
 }
 
 RequestLimits ServingState::request_limits(const engine::Engine& e) const {
@@ -120,9 +113,9 @@ void ServingState::record_generation(RequestContext& context,
                        "Time a request waited before the engine scheduled it.",
                        latency_buckets_seconds())
             .observe(seconds(result.timing.queue_ms));
-        std::size_t longest = 0;
+        bool any_token = false;
         for (const engine::SequenceResult& sequence : result.sequences) {
-            longest = std::max(longest, sequence.tokens.size());
+            any_token = any_token || !sequence.tokens.empty();
             const std::string reason(engine::to_string(sequence.finish_reason));
             if (std::find(context.finish_reasons.begin(), context.finish_reasons.end(), reason) ==
                 context.finish_reasons.end()) {
@@ -132,20 +125,19 @@ void ServingState::record_generation(RequestContext& context,
                 .counter("llmserve_sequences_finished_total",
                          "Generated sequences by finish reason.", {{"reason", reason}})
                 .inc();
+            Histogram& inter_token = metrics_.histogram(
+                "llmserve_inter_token_latency_seconds",
+                "Time between two consecutive tokens of a sequence (one observation per gap).",
+                latency_buckets_seconds());
+            for (const double gap_ms : sequence.inter_token_ms)
+                inter_token.observe(seconds(gap_ms));
         }
-        if (longest > 0) {
+        if (any_token) {
             metrics_
                 .histogram("llmserve_time_to_first_token_seconds",
                            "Time from submission to the first generated token.",
                            latency_buckets_seconds())
                 .observe(seconds(result.timing.queue_ms + result.timing.prefill_ms));
-        }
-        if (longest > 1) {
-            metrics_
-                .histogram("llmserve_inter_token_latency_seconds",
-                           "Mean time between consecutive tokens of a request.",
-                           latency_buckets_seconds())
-                .observe(seconds(result.timing.decode_ms) / static_cast<double>(longest - 1));
         }
     }
     if (const auto error = generation_error(results)) context.engine_error = error->what();

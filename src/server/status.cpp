@@ -1,6 +1,7 @@
 #include "server/status.h"
 
 #include "model/model.h"
+#include "server/process_stats.h"
 #include "server/system_memory.h"
 
 namespace llmserve::server {
@@ -87,12 +88,36 @@ Json info_json(const ServingState& state, bool auth_enabled) {
               {"burst", config.rate_limit_rpm > 0 ? config.effective_rate_limit_burst() : 0}}}};
 }
 
+namespace {
+
+// The process_* metrics under their standard names, so that dashboards made for any
+// Prometheus client library work unchanged.
+void refresh_process_metrics(MetricsRegistry& metrics) {
+    const ProcessStats process = read_process_stats();
+    if (process.cpu_seconds) {
+        metrics
+            .counter("process_cpu_seconds_total",
+                     "Total user and system CPU time spent in seconds.")
+            .advance_to(*process.cpu_seconds);
+    }
+    const auto set_gauge = [&](std::string_view name, std::string_view help, auto value) {
+        if (value) metrics.gauge(name, help).set(static_cast<double>(*value));
+    };
+    set_gauge("process_resident_memory_bytes", "Resident memory size in bytes.",
+              process.resident_memory_bytes);
+    set_gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+              process.virtual_memory_bytes);
+    set_gauge("process_start_time_seconds",
+              "Start time of the process since unix epoch in seconds.", process.start_time_seconds);
+    set_gauge("process_open_fds", "Number of open file descriptors.", process.open_fds);
+    set_gauge("process_max_fds", "Maximum number of open file descriptors.", process.max_fds);
+}
+
+}  // namespace
+
 void refresh_gauges(ServingState& state) {
     MetricsRegistry& metrics = state.metrics();
-    if (const auto rss = resident_memory_bytes()) {
-        metrics.gauge("llmserve_process_resident_memory_bytes", "Resident memory of the server.")
-            .set(static_cast<double>(*rss));
-    }
+    refresh_process_metrics(metrics);
     if (const auto available = available_memory_bytes()) {
         metrics
             .gauge("llmserve_system_memory_available_bytes",
@@ -101,17 +126,19 @@ void refresh_gauges(ServingState& state) {
     }
     const std::shared_ptr<engine::Engine> e = state.engine_if_loaded();
     metrics
-        .gauge("llmserve_http_requests_in_flight",
-               "Generation requests being served (waiting or running).")
+        .gauge("llmserve_generation_requests_in_flight",
+               "HTTP generation requests being served (waiting or running).")
         .set(static_cast<double>(state.running_jobs()));
     metrics.gauge("llmserve_model_loaded", "1 once the model is loaded.").set(e ? 1 : 0);
     if (!e) return;
     const engine::EngineStats stats = e->stats();
-    metrics.gauge("llmserve_requests_running", "Sequences the engine is decoding.")
+    metrics.gauge("llmserve_sequences_running", "Sequences the engine is decoding.")
         .set(stats.running_sequences);
-    metrics.gauge("llmserve_requests_waiting", "Requests queued for the engine.")
+    metrics
+        .gauge("llmserve_requests_waiting",
+               "Engine requests (one per prompt, its samples included) queued for the engine.")
         .set(stats.waiting_requests);
-    metrics.gauge("llmserve_batch_size", "Sequences in the engine's latest step.")
+    metrics.gauge("llmserve_engine_last_step_sequences", "Sequences in the engine's latest step.")
         .set(stats.last_batch_sequences);
     metrics.counter("llmserve_engine_steps_total", "Engine steps (forward passes).")
         .advance_to(static_cast<double>(stats.steps));
@@ -120,7 +147,8 @@ void refresh_gauges(ServingState& state) {
                  "Sum over steps of the sequences in the batch (divide by steps: mean batch "
                  "size).")
         .advance_to(static_cast<double>(stats.step_sequences_total));
-    metrics.gauge("llmserve_kv_cache_blocks_total", "KV cache blocks.").set(stats.kv_blocks_total);
+    metrics.gauge("llmserve_kv_cache_blocks", "KV cache blocks in the pool.")
+        .set(stats.kv_blocks_total);
     metrics.gauge("llmserve_kv_cache_blocks_free", "Free KV cache blocks.")
         .set(stats.kv_blocks_free);
     metrics

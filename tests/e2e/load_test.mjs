@@ -145,7 +145,7 @@ async function client(id, deadline) {
 
 async function sampleRss() {
   const text = await (await fetch(`${options.url}/metrics`, { headers })).text();
-  const line = text.split('\n').find((l) => l.startsWith('llmserve_process_resident_memory_bytes '));
+  const line = text.split('\n').find((l) => l.startsWith('process_resident_memory_bytes '));
   if (line) rssSamples.push(Number(line.split(' ')[1]));
 }
 

@@ -93,7 +93,8 @@ TEST(ConfigTest, BadValuesNameTheVariableTheValueAndWhatIsAllowed) {
         {"TOP_P", "1.01", "(0, 1]"},
         {"REQUEST_TIMEOUT_S", "0", "(0, 86400]"},
         {"MAX_CONCURRENT_REQUESTS", "0", "[1, 1024]"},
-        {"MAX_QUEUE", "-1", "[0, 4096]"},
+        {"MAX_QUEUE", "-1", "[1, 4096]"},
+        {"MAX_QUEUE", "0", "[1, 4096]"},
         {"MAX_BODY_BYTES", "10", "[64, 1073741824]"},
         {"RATE_LIMIT_RPM", "fast", "[0, 1000000]"},
         {"DEVICE", "tpu", "auto, cpu, cuda, cuda:N"},
@@ -105,6 +106,10 @@ TEST(ConfigTest, BadValuesNameTheVariableTheValueAndWhatIsAllowed) {
         {"API_KEYS", "a,,b", "non-empty keys"},
         {"API_KEYS", "has space", "without spaces"},
         {"HOST", "bad host!", "IP address or host name"},
+        {"CORS_ALLOW_ORIGINS", "app.example.com", "list of origins"},
+        {"CORS_ALLOW_ORIGINS", "https://app.example.com/", "no path"},
+        {"CORS_ALLOW_ORIGINS", "*,https://app.example.com", "* (any origin)"},
+        {"CORS_ALLOW_ORIGINS", "https://a.example.com,,https://b.example.com", "list of origins"},
         {"THREADS", "2.5", "[0, 1024]"},
         {"CACHE_DIR", LLMSERVE_SOURCE_DIR "/CMakeLists.txt", "directory"},
         {"DTYPE", "q4", "auto, f32, f16, bf16, q8"},
@@ -238,6 +243,23 @@ TEST(ConfigTest, DescribeShowsValueAndSourceButNeverKeys) {
     for (const SettingInfo& info : setting_infos()) {
         EXPECT_NE(text.find(std::string(info.env) + "="), std::string::npos) << info.env;
     }
+}
+
+TEST(ConfigTest, CorsAllowsTheListedOriginsOnly) {
+    const ServerConfig none = resolve_config(fake_environment({}), {});
+    EXPECT_FALSE(none.cors_allowed_origin("https://app.example.com"));
+    const ServerConfig listed = resolve_config(
+        fake_environment(
+            {{"CORS_ALLOW_ORIGINS", "https://App.example.com, http://localhost:3000"}}),
+        {});
+    EXPECT_EQ(listed.cors_allowed_origin("https://app.example.com"), "https://app.example.com");
+    EXPECT_EQ(listed.cors_allowed_origin("http://localhost:3000"), "http://localhost:3000");
+    EXPECT_FALSE(listed.cors_allowed_origin("http://localhost:3001"));
+    EXPECT_FALSE(listed.cors_allowed_origin("https://app.example.com.evil.net"));
+    EXPECT_FALSE(listed.cors_allowed_origin(""));
+    const ServerConfig any = resolve_config(fake_environment({{"CORS_ALLOW_ORIGINS", "*"}}), {});
+    EXPECT_EQ(any.cors_allowed_origin("https://anywhere.example"), "*");
+    EXPECT_FALSE(any.cors_allowed_origin(""));
 }
 
 TEST(ConfigTest, BurstDefaultsToAFractionOfTheRate) {

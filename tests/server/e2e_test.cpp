@@ -454,7 +454,7 @@ TEST(ServerE2ETest, FullQueueAnswers503AtOnceAndReadyReportsIt) {
     // One long generation running, one waiting behind it: the queue is full.
     RawConnection running(server.port());
     running.send_post("/generate", long_generation().dump());
-    ASSERT_GE(wait_for_metric(server, "llmserve_requests_running", 1), 1);
+    ASSERT_GE(wait_for_metric(server, "llmserve_sequences_running", 1), 1);
     RawConnection waiting(server.port());
     waiting.send_post("/generate", long_generation().dump());
     ASSERT_GE(wait_for_metric(server, "llmserve_requests_waiting", 1), 1);
@@ -513,14 +513,14 @@ TEST(ServerE2ETest, ClientDisconnectCancelsAndFreesTheSlot) {
             if (stream) {
                 EXPECT_NE(connection.read_until("data: ").find("data: "), std::string::npos);
             } else {
-                ASSERT_GE(wait_for_metric(server, "llmserve_requests_running", 1), 1);
+                ASSERT_GE(wait_for_metric(server, "llmserve_sequences_running", 1), 1);
             }
         }  // closed mid-generation
         EXPECT_EQ(wait_for_metric(server, "llmserve_client_disconnects_total", before + 1),
                   before + 1);
         const std::string metrics = metrics_text(server);
-        EXPECT_EQ(metric_value(metrics, "llmserve_requests_running"), 0);
-        EXPECT_EQ(metric_value(metrics, "llmserve_http_requests_in_flight"), 0);
+        EXPECT_EQ(metric_value(metrics, "llmserve_sequences_running"), 0);
+        EXPECT_EQ(metric_value(metrics, "llmserve_generation_requests_in_flight"), 0);
         EXPECT_GE(metric_value(metrics, "llmserve_sequences_finished_total{reason=\"cancelled\"}"),
                   before + 1);
     }
@@ -537,7 +537,7 @@ TEST(ServerE2ETest, GracefulShutdownLetsInFlightRequestsFinish) {
         request["max_length"] = kTokens;
         return body_json(post_json(*server.client(), "/generate", request));
     });
-    ASSERT_GE(wait_for_metric(server, "llmserve_requests_running", 1), 1);
+    ASSERT_GE(wait_for_metric(server, "llmserve_sequences_running", 1), 1);
     const int port = server.port();
     kill(server.pid(), SIGTERM);
     std::this_thread::sleep_for(50ms);
@@ -555,7 +555,7 @@ TEST(ServerE2ETest, ShutdownGracePeriodCancelsWhatIsLeft) {
     auto in_flight = std::async(std::launch::async, [&] {
         return body_json(post_json(*server.client(), "/generate", long_generation()));
     });
-    ASSERT_GE(wait_for_metric(server, "llmserve_requests_running", 1), 1);
+    ASSERT_GE(wait_for_metric(server, "llmserve_sequences_running", 1), 1);
     EXPECT_EQ(server.stop(SIGINT, 30s), 0) << server.output();
     const Json body = in_flight.get();
     ASSERT_EQ(body["results"].size(), 1u) << body.dump();
@@ -573,8 +573,7 @@ TEST(ServerE2ETest, MetricsCountRequestsAndTokens) {
         return metric_value(after, sample) - metric_value(before, sample);
     };
     EXPECT_EQ(
-        delta("llmserve_http_requests_total{route=\"/generate\",method=\"POST\",status=\"200\"}"),
-        1);
+        delta("llmserve_http_requests_total{route=\"/generate\",method=\"POST\",code=\"200\"}"), 1);
     EXPECT_EQ(delta("llmserve_generation_tokens_total"), body["usage"]["completion_tokens"]);
     EXPECT_EQ(delta("llmserve_prompt_tokens_total"), body["usage"]["prompt_tokens"]);
     EXPECT_EQ(delta("llmserve_time_to_first_token_seconds_count"), 2);
@@ -582,12 +581,13 @@ TEST(ServerE2ETest, MetricsCountRequestsAndTokens) {
     EXPECT_EQ(delta("llmserve_request_batch_size_count"), 1);
     EXPECT_EQ(delta("llmserve_http_request_duration_seconds_count{route=\"/generate\"}"), 1);
     for (const char* family :
-         {"llmserve_inter_token_latency_seconds", "llmserve_process_resident_memory_bytes",
+         {"llmserve_inter_token_latency_seconds", "process_resident_memory_bytes",
           "llmserve_system_memory_available_bytes", "llmserve_model_load_seconds",
-          "llmserve_requests_running", "llmserve_requests_waiting", "llmserve_batch_size"}) {
+          "llmserve_sequences_running", "llmserve_requests_waiting",
+          "llmserve_engine_last_step_sequences"}) {
         EXPECT_NE(after.find(std::string("# TYPE ") + family), std::string::npos) << family;
     }
-    EXPECT_GT(metric_value(after, "llmserve_process_resident_memory_bytes"), 0);
+    EXPECT_GT(metric_value(after, "process_resident_memory_bytes"), 0);
     EXPECT_GT(metric_value(after, "llmserve_model_load_seconds"), 0);
 }
 
@@ -606,10 +606,10 @@ TEST(ServerE2ETest, MetricsShowPrefixCacheHitsAndKvBlocks) {
     EXPECT_GT(metric_value(after, "llmserve_prefix_cache_hits_total"),
               metric_value(before, "llmserve_prefix_cache_hits_total"));
     EXPECT_GT(metric_value(after, "llmserve_prefix_cache_queries_total"), 0);
-    EXPECT_GT(metric_value(after, "llmserve_kv_cache_blocks_total"), 0);
+    EXPECT_GT(metric_value(after, "llmserve_kv_cache_blocks"), 0);
     // Nothing is running, so every block is free again (cached prefix blocks count as free).
     EXPECT_EQ(metric_value(after, "llmserve_kv_cache_blocks_free"),
-              metric_value(after, "llmserve_kv_cache_blocks_total"));
+              metric_value(after, "llmserve_kv_cache_blocks"));
 }
 
 TEST(ServerE2ETest, ConcurrentClientsAllSucceed) {
@@ -677,7 +677,7 @@ TEST(ServerE2ETest, WeightFormatKvBudgetAndStepBudgetReachTheEngine) {
     const int kv_tokens = loaded["kv_cache_tokens"].get<int>();
     EXPECT_GE(kv_tokens, config["n_positions"].get<int>());
     EXPECT_LT(kv_tokens, 2 * config["n_positions"].get<int>());
-    EXPECT_EQ(metric_value(metrics_text(server), "llmserve_kv_cache_blocks_total"),
+    EXPECT_EQ(metric_value(metrics_text(server), "llmserve_kv_cache_blocks"),
               loaded["kv_cache_blocks"].get<double>());
 }
 

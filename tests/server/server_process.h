@@ -76,7 +76,7 @@ httplib::Result post_json(httplib::Client& client, const std::string& path,
                           const nlohmann::json& body, const httplib::Headers& headers = {});
 
 // The value of a sample in Prometheus text (e.g. `llmserve_generation_tokens_total` or
-// `llmserve_http_requests_total{route="/generate",method="POST",status="200"}`); 0 when absent.
+// `llmserve_http_requests_total{route="/generate",method="POST",code="200"}`); 0 when absent.
 double metric_value(const std::string& metrics_text, const std::string& sample);
 
 bool valid_utf8(const std::string& text);

@@ -52,7 +52,7 @@ async function generate(body) {
 }
 
 const generateCount = (replica) =>
-  metricSum(replica.url, 'llmserve_http_requests_total', ['route="/generate"', 'status="200"']);
+  metricSum(replica.url, 'llmserve_http_requests_total', ['route="/generate"', 'code="200"']);
 
 before(async () => {
   work = mkdtempSync(path.join(tmpdir(), 'llmserve-nginx-'));
