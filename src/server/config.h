@@ -60,6 +60,8 @@ struct ServerConfig {
     bool strict_requests = false;  // STRICT_REQUESTS: OpenAI routes refuse unknown fields
     std::string chat_template;     // CHAT_TEMPLATE: a template file overriding the model's
     std::string reasoning_parser = "none";  // REASONING_PARSER: none or think
+    // TOOL_CALL_PARSER: auto (from the chat template), hermes, llama3_json or none
+    std::string tool_call_parser = "auto";
 
     // Source of each setting, keyed by its environment variable name.
     std::map<std::string, ConfigSource, std::less<>> sources;
