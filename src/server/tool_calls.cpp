@@ -86,14 +86,24 @@ std::optional<ToolCall> parse_call_object(std::string_view json_text,
     return out;
 }
 
+// Whether `text`, the rest of a reply after complete calls, is a call that the end of the reply
+// (the token limit) cut short: a JSON object that never closes, or a prefix of `marker`.
+bool is_cut_short_call(std::string_view text, std::string_view marker) {
+    if (marker.starts_with(text)) return true;
+    return text.starts_with('{') && json_object_end(text) == std::string_view::npos;
+}
+
 // <tool_call> blocks separated by whitespace; the last one may lack its closing tag (a reply
 // that ended at the end-of-turn token right after the JSON). The JSON's extent is found by its
-// brackets, so an argument string may contain "</tool_call>".
+// brackets, so an argument string may contain "</tool_call>". A last call cut short after
+// complete ones is dropped.
 std::optional<std::vector<ToolCall>> parse_hermes_calls(std::string_view text) {
     std::vector<ToolCall> calls;
     for (text = trim_left(text); !text.empty(); text = trim_left(text)) {
+        if (!calls.empty() && is_cut_short_call(text, kHermesOpen)) break;
         if (!text.starts_with(kHermesOpen)) return std::nullopt;
         text = trim_left(text.substr(kHermesOpen.size()));
+        if (!calls.empty() && is_cut_short_call(text, "{")) break;
         const std::size_t end =
             text.starts_with('{') ? json_object_end(text) : std::string_view::npos;
         if (end == std::string_view::npos) return std::nullopt;
@@ -101,21 +111,25 @@ std::optional<std::vector<ToolCall>> parse_hermes_calls(std::string_view text) {
         if (!call) return std::nullopt;
         calls.push_back(std::move(*call));
         text = trim_left(text.substr(end));
-        if (text.starts_with(kHermesClose))
+        if (text.starts_with(kHermesClose)) {
             text.remove_prefix(kHermesClose.size());
-        else if (!text.empty())
+        } else if (kHermesClose.starts_with(text)) {
+            break;  // no closing tag, or one cut short
+        } else {
             return std::nullopt;
+        }
     }
     if (calls.empty()) return std::nullopt;
     return calls;
 }
 
-// [<|python_tag|>] {call} [; {call}]*
+// [<|python_tag|>] {call} [; {call}]*; a last call cut short after complete ones is dropped.
 std::optional<std::vector<ToolCall>> parse_llama3_calls(std::string_view text) {
     text = trim_left(text);
     if (text.starts_with(kPythonTag)) text = trim_left(text.substr(kPythonTag.size()));
     std::vector<ToolCall> calls;
     while (!text.empty()) {
+        if (!calls.empty() && is_cut_short_call(text, "{")) break;
         if (!text.starts_with('{')) return std::nullopt;
         const std::size_t end = json_object_end(text);
         if (end == std::string_view::npos) return std::nullopt;

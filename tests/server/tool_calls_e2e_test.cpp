@@ -115,6 +115,19 @@ TEST_F(ToolCallsE2e, RequiredAlwaysGivesCallsThatFitTheSchemas) {
     EXPECT_EQ(names.size(), 2u) << "16 samples never chose one of the two tools";
 }
 
+// Parallel calls (the default): one or more, each complete and valid, even when the model keeps
+// adding calls until the context runs out (the one cut short is dropped).
+TEST_F(ToolCallsE2e, ParallelCallsAreAllValid) {
+    for (int seed = 1; seed <= 12; ++seed) {
+        const Json answer = chat(request({{"tool_choice", "required"}, {"seed", seed}}));
+        const Json& choice = answer["choices"][0];
+        SCOPED_TRACE(choice.dump());
+        EXPECT_EQ(choice["finish_reason"], "tool_calls");
+        ASSERT_GE(choice["message"]["tool_calls"].size(), 1u);
+        for (const Json& call : choice["message"]["tool_calls"]) expect_valid_call(call);
+    }
+}
+
 TEST_F(ToolCallsE2e, ANamedFunctionIsAlwaysTheOneCalled) {
     for (int seed = 1; seed <= 6; ++seed) {
         const Json answer = chat(
@@ -278,6 +291,32 @@ TEST(ToolCallParserSetting, IsValidatedAndNoneTurnsCallsOff) {
     ASSERT_TRUE(result);
     EXPECT_EQ(result->status, 400) << result->body;
     EXPECT_NE(result->body.find("TOOL_CALL_PARSER"), std::string::npos) << result->body;
+}
+
+TEST(ToolCallParserSetting, Llama3JsonOverridesTheTemplatesFormat) {
+    llmserve::testing::ScratchDir scratch;
+    if (!make_chat_model_dir(scratch.path() / "model", kTestChatTemplate, kMinContext)) {
+        GTEST_SKIP() << "no llama fixture";
+    }
+    ServerProcess server(
+        {{"MODEL_NAME", (scratch.path() / "model").string()}, {"TOOL_CALL_PARSER", "llama3_json"}});
+    auto client = server.client();
+    for (int seed = 1; seed <= 4; ++seed) {
+        const auto result = post_json(*client, "/v1/chat/completions",
+                                      {{"messages", kMessages},
+                                       {"tools", kTools},
+                                       {"tool_choice", "required"},
+                                       {"parallel_tool_calls", false},
+                                       {"temperature", 1.0},
+                                       {"seed", seed}});
+        ASSERT_TRUE(result);
+        ASSERT_EQ(result->status, 200) << result->body;
+        const Json choice = Json::parse(result->body)["choices"][0];
+        SCOPED_TRACE(choice.dump());
+        EXPECT_EQ(choice["finish_reason"], "tool_calls");
+        ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u);
+        expect_valid_call(choice["message"]["tool_calls"][0]);
+    }
 }
 
 }  // namespace

@@ -103,6 +103,22 @@ TEST(HermesToolCalls, AnUnclosedLastCallStillCounts) {
     EXPECT_EQ(split.calls[0].name, "f");
 }
 
+TEST(HermesToolCalls, ALastCallCutShortAfterCompleteOnesIsDropped) {
+    const std::string first = "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>";
+    for (const std::string cut : {"\n<tool_call>\n{\"name\": \"g\", \"argu", "\n<tool_ca",
+                                  "\n<tool_call>\n", "\n<tool_call>{\"name\": \"g\"}\n</tool_"}) {
+        const ToolCallSplit split = split_tool_calls(ToolCallFormat::kHermes, first + cut);
+        ASSERT_GE(split.calls.size(), 1u) << cut;
+        EXPECT_EQ(split.calls[0].name, "f");
+        EXPECT_EQ(split.content, "");
+        expect_stream_matches_whole(ToolCallFormat::kHermes, first + cut);
+    }
+    // A cut-short closing tag ends its (complete) call.
+    EXPECT_EQ(
+        split_tool_calls(ToolCallFormat::kHermes, first.substr(0, first.size() - 3)).calls.size(),
+        1u);
+}
+
 TEST(HermesToolCalls, MalformedRepliesAreContent) {
     for (const std::string text : {
              "no call at all",
@@ -174,6 +190,14 @@ TEST(Llama3JsonToolCalls, SeveralCallsAreSeparatedBySemicolons) {
     ASSERT_EQ(split.calls.size(), 2u);
     EXPECT_EQ(split.calls[0].arguments, R"({"s":"x;}{"})");
     EXPECT_EQ(split.calls[1].name, "b");
+    expect_stream_matches_whole(ToolCallFormat::kLlama3Json, text);
+}
+
+TEST(Llama3JsonToolCalls, ALastCallCutShortAfterCompleteOnesIsDropped) {
+    const std::string text = R"({"name": "a", "parameters": {}}; {"name": "b", "param)";
+    const ToolCallSplit split = split_tool_calls(ToolCallFormat::kLlama3Json, text);
+    ASSERT_EQ(split.calls.size(), 1u);
+    EXPECT_EQ(split.calls[0].name, "a");
     expect_stream_matches_whole(ToolCallFormat::kLlama3Json, text);
 }
 
