@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <stdexcept>
 
+#include "chat/chat_template.h"
 #include "common/error.h"
 #include "grammar/constraint.h"
 #include "server/chat_schema.h"
 #include "server/errors.h"
 #include "server/tool_calls.h"
+#include "tests/common/test_paths.h"
 
 namespace llmserve::server {
 namespace {
@@ -52,6 +55,22 @@ TEST(ToolCallFormat, ComesFromTheTemplateUnlessTheSettingNamesOne) {
     EXPECT_EQ(tool_call_format("none", "<tool_call>"), ToolCallFormat::kNone);
     EXPECT_EQ(tool_call_format("llama3_json", "<tool_call>"), ToolCallFormat::kLlama3Json);
     EXPECT_EQ(tool_call_format("hermes", ""), ToolCallFormat::kHermes);
+}
+
+// The published templates in tests/fixtures/tokenizers (DeepSeek V3 and Gemma 3 write calls in
+// formats of their own, not read here).
+TEST(ToolCallFormat, OfRealTemplates) {
+    const auto format_of = [](const std::string& family) {
+        const auto chat_template =
+            chat::ChatTemplate::load(llmserve::testing::fixtures_dir() / "tokenizers" / family);
+        if (!chat_template) throw std::runtime_error(family + " has no chat template");
+        return tool_call_format_of_template(chat_template->source_for_tools());
+    };
+    EXPECT_EQ(format_of("qwen3"), ToolCallFormat::kHermes);
+    EXPECT_EQ(format_of("llama3_1"), ToolCallFormat::kLlama3Json);
+    EXPECT_EQ(format_of("llama3"), ToolCallFormat::kLlama3Json);
+    EXPECT_EQ(format_of("deepseek_v3"), ToolCallFormat::kNone);
+    EXPECT_EQ(format_of("gemma3"), ToolCallFormat::kNone);
 }
 
 TEST(HermesToolCalls, OneCall) {
