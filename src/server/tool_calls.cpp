@@ -163,8 +163,10 @@ std::size_t call_start(ToolCallFormat format, std::string_view text) {
 }
 
 // A $ref of a tool's parameters schema ("#/$defs/x") made to point at the same place once that
-// schema sits at `prefix` ("/anyOf/0/properties/arguments") of the call schema.
-OrderedJson with_refs_under(const OrderedJson& schema, const std::string& prefix) {
+// schema sits at `prefix` ("/anyOf/0/properties/arguments") of the call schema. `names`: the keys
+// of `schema` name properties or definitions (so "$ref" or "enum" there is a name, not a keyword).
+OrderedJson with_refs_under(const OrderedJson& schema, const std::string& prefix,
+                            bool names = false) {
     if (schema.is_array()) {
         OrderedJson out = OrderedJson::array();
         for (const OrderedJson& item : schema) out.push_back(with_refs_under(item, prefix));
@@ -173,13 +175,17 @@ OrderedJson with_refs_under(const OrderedJson& schema, const std::string& prefix
     if (!schema.is_object()) return schema;
     OrderedJson out = OrderedJson::object();
     for (const auto& [key, value] : schema.items()) {
-        if (key == "$ref" && value.is_string() &&
-            value.get_ref<const std::string&>().starts_with('#')) {
+        if (names) {
+            out[key] = with_refs_under(value, prefix);
+        } else if (key == "$ref" && value.is_string() &&
+                   value.get_ref<const std::string&>().starts_with('#')) {
             out[key] = "#" + prefix + value.get<std::string>().substr(1);
         } else if (key == "enum" || key == "const") {
             out[key] = value;  // values, not schemas
         } else {
-            out[key] = with_refs_under(value, prefix);
+            const bool keys_are_names = key == "properties" || key == "$defs" ||
+                                        key == "definitions" || key == "patternProperties";
+            out[key] = with_refs_under(value, prefix, keys_are_names);
         }
     }
     return out;

@@ -261,6 +261,10 @@ const OrderedJson kTools = OrderedJson::parse(R"([
                    "unit": {"enum": ["celsius", "fahrenheit"]}},
     "required": ["city"], "additionalProperties": false}}},
   {"type": "function", "function": {"name": "ping"}},
+  {"type": "function", "function": {"name": "odd_names", "parameters": {"type": "object",
+    "properties": {"enum": {"$ref": "#/$defs/flag"}, "$ref": {"const": 1}},
+    "required": ["enum"], "additionalProperties": false,
+    "$defs": {"flag": {"type": "boolean"}}}}},
   {"type": "function", "function": {"name": "tree", "parameters": {"$ref": "#/$defs/node",
     "$defs": {"node": {"type": "object", "properties": {"kids": {"type": "array",
       "items": {"$ref": "#/$defs/node"}, "maxItems": 2}}, "additionalProperties": false}}}}}
@@ -287,6 +291,9 @@ TEST(ToolCallGrammar, HermesCallsToAnyTool) {
     EXPECT_TRUE(grammar_accepts(gbnf, weather));
     EXPECT_TRUE(grammar_accepts(gbnf, ping));
     EXPECT_TRUE(grammar_accepts(gbnf, tree));
+    EXPECT_TRUE(grammar_accepts(gbnf,
+                                "<tool_call>\n{\"name\":\"odd_names\",\"arguments\":"
+                                "{\"enum\":true,\"$ref\":1}}\n</tool_call>"));
     EXPECT_TRUE(grammar_accepts(gbnf, weather + "\n" + ping));
     EXPECT_FALSE(grammar_accepts(gbnf,
                                  "<tool_call>\n{\"name\":\"nope\",\"arguments\":{}}\n"
