@@ -36,8 +36,11 @@ std::size_t partial_tag_suffix(std::string_view text, std::string_view tag) {
     return 0;
 }
 
+// Deeper JSON is not read as a call: re-serialising the arguments recurses once per level.
+constexpr int kMaxCallDepth = 512;
+
 // The end (one past the closing brace) of the JSON object that starts text, found by
-// brackets and strings alone; npos when it does not close.
+// brackets and strings alone; npos when it does not close or nests deeper than kMaxCallDepth.
 std::size_t json_object_end(std::string_view text) {
     int depth = 0;
     bool in_string = false;
@@ -52,7 +55,7 @@ std::size_t json_object_end(std::string_view text) {
         } else if (c == '"') {
             in_string = true;
         } else if (c == '{' || c == '[') {
-            ++depth;
+            if (++depth > kMaxCallDepth) return std::string_view::npos;
         } else if (c == '}' || c == ']') {
             if (--depth == 0) return i + 1;
         }

@@ -115,6 +115,15 @@ TEST(HermesToolCalls, AnArgumentMayContainTheClosingTag) {
     EXPECT_EQ(split.calls[0].arguments, R"({"q":"</tool_call>"})");
 }
 
+TEST(HermesToolCalls, ArgumentsNestedTooDeeplyAreContent) {
+    const std::string deep = std::string(600, '[') + std::string(600, ']');
+    const std::string text =
+        "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": " + deep + "}}\n</tool_call>";
+    const ToolCallSplit split = split_tool_calls(ToolCallFormat::kHermes, text);
+    EXPECT_TRUE(split.calls.empty());
+    EXPECT_EQ(split.content, text);
+}
+
 TEST(HermesToolCalls, AnUnclosedLastCallStillCounts) {
     const ToolCallSplit split = split_tool_calls(
         ToolCallFormat::kHermes, "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n");
