@@ -32,12 +32,14 @@ struct ToolCall {
 };
 
 struct ToolCallSplit {
-    std::string content;  // the reply's text before the first call (all of it without calls)
+    std::string content;  // the text before the first call, trailing whitespace removed; all of
+                          // the reply when it has no calls
     std::vector<ToolCall> calls;
 };
 
 // Splits a whole reply. A reply that does not parse as calls (malformed JSON, a missing name,
-// text after a call) is all content, with no calls.
+// text after a call) is all content, with no calls; a last call cut short (the reply ended inside
+// it) after complete ones is dropped.
 ToolCallSplit split_tool_calls(ToolCallFormat format, std::string_view text);
 
 // The same over a stream of text pieces: feed() returns the content that is final (text that
