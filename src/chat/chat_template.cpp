@@ -150,6 +150,11 @@ bool ChatTemplate::has_template_for_tools() const {
     return impl_->tool_program != nullptr;
 }
 
+std::string_view ChatTemplate::source_for_tools() const {
+    const auto& program = impl_->tool_program ? impl_->tool_program : impl_->default_program;
+    return program ? std::string_view(program->source) : std::string_view();
+}
+
 ChatTemplate ChatTemplate::with_limits(const RenderLimits& limits) const {
     auto impl = std::make_shared<Impl>(*impl_);
     impl->limits = limits;

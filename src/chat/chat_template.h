@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "chat/limits.h"
 
@@ -61,6 +62,9 @@ class ChatTemplate {
     std::string render_continuation(const ChatTemplateInputs& inputs) const;
     std::string render_continuation_ordered(const OrderedChatTemplateInputs& inputs) const;
     bool has_template_for_tools() const;  // a separate tool_use template exists
+    // The text of the template used when tools are given (the tool_use one, else the default):
+    // how it writes tool calls tells the server how to read them.
+    std::string_view source_for_tools() const;
 
     // A copy that renders under other limits (tests; stricter serving).
     ChatTemplate with_limits(const RenderLimits& limits) const;

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <chrono>
 
+#include "grammar/constraint.h"
 #include "model/model.h"
 #include "server/api_routes.h"
 #include "server/generation_path.h"
 #include "server/reasoning.h"
+#include "server/tool_calls.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llmserve::server {
@@ -23,14 +25,26 @@ Json token_logprob(const tokenizer::Tokenizer& tokenizer, engine::TokenId id, fl
     return {{"token", std::string(bytes)}, {"logprob", logprob}, {"bytes", std::move(byte_values)}};
 }
 
+// OpenAI's tool_calls entry; `index` only in stream deltas.
+Json tool_call_json(const ToolCall& call, std::optional<int> index) {
+    Json out = {{"id", "call_" + random_hex(12)},
+                {"type", "function"},
+                {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+    if (index) out["index"] = *index;
+    return out;
+}
+
 class ChatFormatter : public ApiFormatter {
   public:
-    ChatFormatter(bool split_reasoning, std::vector<engine::TokenId> end_of_turn)
+    // `tool_format`: how to read tool calls in replies (kNone: never).
+    ChatFormatter(bool split_reasoning, ToolCallFormat tool_format,
+                  std::vector<engine::TokenId> end_of_turn)
         : id_("chatcmpl-" + random_hex(12)),
           created_(std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count()),
           split_reasoning_(split_reasoning),
+          tool_format_(tool_format),
           end_of_turn_(std::move(end_of_turn)) {}
 
     Json response(const ResponseContext& rc,
@@ -38,17 +52,29 @@ class ChatFormatter : public ApiFormatter {
         Json choices = Json::array();
         for (std::size_t p = 0; p < results.size(); ++p) {
             for (const engine::SequenceResult& sequence : results[p].sequences) {
-                Json message = {{"role", "assistant"}, {"content", sequence.text}};
+                Json message = {{"role", "assistant"}};
+                std::string content = sequence.text;
                 if (split_reasoning_) {
                     ReasoningSplit split = split_reasoning(sequence.text);
-                    message["content"] = std::move(split.content);
+                    content = std::move(split.content);
                     if (split.has_reasoning) message["reasoning_content"] = split.reasoning;
                 }
-                choices.push_back(
-                    {{"index", rc.global_index(p, sequence.index)},
-                     {"message", std::move(message)},
-                     {"logprobs", logprobs(rc, sequence.tokens)},
-                     {"finish_reason", openai_finish_reason(sequence.finish_reason)}});
+                ToolCallSplit tools = split_tool_calls(tool_format_, content);
+                Json finish_reason = openai_finish_reason(sequence.finish_reason);
+                message["content"] = std::move(tools.content);
+                if (!tools.calls.empty()) {
+                    Json calls = Json::array();
+                    for (const ToolCall& call : tools.calls) {
+                        calls.push_back(tool_call_json(call, std::nullopt));
+                    }
+                    message["tool_calls"] = std::move(calls);
+                    if (message["content"] == "") message["content"] = nullptr;
+                    finish_reason = "tool_calls";
+                }
+                choices.push_back({{"index", rc.global_index(p, sequence.index)},
+                                   {"message", std::move(message)},
+                                   {"logprobs", logprobs(rc, sequence.tokens)},
+                                   {"finish_reason", std::move(finish_reason)}});
             }
         }
         Json response = base(rc, "chat.completion");
@@ -60,6 +86,7 @@ class ChatFormatter : public ApiFormatter {
     std::vector<Json> stream_start(const ResponseContext& rc) override {
         const std::size_t choices = rc.prompts.size() * static_cast<std::size_t>(rc.n);
         reasoning_.assign(choices, ReasoningStream());
+        tool_calls_.assign(choices, ToolCallStream(tool_format_));
         std::vector<Json> events;
         for (std::size_t i = 0; i < choices; ++i) {
             events.push_back(chunk(rc, static_cast<int>(i),
@@ -72,31 +99,38 @@ class ChatFormatter : public ApiFormatter {
                                    const std::string& text,
                                    const std::vector<engine::GeneratedToken>& tokens,
                                    std::size_t) override {
-        Json token_logprobs = logprobs(rc, tokens);
-        if (split_reasoning_) {
-            return split_events(rc, choice, reasoning_[choice].feed(text),
-                                std::move(token_logprobs));
-        }
-        if (text.empty() && token_logprobs.is_null()) return {};
-        return {chunk(rc, choice, {{"content", text}}, std::move(token_logprobs), nullptr)};
+        ReasoningSplit split =
+            split_reasoning_ ? reasoning_[choice].feed(text) : ReasoningSplit{{}, text, false};
+        split.content = tool_calls_[choice].feed(split.content);
+        return split_events(rc, choice, std::move(split), logprobs(rc, tokens));
     }
 
     std::vector<Json> stream_finish(const ResponseContext& rc, int choice,
                                     const engine::SequenceResult& sequence,
                                     const std::string& tail) override {
-        std::vector<Json> events;
+        ReasoningSplit rest{{}, tail, false};
         if (split_reasoning_) {
             ReasoningStream& stream = reasoning_[choice];
-            ReasoningSplit rest = stream.feed(tail);
+            rest = stream.feed(tail);
             const ReasoningSplit flushed = stream.finish();
             rest.reasoning += flushed.reasoning;
             rest.content += flushed.content;
-            events = split_events(rc, choice, std::move(rest), nullptr);
-        } else if (!tail.empty()) {
-            events.push_back(chunk(rc, choice, {{"content", tail}}, nullptr, nullptr));
+        }
+        ToolCallStream& tool_stream = tool_calls_[choice];
+        rest.content = tool_stream.feed(rest.content);
+        ToolCallSplit tools = tool_stream.finish();
+        rest.content += tools.content;
+        std::vector<Json> events = split_events(rc, choice, std::move(rest), nullptr);
+        // Each call in one delta (its arguments whole: they are only known once it parsed).
+        for (std::size_t i = 0; i < tools.calls.size(); ++i) {
+            const Json call = tool_call_json(tools.calls[i], static_cast<int>(i));
+            events.push_back(
+                chunk(rc, choice, {{"tool_calls", Json::array({call})}}, nullptr, nullptr));
         }
         events.push_back(chunk(rc, choice, Json::object(), nullptr,
-                               openai_finish_reason(sequence.finish_reason)));
+                               tools.calls.empty()
+                                   ? Json(openai_finish_reason(sequence.finish_reason))
+                                   : Json("tool_calls")));
         return events;
     }
 
@@ -165,9 +199,33 @@ class ChatFormatter : public ApiFormatter {
     const std::string id_;
     const long long created_;
     const bool split_reasoning_;
+    const ToolCallFormat tool_format_;
     const std::vector<engine::TokenId> end_of_turn_;
     std::vector<ReasoningStream> reasoning_;  // per choice, when streaming
+    std::vector<ToolCallStream> tool_calls_;  // per choice, when streaming
 };
+
+// tool_choice "required" or a named function: the reply is constrained to calls in the model's
+// format, so that it always parses.
+void constrain_to_tool_calls(ApiRequest& request, ToolCallFormat format) {
+    const ChatInputs& chat = *request.chat;
+    if (format == ToolCallFormat::kNone) {
+        fail_param("tool_choice",
+                   "'tool_choice' forces a tool call, but the model's chat template shows no known "
+                   "tool-call format (and TOOL_CALL_PARSER does not name one); start the server "
+                   "with TOOL_CALL_PARSER=hermes or llama3_json");
+    }
+    const std::optional<std::string> only_function =
+        chat.tool_choice.mode == ToolChoice::Mode::kFunction
+            ? std::optional<std::string>(chat.tool_choice.function)
+            : std::nullopt;
+    request.options.constraint_field = "tool_choice";
+    request.options.constraint = grammar::compile_constraint(
+        {grammar::ConstraintSpec::Kind::kGrammar,
+         tool_call_gbnf(format, chat.tools, only_function, chat.parallel_tool_calls),
+         {},
+         "tool_choice"});
+}
 
 }  // namespace
 
@@ -209,9 +267,16 @@ ApiResponse chat_route(ServingState& state, const ApiCall& call) {
             stop_ids.push_back(*eos);
         }
     }
+    ToolCallFormat tool_format = ToolCallFormat::kNone;
+    if (request.chat->tool_choice.mode != ToolChoice::Mode::kNone) {
+        tool_format = tool_call_format(state.config().tool_call_parser,
+                                       model.chat_template->source_for_tools());
+        if (request.chat->tool_choice.forces_call()) constrain_to_tool_calls(request, tool_format);
+    }
     const bool split = state.config().reasoning_parser == "think";
-    return run_generation(state, model, call, request,
-                          std::make_shared<ChatFormatter>(split, std::move(end_of_turn)));
+    return run_generation(
+        state, model, call, request,
+        std::make_shared<ChatFormatter>(split, tool_format, std::move(end_of_turn)));
 }
 
 }  // namespace llmserve::server

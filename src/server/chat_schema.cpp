@@ -1,7 +1,10 @@
 #include "server/chat_schema.h"
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <iterator>
+#include <set>
 
 #include "common/error.h"
 #include "server/constraint_fields.h"
@@ -74,6 +77,107 @@ Json read_message(const Json& message, std::size_t i) {
     return out;
 }
 
+// OpenAI's rule for function names (they are also written into the call grammar as literals).
+bool valid_function_name(const std::string& name) {
+    return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+    });
+}
+
+void read_tool(const Json& tool, std::size_t i, std::set<std::string>& names) {
+    const std::string at = fmt::format("tools[{}]", i);
+    if (!tool.is_object()) fail_malformed(at, "'{}' must be an object, got {}", at, describe(tool));
+    if (!given(tool, "type")) fail_malformed(at + ".type", "'{}.type' is required", at);
+    const std::string type = get_string(tool["type"], at + ".type");
+    if (type != "function") {
+        fail_param(at + ".type", "'{}.type' must be 'function', got '{}'", at, type.substr(0, 64));
+    }
+    const std::string function_at = at + ".function";
+    if (!given(tool, "function")) fail_malformed(function_at, "'{}' is required", function_at);
+    const Json& function = tool["function"];
+    if (!function.is_object()) {
+        fail_malformed(function_at, "'{}' must be an object, got {}", function_at,
+                       describe(function));
+    }
+    const std::string name_at = function_at + ".name";
+    if (!given(function, "name")) fail_malformed(name_at, "'{}' is required", name_at);
+    const std::string name = get_string(function["name"], name_at);
+    if (!valid_function_name(name)) {
+        fail_param(name_at, "'{}' must be 1 to 64 letters, digits, '_' or '-'; got '{}'", name_at,
+                   name.substr(0, 80));
+    }
+    if (!names.insert(name).second) {
+        fail_param(name_at, "'{}' repeats the function name '{}'", name_at, name);
+    }
+    if (given(function, "description")) {
+        get_string(function["description"], function_at + ".description");
+    }
+    if (given(function, "parameters") && !function["parameters"].is_object()) {
+        fail_malformed(function_at + ".parameters",
+                       "'{}.parameters' must be a JSON Schema (an object), got {}", function_at,
+                       describe(function["parameters"]));
+    }
+    if (given(function, "strict")) get_bool(function["strict"], function_at + ".strict");
+}
+
+// "none", "auto", "required" or {"type": "function", "function": {"name": ...}}.
+ToolChoice read_tool_choice(const Json& value) {
+    using Mode = ToolChoice::Mode;
+    if (value.is_string()) {
+        const std::string mode = value.get<std::string>();
+        if (mode == "none") return {Mode::kNone, {}};
+        if (mode == "auto") return {Mode::kAuto, {}};
+        if (mode == "required") return {Mode::kRequired, {}};
+        fail_param("tool_choice",
+                   "'tool_choice' must be none, auto, required or {{\"type\": \"function\", "
+                   "\"function\": {{\"name\": ...}}}}; got '{}'",
+                   mode.substr(0, 64));
+    }
+    if (!value.is_object()) {
+        fail_malformed("tool_choice", "'tool_choice' must be a string or an object, got {}",
+                       describe(value));
+    }
+    if (!given(value, "type")) fail_malformed("tool_choice.type", "'tool_choice.type' is required");
+    const std::string type = get_string(value["type"], "tool_choice.type");
+    if (type != "function") {
+        fail_param("tool_choice.type", "'tool_choice.type' must be 'function', got '{}'",
+                   type.substr(0, 64));
+    }
+    if (!given(value, "function") || !value["function"].is_object() ||
+        !given(value["function"], "name")) {
+        fail_malformed("tool_choice.function",
+                       "'tool_choice.function' must be an object with the function's 'name'");
+    }
+    return {Mode::kFunction, get_string(value["function"]["name"], "tool_choice.function.name")};
+}
+
+// tool_choice against the tools given and the other output constraints.
+void check_tool_choice(const ChatInputs& chat, bool tool_choice_given,
+                       const GenerationOptions& options) {
+    const ToolChoice& choice = chat.tool_choice;
+    if (!tool_choice_given) return;
+    const bool have_tools = chat.tools.is_array() && !chat.tools.empty();
+    if (choice.mode != ToolChoice::Mode::kNone && !have_tools) {
+        fail_param("tool_choice", "'tool_choice' needs a non-empty 'tools' list");
+    }
+    if (choice.mode == ToolChoice::Mode::kFunction) {
+        const bool known = std::any_of(chat.tools.begin(), chat.tools.end(), [&](const auto& tool) {
+            return tool["function"]["name"] == choice.function;
+        });
+        if (!known) {
+            fail_param("tool_choice.function.name",
+                       "'tool_choice.function.name' is '{}', which is not a function of 'tools'",
+                       choice.function.substr(0, 64));
+        }
+    }
+    if (choice.forces_call() && options.constraint) {
+        fail_param("tool_choice",
+                   "'tool_choice' that forces a call cannot be combined with another output "
+                   "constraint ({})",
+                   options.constraint_field);
+    }
+}
+
 }  // namespace
 
 Json read_chat_messages(const Json& value) {
@@ -85,6 +189,14 @@ Json read_chat_messages(const Json& value) {
     Json messages = Json::array();
     for (std::size_t i = 0; i < value.size(); ++i) messages.push_back(read_message(value[i], i));
     return messages;
+}
+
+Json read_tools(const Json& value) {
+    if (!value.is_array())
+        fail_malformed("tools", "'tools' must be a list, got {}", describe(value));
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < value.size(); ++i) read_tool(value[i], i, names);
+    return value;
 }
 
 Json read_template_kwargs(const Json& value) {
@@ -146,12 +258,11 @@ ApiRequest parse_chat_request(std::string_view body, const RequestLimits& limits
                       }});
     fields.push_back(
         {"user", [](const Json& v, ApiRequest& r) { r.user = get_string(v, "user"); }});
-    fields.push_back({"tools", [&](const Json& v, ApiRequest&) {
-                          if (!v.is_array()) {
-                              fail_malformed("tools", "'tools' must be a list, got {}",
-                                             describe(v));
-                          }
-                          chat.tools = v;
+    fields.push_back({"tools", [&](const Json& v, ApiRequest&) { chat.tools = read_tools(v); }});
+    fields.push_back({"tool_choice",
+                      [&](const Json& v, ApiRequest&) { chat.tool_choice = read_tool_choice(v); }});
+    fields.push_back({"parallel_tool_calls", [&](const Json& v, ApiRequest&) {
+                          chat.parallel_tool_calls = get_bool(v, "parallel_tool_calls");
                       }});
     fields.push_back({"chat_template_kwargs", [&](const Json& v, ApiRequest&) {
                           chat.template_kwargs = read_template_kwargs(v);
@@ -169,6 +280,10 @@ ApiRequest parse_chat_request(std::string_view body, const RequestLimits& limits
     read_fields(json, fields, request, !limits.strict_requests);
     if (!given(json, "messages")) fail_malformed("messages", "'messages' is required");
     keep_client_key_order(chat, body);
+    if (!given(json, "tool_choice") && chat.tools.is_array() && !chat.tools.empty()) {
+        chat.tool_choice = {ToolChoice::Mode::kAuto, {}};
+    }
+    check_tool_choice(chat, given(json, "tool_choice"), request.options);
     if (chat.continue_final_message) {
         // transformers refuses both; continuing a message means no new assistant header.
         if (given(json, "add_generation_prompt") && chat.add_generation_prompt) {

@@ -387,6 +387,15 @@ const std::vector<Setting>& settings() {
                                  {std::string("none"), std::string("think")}, c.reasoning_parser);
          },
          [](const ServerConfig& c) { return c.reasoning_parser; }},
+        {{"TOOL_CALL_PARSER", "--tool-call-parser",
+          "how chat replies write tool calls: hermes (<tool_call> blocks), llama3_json (a JSON "
+          "call), none (never parsed), auto: from the chat template (auto)"},
+         [](ServerConfig& c, std::string_view raw) {
+             const std::vector<std::string_view> names = {"auto", "hermes", "llama3_json", "none"};
+             return parse_choice(raw, names, std::vector<std::string>(names.begin(), names.end()),
+                                 c.tool_call_parser);
+         },
+         [](const ServerConfig& c) { return c.tool_call_parser; }},
         {{"SHUTDOWN_GRACE_S", "--shutdown-grace",
           "seconds in-flight requests may finish after SIGTERM, [0, 3600] (10)"},
          [](ServerConfig& c, std::string_view raw) {

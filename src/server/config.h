@@ -65,6 +65,8 @@ struct ServerConfig {
     std::vector<std::string> cors_allow_origins;
     // WEB_DIR: the playground's folder, whose files are public; empty = the one built in
     std::string web_dir;
+    // TOOL_CALL_PARSER: auto (from the chat template), hermes, llama3_json or none
+    std::string tool_call_parser = "auto";
 
     // Source of each setting, keyed by its environment variable name.
     std::map<std::string, ConfigSource, std::less<>> sources;

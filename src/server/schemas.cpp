@@ -171,8 +171,11 @@ TokenizeRequest parse_tokenize_request(std::string_view body, const RequestLimit
          [](const Json& v, TokenizeRequest&) {
              get_bool(v, "add_special_tokens");  // GPT-2 adds none either way
          }},
-        {"messages", [](const Json& v,
-                        TokenizeRequest& r) { r.chat.emplace().messages = read_chat_messages(v); }},
+        {"messages",
+         [](const Json& v, TokenizeRequest& r) {
+             if (!r.chat) r.chat.emplace();  // keeps add_generation_prompt, read before it
+             r.chat->messages = read_chat_messages(v);
+         }},
         {"add_generation_prompt",
          [](const Json& v, TokenizeRequest& r) {
              if (!r.chat) r.chat.emplace();
@@ -183,6 +186,11 @@ TokenizeRequest parse_tokenize_request(std::string_view body, const RequestLimit
              if (!r.chat) r.chat.emplace();
              r.chat->template_kwargs = read_template_kwargs(v);
          }},
+        {"tools",
+         [](const Json& v, TokenizeRequest& r) {
+             if (!r.chat) r.chat.emplace();
+             r.chat->tools = read_tools(v);
+         }},
     };
     TokenizeRequest request;
     read_fields(json, fields, request);
@@ -192,7 +200,7 @@ TokenizeRequest parse_tokenize_request(std::string_view body, const RequestLimit
     }
     if (request.chat && !given(json, "messages")) {
         fail_malformed("messages",
-                       "'add_generation_prompt' and 'chat_template_kwargs' need "
+                       "'add_generation_prompt', 'chat_template_kwargs' and 'tools' need "
                        "'messages'");
     }
     if (request.chat) keep_client_key_order(*request.chat, body);

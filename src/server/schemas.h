@@ -24,6 +24,7 @@
 
 #include "engine/generation_settings.h"
 #include "engine/sampling/sampling_params.h"
+#include "server/tool_calls.h"
 
 namespace llmserve::grammar {
 class Constraint;
@@ -80,6 +81,9 @@ struct ChatInputs {
         nlohmann::ordered_json::object();  // chat_template_kwargs
     bool add_generation_prompt = true;
     bool continue_final_message = false;
+    // How the reply may call `tools`: "auto" when tools are given, else "none".
+    ToolChoice tool_choice{ToolChoice::Mode::kNone, {}};
+    bool parallel_tool_calls = true;  // a forced reply may hold several calls
 };
 
 // What every API's body is parsed into: the prompts, the generation controls, and how the

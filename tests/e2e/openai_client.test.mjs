@@ -239,3 +239,49 @@ test('a template\'s raise_exception surfaces as BadRequestError', async () => {
     }),
     (error) => error instanceof OpenAI.BadRequestError && error.message.includes('image_url'));
 });
+
+test('tool_choice required gives tool_calls the client reads, streamed the same', async () => {
+  // The fixture's template writes calls as <tool_call> blocks, so the server reads them so.
+  const request = {
+    model: chatModel,
+    messages: [{ role: 'user', content: 'ping?' }],
+    tools: [{
+      type: 'function',
+      function: {
+        name: 'ping',
+        parameters: {
+          type: 'object', properties: { loud: { type: 'boolean' } }, additionalProperties: false,
+        },
+      },
+    }],
+    tool_choice: 'required',
+    parallel_tool_calls: false,
+    temperature: 1,
+    seed: 5,
+  };
+  const completion = await chat.chat.completions.create(request);
+  const [choice] = completion.choices;
+  assert.equal(choice.finish_reason, 'tool_calls');
+  assert.equal(choice.message.content, null);
+  assert.equal(choice.message.tool_calls.length, 1);
+  const [call] = choice.message.tool_calls;
+  assert.match(call.id, /^call_/);
+  assert.equal(call.type, 'function');
+  assert.equal(call.function.name, 'ping');
+  const args = JSON.parse(call.function.arguments);
+  for (const [key, value] of Object.entries(args)) {
+    assert.equal(key, 'loud');
+    assert.equal(typeof value, 'boolean');
+  }
+
+  const stream = await chat.chat.completions.create({ ...request, stream: true });
+  const streamed = [];
+  let finishReason = null;
+  for await (const chunk of stream) {
+    const [delta] = chunk.choices;
+    for (const part of delta.delta.tool_calls ?? []) streamed[part.index] = part.function;
+    finishReason = delta.finish_reason ?? finishReason;
+  }
+  assert.equal(finishReason, 'tool_calls');
+  assert.deepEqual(streamed, [{ name: call.function.name, arguments: call.function.arguments }]);
+});

@@ -274,5 +274,21 @@ TEST(TokenizeSchemaTest, Shapes) {
     expect_error(detokenize, R"({"tokens": "1 2"})", Expect::k400, "tokens");
 }
 
+TEST(TokenizeSchemaTest, ChatFieldsSurviveTheMessages) {
+    // add_generation_prompt sorts before messages; reading messages must not reset it.
+    const TokenizeRequest chat = parse_tokenize_request(
+        R"({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": false,
+            "tools": [{"type": "function", "function": {"name": "f"}}]})",
+        test_limits());
+    ASSERT_TRUE(chat.chat);
+    EXPECT_FALSE(chat.chat->add_generation_prompt);
+    EXPECT_EQ(chat.chat->tools.size(), 1u);
+    const auto tokenize = [](const std::string& body, const RequestLimits& limits) {
+        return parse_tokenize_request(body, limits);
+    };
+    expect_error(tokenize, R"({"messages": [{"role": "user", "content": "hi"}], "tools": [{}]})",
+                 Expect::k400, "tools[0].type");
+}
+
 }  // namespace
 }  // namespace llmserve::server
