@@ -458,7 +458,7 @@ TEST(ToolRequest, BadToolsNameTheField) {
 }
 
 TEST(ToolRequest, BadToolChoicesNameTheField) {
-    const Json tools = {kWeatherTool};
+    const Json tools = Json::array({kWeatherTool});  // braces alone copy kWeatherTool under clang
     EXPECT_EQ(error_param({{"tools", tools}, {"tool_choice", "always"}}), "tool_choice");
     EXPECT_EQ(error_param({{"tools", tools}, {"tool_choice", 1}}), "tool_choice");
     EXPECT_EQ(error_param({{"tool_choice", "required"}}), "tool_choice");
