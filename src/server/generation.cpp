@@ -12,12 +12,13 @@ namespace {
 // disconnect is noticed within about one decode step.
 constexpr std::chrono::milliseconds kPollInterval{10};
 
-// Sizes for worst_case_response_bytes, generous for every API's shape (chat's logprobs, which
-// repeat each token's UTF-8 bytes as a number array, are the widest).
+// Sizes for worst_case_response_bytes: generous averages for every API's shape. Chat's logprobs,
+// which repeat each token's UTF-8 bytes as numbers, are the widest: about 70 bytes per
+// alternative with GPT-2's vocabulary (completions: about 27).
 constexpr std::size_t kChoiceBytes = 512;        // a choice's own fields (index, finish reason)
 constexpr std::size_t kTokenTextBytes = 32;      // a token's text, JSON-escaped
-constexpr std::size_t kLogprobTokenBytes = 128;  // a token's logprobs entry besides alternatives
-constexpr std::size_t kLogprobAlternativeBytes = 64;  // one top_logprobs alternative
+constexpr std::size_t kLogprobTokenBytes = 160;  // a token's logprobs entry besides alternatives
+constexpr std::size_t kLogprobAlternativeBytes = 96;  // one top_logprobs alternative
 
 }  // namespace
 

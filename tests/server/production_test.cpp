@@ -362,7 +362,7 @@ TEST(Production, WaitingPastTheDeadlineIsATimeoutErrorNotAnEmpty200) {
 
 // --- 5. Memory: a response too large to hold is refused before generation ----------------------
 
-// 4 prompts x n=2 x 200 tokens with 20 logprobs each: about 2.4 MB at the estimate's sizes.
+// 4 prompts x n=2 x 200 tokens with 20 logprobs each: about 3.4 MB at the estimate's sizes.
 Json large_logprobs_request(bool stream) {
     return {{"prompt", {"a", "b", "c", "d"}},
             {"n", 2},
