@@ -20,6 +20,7 @@
 #include "backend/device.h"
 #include "chat/chat_template.h"
 #include "common/error.h"
+#include "common/memory.h"
 #include "engine/engine.h"
 #include "hub/hub.h"
 #include "hub/progress.h"
@@ -207,6 +208,7 @@ void print_ready_banner(const ServerConfig& config, int port, const std::string&
 }
 
 void run_serve(const ServerConfig& config) {
+    cap_malloc_arenas();  // before the server's threads start
     const int signal_pipe = install_shutdown_handlers();
     server::Logger logger(config.log_level, config.log_format);
     std::shared_ptr<engine::Engine> engine;  // outlives the server that uses it

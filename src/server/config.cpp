@@ -307,6 +307,14 @@ const std::vector<Setting>& settings() {
              return parse_int(raw, 64LL, 1LL << 30, c.max_body_bytes);
          },
          [](const ServerConfig& c) { return std::to_string(c.max_body_bytes); }},
+        {{"MAX_RESPONSE_BYTES", "--max-response-bytes",
+          "largest non-streamed response, estimated before generation (prompts x n x max tokens, "
+          "more with logprobs); larger requests are refused, streams are not limited, "
+          "65536..17179869184 (67108864)"},
+         [](ServerConfig& c, std::string_view raw) {
+             return parse_int(raw, 65536LL, 16LL << 30, c.max_response_bytes);
+         },
+         [](const ServerConfig& c) { return std::to_string(c.max_response_bytes); }},
         {{"REQUEST_READ_TIMEOUT_S", "--request-read-timeout",
           "seconds a client has to send a request's headers and body, (0, 3600] (10)"},
          [](ServerConfig& c, std::string_view raw) {

@@ -46,7 +46,10 @@ struct ServerConfig {
     int max_batch_tokens = 256;         // MAX_BATCH_TOKENS: tokens one engine step computes
     int kv_cache_mb = 0;                // KV_CACHE_MB: KV cache budget in MiB; 0 = auto
     backend::KvFormat kv_cache_dtype = backend::KvFormat::kF32;  // KV_CACHE_DTYPE
-    long long max_body_bytes = 1 << 20;    // MAX_BODY_BYTES: larger request bodies get 413
+    long long max_body_bytes = 1 << 20;  // MAX_BODY_BYTES: larger request bodies get 413
+    // MAX_RESPONSE_BYTES: a non-streamed request whose response could be larger (upper estimate
+    // before generation) is refused; the body and its JSON tree are held in memory whole
+    long long max_response_bytes = 64LL << 20;
     double request_read_timeout_s = 10;    // REQUEST_READ_TIMEOUT_S: headers + body must arrive
     int max_connections_per_client = 256;  // MAX_CONNECTIONS_PER_CLIENT: per address; 0 = off
     std::string cache_dir;                 // CACHE_DIR: model cache (used by Hub downloads)

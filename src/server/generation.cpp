@@ -12,6 +12,14 @@ namespace {
 // disconnect is noticed within about one decode step.
 constexpr std::chrono::milliseconds kPollInterval{10};
 
+// Sizes for worst_case_response_bytes: generous averages for every API's shape. Chat's logprobs,
+// which repeat each token's UTF-8 bytes as numbers, are the widest: about 70 bytes per
+// alternative with GPT-2's vocabulary (completions: about 27).
+constexpr std::size_t kChoiceBytes = 512;        // a choice's own fields (index, finish reason)
+constexpr std::size_t kTokenTextBytes = 32;      // a token's text, JSON-escaped
+constexpr std::size_t kLogprobTokenBytes = 160;  // a token's logprobs entry besides alternatives
+constexpr std::size_t kLogprobAlternativeBytes = 96;  // one top_logprobs alternative
+
 }  // namespace
 
 std::vector<TokenizedPrompt> tokenize_prompts(const std::vector<Prompt>& prompts,
@@ -83,6 +91,30 @@ std::vector<engine::GenerationRequest> make_engine_requests(
         requests.push_back(std::move(request));
     }
     return requests;
+}
+
+std::size_t worst_case_response_bytes(const std::vector<engine::GenerationRequest>& requests,
+                                      bool echo) {
+    std::size_t total = 0;
+    for (const engine::GenerationRequest& request : requests) {
+        const engine::SamplingParams& sampling = request.sampling;
+        const bool scored = sampling.logprobs.has_value();
+        const std::size_t generated_token_bytes =
+            kTokenTextBytes +
+            (scored ? kLogprobTokenBytes +
+                          kLogprobAlternativeBytes * static_cast<std::size_t>(*sampling.logprobs)
+                    : 0);
+        // Prompt tokens are scored without alternatives.
+        const std::size_t prompt_token_bytes =
+            (echo ? kTokenTextBytes : 0) +
+            (sampling.prompt_logprobs || (echo && scored) ? kLogprobTokenBytes : 0);
+        const std::size_t sample_bytes =
+            kChoiceBytes +
+            static_cast<std::size_t>(request.stop.max_new_tokens) * generated_token_bytes +
+            request.prompt.size() * prompt_token_bytes;
+        total += static_cast<std::size_t>(request.n) * sample_bytes;
+    }
+    return total;
 }
 
 GenerationJob::GenerationJob(engine::Engine& engine,

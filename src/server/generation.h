@@ -44,6 +44,13 @@ std::vector<engine::GenerationRequest> make_engine_requests(
     const std::vector<TokenizedPrompt>& prompts, const GenerationOptions& options, int n_positions,
     std::chrono::steady_clock::time_point deadline);
 
+// An upper estimate of the bytes a non-streamed response to `requests` takes (every sample
+// reaching its max_new_tokens, each token and logprobs alternative at a generous size, an
+// echoed prompt's tokens included), to refuse before generation what would exceed
+// MAX_RESPONSE_BYTES.
+std::size_t worst_case_response_bytes(const std::vector<engine::GenerationRequest>& requests,
+                                      bool echo);
+
 class GenerationJob {
   public:
     // Submits every request. If one is refused (validation, queue full), those already

@@ -144,6 +144,23 @@ ApiResponse run_generation(ServingState& state, const LoadedModel& model, const 
                             std::chrono::duration<double>(state.config().request_timeout_s));
     auto requests =
         make_engine_requests(response.prompts, request.options, model_config.n_positions, deadline);
+    if (!request.stream) {
+        // A non-streamed response is held whole (its JSON tree, then its text) until sent.
+        const long long limit = state.config().max_response_bytes;
+        const std::size_t estimate = worst_case_response_bytes(requests, request.echo);
+        if (estimate > static_cast<std::size_t>(limit)) {
+            fail_param(request.options.max_new_tokens_field,
+                       "the response could take up to {} bytes ({} prompts x n={} x up to {} "
+                       "tokens{}), more than MAX_RESPONSE_BYTES={}; ask for fewer prompts, "
+                       "samples, tokens or logprobs, or stream the response (\"stream\": true), "
+                       "which is not held in memory",
+                       estimate, requests.size(), request.options.n,
+                       request.options.stop.max_new_tokens,
+                       response.logprobs ? fmt::format(" with {} logprobs each", *response.logprobs)
+                                         : std::string(),
+                       limit);
+        }
+    }
     for (const TokenizedPrompt& prompt : response.prompts) {
         context.prompt_tokens += static_cast<long long>(prompt.ids.size());
     }

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/memory.h"
 #include "server/errors.h"
 #include "server/http_parser.h"
 
@@ -39,6 +40,10 @@ constexpr std::chrono::milliseconds kLingerTime{2000};
 // When the process is out of descriptors, accepting pauses this long.
 constexpr std::chrono::milliseconds kAcceptPause{100};
 constexpr std::size_t kReadChunk = 64 * 1024;
+// After a response body this large, freed heap memory is handed back to the system: its JSON
+// tree and text (several times its size) would otherwise stay resident. Smaller responses leave
+// little, which the next requests reuse; a trim costs far less than generating such a response.
+constexpr std::size_t kReleaseMemoryAfterBodyBytes = 1 << 20;
 
 std::string_view reason_phrase(int status) {
     switch (status) {
@@ -203,8 +208,9 @@ struct HttpTransport::State {
 
     void work();
     void answer(Task& task);
+    // Writes the response (streamed ones chunk by chunk); `body_bytes` = the body bytes written.
     bool write_response(int fd, const httplib::Request& request, httplib::Response& response,
-                        bool keep_alive);
+                        bool keep_alive, std::size_t& body_bytes);
 
     void count_refused(const char* reason) {
         metrics
@@ -602,6 +608,7 @@ void HttpTransport::State::work() {
 void HttpTransport::State::answer(Task& task) {
     Connection& connection = *task.connection;
     bool keep_alive = task.keep_alive && task.error_status == 0 && !stopping;
+    std::size_t body_bytes = 0;
     {
         httplib::Response response;
         try {
@@ -621,8 +628,10 @@ void HttpTransport::State::answer(Task& task) {
         }
         if (response.get_header_value("Connection") == "close") keep_alive = false;
         keep_alive =
-            write_response(connection.fd, task.request, response, keep_alive) && keep_alive;
+            write_response(connection.fd, task.request, response, keep_alive, body_bytes) &&
+            keep_alive;
     }  // the response's resources are released here, before the connection is reused
+    if (body_bytes >= kReleaseMemoryAfterBodyBytes) release_free_heap_memory();
     {
         std::lock_guard lock(returned_mutex);
         returned.emplace_back(&connection, keep_alive);
@@ -631,7 +640,8 @@ void HttpTransport::State::answer(Task& task) {
 }
 
 bool HttpTransport::State::write_response(int fd, const httplib::Request& request,
-                                          httplib::Response& response, bool keep_alive) {
+                                          httplib::Response& response, bool keep_alive,
+                                          std::size_t& body_bytes) {
     const int status = response.status < 0 ? 200 : response.status;
     const bool chunked = static_cast<bool>(response.content_provider_);
     const bool head = request.method == "HEAD";
@@ -647,9 +657,13 @@ bool HttpTransport::State::write_response(int fd, const httplib::Request& reques
         out += fmt::format("Content-Length: {}\r\n", response.body.size());
     }
     out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
-    if (!chunked || head) {
-        if (!head) out += response.body;
-        return send_all(fd, out, options.write_timeout);
+    if (head) return send_all(fd, out, options.write_timeout);
+    if (!chunked) {
+        // Sent apart from the headers rather than copied after them: a body can be tens of MiB.
+        // (TCP_NODELAY is set, so the second send is not held back.)
+        body_bytes = response.body.size();
+        return send_all(fd, out, options.write_timeout) &&
+               send_all(fd, response.body, options.write_timeout);
     }
     bool ok = send_all(fd, out, options.write_timeout);
     bool done = false;
@@ -670,6 +684,7 @@ bool HttpTransport::State::write_response(int fd, const httplib::Request& reques
     while (ok && !done) {
         if (!response.content_provider_(offset, 0, sink)) ok = false;
     }
+    body_bytes = offset;
     if (ok && done) ok = send_all(fd, "0\r\n\r\n", options.write_timeout);
     response.content_provider_success_ = ok && done;
     return ok && done;

@@ -1,6 +1,6 @@
 // End-to-end tests of issue 17's production conventions against the real binary: Prometheus
-// naming, CORS, the JSON content type, statuses that say what happened, and their
-// documentation.
+// naming, CORS, the JSON content type, statuses that say what happened, the response size limit,
+// and their documentation.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -358,6 +358,55 @@ TEST(Production, WaitingPastTheDeadlineIsATimeoutErrorNotAnEmpty200) {
     const EventStream stream = parse_event_stream(streamed->body);
     ASSERT_FALSE(stream.events.empty()) << streamed->body;
     EXPECT_EQ(stream.events.back()["error"]["code"], "timeout") << streamed->body;
+}
+
+// --- 5. Memory: a response too large to hold is refused before generation ----------------------
+
+// 4 prompts x n=2 x 200 tokens with 20 logprobs each: about 3.4 MB at the estimate's sizes.
+Json large_logprobs_request(bool stream) {
+    return {{"prompt", {"a", "b", "c", "d"}},
+            {"n", 2},
+            {"max_tokens", 200},
+            {"logprobs", 20},
+            {"ignore_eos", true},
+            {"stream", stream}};
+}
+
+TEST(Production, ResponseLargerThanMaxResponseBytesIsRefusedNamingIt) {
+    ServerProcess server(Environment{{"MAX_RESPONSE_BYTES", "1000000"}});
+    auto client = server.client();
+    const auto refused = post_json(*client, "/v1/completions", large_logprobs_request(false));
+    EXPECT_EQ(refused->status, 400) << refused->body;
+    const Json error = Json::parse(refused->body)["error"];
+    EXPECT_EQ(error["param"], "max_tokens");
+    const std::string message = error["message"].get<std::string>();
+    EXPECT_NE(message.find("MAX_RESPONSE_BYTES=1000000"), std::string::npos) << message;
+    EXPECT_NE(message.find("4 prompts x n=2 x up to 200 tokens with 20 logprobs"),
+              std::string::npos)
+        << message;
+    // Refused before generation: nothing was generated.
+    const std::string generated =
+        sample_line(metrics_text(server), "llmserve_generation_tokens_total");
+    EXPECT_TRUE(generated.empty() || generated.ends_with(" 0")) << generated;
+
+    const auto native =
+        post_json(*client, "/generate",
+                  {{"prompt", {"a", "b", "c", "d"}}, {"max_length", 200}, {"logprobs", 20}});
+    EXPECT_EQ(native->status, 422) << native->body;
+    EXPECT_NE(native->body.find("MAX_RESPONSE_BYTES=1000000"), std::string::npos) << native->body;
+
+    // A stream is written as it is generated, so the limit does not apply to it.
+    const auto streamed = post_json(*client, "/v1/completions", large_logprobs_request(true));
+    EXPECT_EQ(streamed->status, 200);
+    EXPECT_EQ(streamed->body.find("MAX_RESPONSE_BYTES"), std::string::npos);
+    // Nor to small requests.
+    EXPECT_EQ(post_json(*client, "/v1/completions", {{"prompt", "a"}, {"max_tokens", 2}})->status,
+              200);
+
+    const auto [status, output] =
+        run_llmserve({{"MAX_RESPONSE_BYTES", "100"}, {"PORT", "0"}}, {"serve", "--print-config"});
+    EXPECT_EQ(status, 2) << output;
+    EXPECT_NE(output.find("MAX_RESPONSE_BYTES='100' is invalid"), std::string::npos) << output;
 }
 
 }  // namespace
