@@ -26,8 +26,8 @@ void ModelOptions::add_to(CLI::App& command) {
         ->check(CLI::NonNegativeNumber);
     command
         .add_option("--dtype", dtype,
-                    "Weight format for compute: auto (as stored), f32, f16, bf16, q8")
-        ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8"}));
+                    "Weight format for compute: auto (as stored), f32, f16, bf16, q8, q4")
+        ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8", "q4"}));
     command
         .add_option("--kv-cache-dtype", kv_cache_dtype,
                     "KV cache format: f32, or f16 (half the memory and attention traffic)")

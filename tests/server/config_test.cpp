@@ -168,7 +168,7 @@ TEST(ConfigTest, EngineSettingsDefaultsEnvironmentAndFlags) {
     }
 
     // Every weight format the backend knows by name is accepted, and shown as spelled.
-    for (const char* name : {"auto", "f32", "f16", "bf16", "q8"}) {
+    for (const char* name : {"auto", "f32", "f16", "bf16", "q8", "q4"}) {
         const ServerConfig config = resolve_config(fake_environment({}), Flags{{"DTYPE", name}});
         EXPECT_EQ(config.dtype, backend::parse_weight_format(name)) << name;
         EXPECT_NE(describe_config(config).find(std::string("DTYPE=") + name), std::string::npos)
