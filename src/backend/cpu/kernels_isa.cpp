@@ -161,9 +161,19 @@ void gemm_float(const GemmArgs& a, int panel_begin, int panel_end) {
     }
 }
 
-// q8 / q4 (F), Rows rows x one panel: per block, int32 sums of weight x activation
-// (simd::q8_dot; q4 nibbles are first turned into q8 bytes), then scaled by d_w * d_x into float
-// accumulators.
+// One block's integer dot products for format F (q8 bytes or q4 nibbles): see simd.h.
+template <WeightFormat F>
+inline Vi block_start(std::int32_t offset) {
+    return F == WeightFormat::kQ8 ? simd::q8_block_start(offset) : simd::q4_block_start(offset);
+}
+template <WeightFormat F>
+inline Vi quad_dot(Vi acc, Vi weights, Vi x_quad) {
+    return F == WeightFormat::kQ8 ? simd::q8_dot(acc, weights, x_quad)
+                                  : simd::q4_dot(acc, weights, x_quad);
+}
+
+// q8 / q4 (F), Rows rows x one panel: per block, int32 sums of weight x activation, then scaled
+// by d_w * d_x into float accumulators.
 template <WeightFormat F, int Rows>
 void quantized_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0) {
     constexpr std::size_t kBlockBytes = F == WeightFormat::kQ8 ? kQ8BlockBytes : kQ4BlockBytes;
@@ -182,7 +192,7 @@ void quantized_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0)
         for (int r = 0; r < Rows; ++r) {
             const std::size_t slot = static_cast<std::size_t>(row0 + r) * xq.blocks + b;
             LLMSERVE_UNROLL_VECS
-            for (int v = 0; v < kPanelVecs; ++v) dot[r][v] = simd::q8_block_start(xq.offsets[slot]);
+            for (int v = 0; v < kPanelVecs; ++v) dot[r][v] = block_start<F>(xq.offsets[slot]);
             x[r] = xq.values + slot * kQ8Block;
         }
         // Two quads (8 k values) per step: one q4 load holds both.
@@ -198,8 +208,8 @@ void quantized_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0)
                 } else {
                     const Vi packed =
                         simd::load_bytes_aligned(weights + (pair * kPanelWidth + v * kLanes) * 4);
-                    low[v] = simd::q4_low_as_q8(packed);
-                    high[v] = simd::q4_high_as_q8(packed);
+                    low[v] = simd::low_nibbles(packed);
+                    high[v] = simd::high_nibbles(packed);
                 }
             }
 #pragma GCC unroll 8
@@ -208,8 +218,7 @@ void quantized_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0)
                 const Vi x_high = simd::broadcast_quad(x[r] + 8 * pair + 4);
                 LLMSERVE_UNROLL_VECS
                 for (int v = 0; v < kPanelVecs; ++v)
-                    dot[r][v] =
-                        simd::q8_dot(simd::q8_dot(dot[r][v], low[v], x_low), high[v], x_high);
+                    dot[r][v] = quad_dot<F>(quad_dot<F>(dot[r][v], low[v], x_low), high[v], x_high);
             }
         }
         const auto* scales = reinterpret_cast<const std::uint16_t*>(block);
