@@ -1,7 +1,7 @@
 // CPU kernels at GPT-2 124M shapes, per instruction-set tier (the first argument: 0 scalar,
 // 1 avx2, 2 avx512; tiers this CPU lacks are skipped), on one thread unless the name says "Pool":
-//   BM_Gemm/<isa>/<format>/M/K/N   one weight matrix; format 0 f32, 1 f16, 2 bf16, 3 q8
-//                                   (q8 includes quantizing the activations)
+//   BM_Gemm/<isa>/<format>/M/K/N   one weight matrix; format 0 f32, 1 f16, 2 bf16, 3 q8, 4 q4
+//                                   (q8 and q4 include quantizing the activations)
 //   BM_OpenBlasSgemm/M/K/N          OpenBLAS on one thread, the yardstick for f32
 //   BM_PoolLinear/<format>/M/K/N    the backend's linear() on every core (decode: M = 1)
 //   BM_Attention/<isa>/rows/context one layer's attention, 12 heads of 64: prefill (rows =
@@ -25,7 +25,7 @@ namespace {
 
 constexpr Isa kIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512};
 constexpr WeightFormat kFormats[] = {WeightFormat::kF32, WeightFormat::kF16, WeightFormat::kBF16,
-                                     WeightFormat::kQ8};
+                                     WeightFormat::kQ8, WeightFormat::kQ4};
 
 std::vector<float> random_values(std::size_t count, float scale, unsigned seed) {
     std::mt19937 engine(seed);
@@ -76,9 +76,11 @@ void BM_Gemm(benchmark::State& state) {
     auto* gemm = format == WeightFormat::kF32    ? kernels.gemm_f32
                  : format == WeightFormat::kF16  ? kernels.gemm_f16
                  : format == WeightFormat::kBF16 ? kernels.gemm_bf16
-                                                 : kernels.gemm_q8;
+                 : format == WeightFormat::kQ8   ? kernels.gemm_q8
+                                                 : kernels.gemm_q4;
+    const bool quantized = format == WeightFormat::kQ8 || format == WeightFormat::kQ4;
     for (auto _ : state) {
-        if (format == WeightFormat::kQ8) kernels.quantize_rows(x.data(), k, k, 0, m, xq);
+        if (quantized) kernels.quantize_rows(x.data(), k, k, 0, m, xq);
         gemm(args, 0, packed.view().panels);
         benchmark::DoNotOptimize(y.data());
     }
@@ -213,7 +215,7 @@ void BM_Gelu(benchmark::State& state) {
 // GPT-2 124M: qkv 768x2304, attention proj 768x768, MLP 768x3072 and 3072x768; lm_head 768x50257.
 void gemm_shapes(benchmark::internal::Benchmark* b) {
     for (int isa = 0; isa < 3; ++isa)
-        for (int format = 0; format < 4; ++format) {
+        for (int format = 0; format < 5; ++format) {
             for (int m : {1, 16, 128, 512}) b->Args({isa, format, m, 768, 3072});
             b->Args({isa, format, 512, 3072, 768});
             b->Args({isa, format, 1, 768, 50257});
@@ -229,7 +231,7 @@ BENCHMARK(BM_OpenBlasSgemm)
     ->Args({512, 3072, 768})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PoolLinear)
-    ->ArgsProduct({{0, 1, 2, 3}, {1, 16}, {768}, {3072}})
+    ->ArgsProduct({{0, 1, 2, 3, 4}, {1, 16}, {768}, {3072}})
     ->ArgsProduct({{0, 1, 2, 3}, {1}, {768}, {50257}})
     ->Args({0, 512, 768, 3072})
     ->Args({3, 512, 768, 3072})

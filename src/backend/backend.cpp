@@ -44,7 +44,8 @@ WeightFormat parse_weight_format(std::string_view text) {
     if (text == "f16") return WeightFormat::kF16;
     if (text == "bf16") return WeightFormat::kBF16;
     if (text == "q8") return WeightFormat::kQ8;
-    fail_param("dtype", "dtype must be one of auto, f32, f16, bf16, q8; got '{}'", text);
+    if (text == "q4") return WeightFormat::kQ4;
+    fail_param("dtype", "dtype must be one of auto, f32, f16, bf16, q8, q4; got '{}'", text);
 }
 
 std::string_view to_string(WeightFormat format) {
@@ -59,6 +60,8 @@ std::string_view to_string(WeightFormat format) {
             return "bf16";
         case WeightFormat::kQ8:
             return "q8";
+        case WeightFormat::kQ4:
+            return "q4";
     }
     return "?";
 }

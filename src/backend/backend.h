@@ -21,9 +21,11 @@ namespace llmserve::backend {
 // How weights are kept for compute. kAuto: the stored dtype, unconverted. f16 and bf16 weights are
 // widened to f32 inside the kernels (all arithmetic is f32). kQ8: int8 weights with one scale per
 // 32 inputs of an output (llama.cpp's Q8_0), multiplied with activations quantized the same way.
-enum class WeightFormat { kAuto, kF32, kF16, kBF16, kQ8 };
+// kQ4: 4-bit weights in [-8, 7], one scale per 32 inputs of an output (llama.cpp's Q4_0 layout,
+// so Q4_0 files load as they stand), multiplied with q8 activations.
+enum class WeightFormat { kAuto, kF32, kF16, kBF16, kQ8, kQ4 };
 WeightFormat parse_weight_format(
-    std::string_view text);  // "auto", "f32", "f16", "bf16", "q8"; kInvalidArgument otherwise
+    std::string_view text);  // "auto", "f32", "f16", "bf16", "q8", "q4"; kInvalidArgument otherwise
 std::string_view to_string(WeightFormat format);
 
 // How the KV cache keeps keys and values. kF16 halves its memory and the bytes attention reads

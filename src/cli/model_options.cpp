@@ -37,8 +37,8 @@ void ModelOptions::add_to(CLI::App& command) {
     bind("DTYPE", command
                       .add_option("--dtype", dtype,
                                   "Weight format for compute: auto (as stored), f32, f16, bf16, "
-                                  "q8 [DTYPE]")
-                      ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8"})));
+                                  "q8, q4 [DTYPE]")
+                      ->check(CLI::IsMember({"auto", "f32", "f16", "bf16", "q8", "q4"})));
     bind("KV_CACHE_DTYPE",
          command
              .add_option("--kv-cache-dtype", kv_cache_dtype,

@@ -244,8 +244,10 @@ std::uint64_t gguf_memory_estimate(const std::filesystem::path& file,
         const auto count = static_cast<std::uint64_t>(t.numel());
         switch (format) {
             case backend::WeightFormat::kAuto:
-                if (t.dtype == DType::kQ8_0 || t.dtype == DType::kQ4_0)
+                if (t.dtype == DType::kQ8_0)
                     total += count / 32 * 34;
+                else if (t.dtype == DType::kQ4_0)
+                    total += count / 32 * 18;
                 else
                     total += is_quantized(t.dtype) ? 4 * count : t.data.size();
                 break;
@@ -258,6 +260,9 @@ std::uint64_t gguf_memory_estimate(const std::filesystem::path& file,
                 break;
             case backend::WeightFormat::kQ8:
                 total += count / 32 * 34;
+                break;
+            case backend::WeightFormat::kQ4:
+                total += count / 32 * 18;
                 break;
         }
     }

@@ -351,12 +351,12 @@ const std::vector<Setting>& settings() {
          [](ServerConfig& c, std::string_view raw) { return parse_bool(raw, c.cuda_graphs); },
          [](const ServerConfig& c) { return std::string(c.cuda_graphs ? "true" : "false"); }},
         {{"DTYPE", "--dtype",
-          "weight format for compute: auto (as stored), f32, f16, bf16, q8 (auto)"},
+          "weight format for compute: auto (as stored), f32, f16, bf16, q8, q4 (auto)"},
          [](ServerConfig& c, std::string_view raw) {
              using backend::WeightFormat;
-             return parse_choice(raw, {"auto", "f32", "f16", "bf16", "q8"},
+             return parse_choice(raw, {"auto", "f32", "f16", "bf16", "q8", "q4"},
                                  {WeightFormat::kAuto, WeightFormat::kF32, WeightFormat::kF16,
-                                  WeightFormat::kBF16, WeightFormat::kQ8},
+                                  WeightFormat::kBF16, WeightFormat::kQ8, WeightFormat::kQ4},
                                  c.dtype);
          },
          [](const ServerConfig& c) { return std::string(backend::to_string(c.dtype)); }},

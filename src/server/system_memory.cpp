@@ -103,6 +103,9 @@ std::uint64_t estimate_model_memory_bytes(const std::filesystem::path& model_dir
         case backend::WeightFormat::kQ8:
             computed = 34;  // 32 int8 values and an f16 scale
             break;
+        case backend::WeightFormat::kQ4:
+            computed = 18;  // 32 4-bit values and an f16 scale
+            break;
     }
     return file_bytes * computed / stored;
 }

@@ -1,6 +1,7 @@
-// GGUF block types in the CPU backend on every tier: Q8_0 and Q4_0 kept as q8 blocks without
-// requantizing (every weight and the product equal the dequantized weights' q8 product exactly),
-// K-quants widened to f32 exactly as dequantized.
+// GGUF block types in the CPU backend on every tier: Q8_0 kept as q8 and Q4_0 as q4 (or q8 when
+// asked) blocks without requantizing (every weight and the product equal the dequantized weights'
+// product with q8 activations exactly), K-quants widened to f32 exactly as dequantized, Q4_K
+// requantized when q4 is asked for.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -50,18 +51,25 @@ std::vector<float> read_rows(Backend& backend, const Weight& weight, int rows, i
     return {out->data(), out->data() + out->size()};
 }
 
-TEST(GgufWeights, Q8_0AndQ4_0BecomeQ8BlocksExactly) {
+TEST(GgufWeights, Q8_0AndQ4_0BecomeQ8AndQ4BlocksExactly) {
     constexpr int kOut = 40, kIn = 96, kRows = 3;
+    struct Case {
+        DType stored;
+        WeightFormat asked, kept;
+    };
+    constexpr Case kCases[] = {{DType::kQ8_0, WeightFormat::kAuto, WeightFormat::kQ8},
+                               {DType::kQ4_0, WeightFormat::kAuto, WeightFormat::kQ4},
+                               {DType::kQ4_0, WeightFormat::kQ8, WeightFormat::kQ8}};
     for (const Isa isa : testing::tiers()) {
         SCOPED_TRACE(testing::tier_name(isa));
         auto backend = make_cpu_backend(2, isa);
-        for (const DType type : {DType::kQ8_0, DType::kQ4_0}) {
-            SCOPED_TRACE(std::string(to_string(type)));
+        for (const auto [type, asked, kept] : kCases) {
+            SCOPED_TRACE(std::string(to_string(type)) + " as " + std::string(to_string(asked)));
             const auto bytes = random_blocks(type, kOut, kIn, 11);
             const auto values = dequantized(type, bytes, kOut, kIn);
             const auto tensor = testing::tensor_view(bytes, type, kOut, kIn);
-            auto native = backend->upload_matrix(tensor, MatrixLayout::kOutIn, WeightFormat::kAuto);
-            EXPECT_EQ(native->format(), WeightFormat::kQ8);
+            auto native = backend->upload_matrix(tensor, MatrixLayout::kOutIn, asked);
+            EXPECT_EQ(native->format(), kept);
             EXPECT_EQ(read_rows(*backend, *native, kOut, kIn), values);
 
             // The product: the exact weights times activations rounded to 8 bits per block of 32.
@@ -113,6 +121,31 @@ TEST(GgufWeights, Q8_0WithMinus128IsRequantized) {
                 EXPECT_NEAR(got[o * kIn + k], values[o * kIn + k], amax / 254.0f * 1.01f)
                     << "output " << o << ", input " << k;
         }
+    }
+}
+
+// Asked for q4, Q4_K (whose blocks carry a minimum q4 has no place for) is requantized: each weight
+// within one q4 step (|largest of its 32| / 8) of its Q4_K value (half a step unless clamped to 7).
+TEST(GgufWeights, Q4_KIsRequantizedToQ4) {
+    constexpr int kOut = 5, kIn = 512;
+    const auto bytes = random_blocks(DType::kQ4_K, kOut, kIn, 3);
+    const auto values = dequantized(DType::kQ4_K, bytes, kOut, kIn);
+    for (const Isa isa : testing::tiers()) {
+        SCOPED_TRACE(testing::tier_name(isa));
+        auto backend = make_cpu_backend(1, isa);
+        auto weight = backend->upload_matrix(testing::tensor_view(bytes, DType::kQ4_K, kOut, kIn),
+                                             MatrixLayout::kOutIn, WeightFormat::kQ4);
+        EXPECT_EQ(weight->format(), WeightFormat::kQ4);
+        const auto got = read_rows(*backend, *weight, kOut, kIn);
+        for (int o = 0; o < kOut; ++o)
+            for (int b0 = 0; b0 < kIn; b0 += 32) {
+                float amax = 0.0f;
+                for (int k = b0; k < b0 + 32; ++k)
+                    amax = std::max(amax, std::abs(values[o * kIn + k]));
+                for (int k = b0; k < b0 + 32; ++k)
+                    ASSERT_NEAR(got[o * kIn + k], values[o * kIn + k], amax / 8.0f * 1.001f)
+                        << "output " << o << ", input " << k;
+            }
     }
 }
 

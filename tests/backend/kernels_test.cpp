@@ -118,6 +118,38 @@ TEST(Packing, Q8WeightsAreWithinHalfAStep) {
     }
 }
 
+// Each q4 weight is within half a step d = |w_e| / 8 of the original (w_e: its column's block value
+// of largest magnitude, which maps to -8 exactly), except values beyond 7.5 steps on the side
+// opposite w_e: they clamp to 7 steps, within one step.
+TEST(Packing, Q4WeightsAreWithinHalfAStepOrClampedToSeven) {
+    WorkerPool pool(1);
+    for (MatrixLayout layout : {MatrixLayout::kInOut, MatrixLayout::kOutIn}) {
+        const int k = 75, n = 40;
+        const PackedCase c = make_packed(k, n, layout, WeightFormat::kQ4, 13, pool);
+        int clamped = 0;
+        for (int nn = 0; nn < n; ++nn)
+            for (int block = 0; block * kQ8Block < k; ++block) {
+                float extreme = 0.0f;
+                const int end = std::min(k, (block + 1) * kQ8Block);
+                for (int kk = block * kQ8Block; kk < end; ++kk) {
+                    const float w = stored_value(c, layout, k, n, kk, nn);
+                    if (std::abs(w) > std::abs(extreme)) extreme = w;
+                }
+                const float step = f16_to_f32(f32_to_f16(extreme / -8.0f));
+                for (int kk = block * kQ8Block; kk < end; ++kk) {
+                    const float w = stored_value(c, layout, k, n, kk, nn);
+                    const float got = c.packed.element(kk, nn);
+                    const bool beyond_seven = w / step > 7.5f;
+                    clamped += beyond_seven;
+                    // A clamped value lies within 8 steps, give or take d's f16 rounding.
+                    const float allowed = (beyond_seven ? 1.001f : 0.5001f) * std::abs(step);
+                    ASSERT_LE(std::abs(got - w), allowed) << "k " << kk << " n " << nn;
+                }
+            }
+        EXPECT_GT(clamped, 0);  // the clamped case is exercised
+    }
+}
+
 // Reference q8 activation quantization, written independently of the kernels.
 struct ReferenceQuantized {
     std::vector<std::int8_t> values;
@@ -180,8 +212,9 @@ void check_gemm(Isa isa, WeightFormat format, MatrixLayout layout, const Shape& 
     auto* gemm = kernels.gemm_f32;
     if (format == WeightFormat::kF16) gemm = kernels.gemm_f16;
     if (format == WeightFormat::kBF16) gemm = kernels.gemm_bf16;
-    if (format == WeightFormat::kQ8) {
-        gemm = kernels.gemm_q8;
+    const bool quantized = format == WeightFormat::kQ8 || format == WeightFormat::kQ4;
+    if (quantized) {
+        gemm = format == WeightFormat::kQ8 ? kernels.gemm_q8 : kernels.gemm_q4;
         kernels.quantize_rows(x.data(), x_stride, s.k, 0, s.m, xq);
         expected_q = reference_quantize(x, s.m, s.k, x_stride);
         ASSERT_EQ(q_values, expected_q.values);
@@ -197,7 +230,7 @@ void check_gemm(Isa isa, WeightFormat format, MatrixLayout layout, const Shape& 
             double expected = with_bias ? bias[col] : 0.0, magnitude = std::abs(expected);
             for (int kk = 0; kk < s.k; ++kk) {
                 double xv = x[static_cast<std::size_t>(r) * x_stride + kk];
-                if (format == WeightFormat::kQ8) {
+                if (quantized) {
                     const std::size_t slot = static_cast<std::size_t>(r) * blocks + kk / kQ8Block;
                     xv = static_cast<double>(expected_q.values[slot * kQ8Block + kk % kQ8Block]) *
                          expected_q.scales[slot];
@@ -218,23 +251,26 @@ void check_gemm(Isa isa, WeightFormat format, MatrixLayout layout, const Shape& 
 
 TEST(Kernels, GemmMatchesReferenceForEveryFormatAndTier) {
     for (Isa isa : tiers())
-        for (WeightFormat format :
-             {WeightFormat::kF32, WeightFormat::kF16, WeightFormat::kBF16, WeightFormat::kQ8})
+        for (WeightFormat format : {WeightFormat::kF32, WeightFormat::kF16, WeightFormat::kBF16,
+                                    WeightFormat::kQ8, WeightFormat::kQ4})
             for (const Shape& s : kShapes) {
                 check_gemm(isa, format, MatrixLayout::kInOut, s, /*with_bias=*/s.m % 2 == 1);
                 check_gemm(isa, format, MatrixLayout::kOutIn, s, /*with_bias=*/s.m % 2 == 0);
             }
 }
 
-// End to end, q8 stays within the error its two quantizations allow: per term
-// |x||dw| + |w||dx| + |dw||dx| with |dw| <= step_w / 2 and |dx| <= step_x / 2.
-TEST(Kernels, Q8ProductErrorIsBoundedByTheQuantizationSteps) {
+// End to end, q8 and q4 stay within the error their two quantizations allow: per term
+// |x||dw| + |w||dx| + |dw||dx| with |dw| the weight's own error and |dx| <= step_x / 2.
+void check_quantized_product_error(WeightFormat format) {
+    SCOPED_TRACE(format_name(format));
     WorkerPool pool(1);
     const Shape s{4, 300, 50};
-    const PackedCase c = make_packed(s.k, s.n, MatrixLayout::kInOut, WeightFormat::kQ8, 5, pool);
+    const PackedCase c = make_packed(s.k, s.n, MatrixLayout::kInOut, format, 5, pool);
     const PackedCase exact =
         make_packed(s.k, s.n, MatrixLayout::kInOut, WeightFormat::kF32, 5, pool);
     const auto x = random_floats(static_cast<std::size_t>(s.m) * s.k, -3.0f, 3.0f, 6);
+    // Steps of ~1/127 (q8) or 1/8 (q4) of the block's largest |w| <= 1; q4 may clamp a whole step.
+    const double max_weight_error = format == WeightFormat::kQ8 ? 0.01 : 0.13;
     const auto q = reference_quantize(x, s.m, s.k, s.k);
     for (Isa isa : tiers()) {
         SCOPED_TRACE(tier_name(isa));
@@ -247,7 +283,8 @@ TEST(Kernels, Q8ProductErrorIsBoundedByTheQuantizationSteps) {
         kernels.quantize_rows(x.data(), s.k, s.k, 0, s.m, xq);
         std::vector<float> y(static_cast<std::size_t>(s.m) * s.n);
         GemmArgs args{&c.packed.view(), x.data(), s.k, &xq, nullptr, y.data(), s.n, s.m};
-        kernels.gemm_q8(args, 0, c.packed.view().panels);
+        (format == WeightFormat::kQ8 ? kernels.gemm_q8 : kernels.gemm_q4)(args, 0,
+                                                                          c.packed.view().panels);
         for (int r = 0; r < s.m; ++r)
             for (int col = 0; col < s.n; ++col) {
                 double exact_sum = 0.0, bound = 0.0;
@@ -257,7 +294,7 @@ TEST(Kernels, Q8ProductErrorIsBoundedByTheQuantizationSteps) {
                     const double dw = std::abs(c.packed.element(kk, col) - w);
                     const double dx =
                         q.scales[static_cast<std::size_t>(r) * blocks + kk / kQ8Block] / 2.0;
-                    EXPECT_LE(dw, 0.01);  // steps of ~1/127 of |w| <= 1
+                    EXPECT_LE(dw, max_weight_error);
                     exact_sum += xv * w;
                     bound += std::abs(xv) * dw + std::abs(w) * dx + dw * dx;
                 }
@@ -265,6 +302,11 @@ TEST(Kernels, Q8ProductErrorIsBoundedByTheQuantizationSteps) {
                     << "row " << r << " column " << col;
             }
     }
+}
+
+TEST(Kernels, QuantizedProductErrorIsBoundedByTheQuantizationSteps) {
+    for (WeightFormat format : {WeightFormat::kQ8, WeightFormat::kQ4})
+        check_quantized_product_error(format);
 }
 
 TEST(Kernels, QuantizeRowsHandlesZeroAndExtremeRows) {

@@ -1,7 +1,8 @@
 // The quality each weight format keeps on real text: on the embedded model and held-out Brown
-// text, perplexity stays within 0.5% of f32 for f16 and bf16 and within 1% for q8, and an f16 KV
-// cache within 0.5%. About 150 GFLOP of output projections: a release-build test (minutes under
-// the sanitizers, where backend_test and dtype_parity_test cover the same kernels and formats).
+// text, perplexity stays within 0.5% of f32 for f16 and bf16, within 1% for q8 and 3% for q4
+// (issue 16's bound for a 4-bit format), and an f16 KV cache within 0.5%. About 150 GFLOP of output
+// projections: a release-build test (minutes under the sanitizers, where backend_test and
+// dtype_parity_test cover the same kernels and formats).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -58,7 +59,7 @@ TEST(FormatPerplexity, EmbeddedModelStaysCloseToF32) {
     EXPECT_LT(f32, 2000.0) << "the embedded model should predict English far better than chance";
     for (auto [format, bound] :
          {std::pair{WeightFormat::kF16, 0.005}, std::pair{WeightFormat::kBF16, 0.005},
-          std::pair{WeightFormat::kQ8, 0.01}}) {
+          std::pair{WeightFormat::kQ8, 0.01}, std::pair{WeightFormat::kQ4, 0.03}}) {
         const auto model = model::Model::load(dir, {backend, format});
         ASSERT_EQ(model->dtype(), backend::to_string(format));
         const double value = perplexity(model, ids, context);

@@ -7,7 +7,10 @@
 // logits within "about" measured.llama.cpp_vs_dequant.max_rel (1.25 times: the json measures
 // against the dequantized pass, this test against llama.cpp, whose own rounding of activations
 // differs from ours in the scale's precision), and its greedy tokens up to the first step whose
-// margin is below twice measured.llama.cpp_vs_dequant.max_abs.
+// margin is below twice measured.llama.cpp_vs_dequant.max_abs. Files with Q4_K tensors are also run
+// as --dtype q4 (Q4_K requantized into q4, the rest quantized from f32): a second quantization of
+// the whole model, so held to about the quantization's own effect, measured.
+// llama.cpp_vs_f32_reference.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -85,6 +88,13 @@ TEST(GgufParity, EveryFixtureFolder) {
                     {"logits_file", "greedy_new_tokens", "greedy_margins",
                      kAboutMeasured * measured.at("max_rel").get<double>(),
                      2 * measured.at("max_abs").get<double>()});
+        if (reference.at("tensor_types").contains("Q4_K")) {
+            const json& quantization = reference.at("measured").at("llama.cpp_vs_f32_reference");
+            check_cases(dir, reference, backend::WeightFormat::kQ4,
+                        {"logits_file", "greedy_new_tokens", "greedy_margins",
+                         kAboutMeasured * quantization.at("max_rel").get<double>(),
+                         2 * quantization.at("max_abs").get<double>()});
+        }
     }
 }
 

@@ -112,8 +112,8 @@ TEST(ConfigTest, BadValuesNameTheVariableTheValueAndWhatIsAllowed) {
         {"CORS_ALLOW_ORIGINS", "https://a.example.com,,https://b.example.com", "list of origins"},
         {"THREADS", "2.5", "[0, 1024]"},
         {"CACHE_DIR", LLMSERVE_SOURCE_DIR "/CMakeLists.txt", "directory"},
-        {"DTYPE", "q4", "auto, f32, f16, bf16, q8"},
-        {"DTYPE", "F16", "auto, f32, f16, bf16, q8"},
+        {"DTYPE", "q3", "auto, f32, f16, bf16, q8, q4"},
+        {"DTYPE", "F16", "auto, f32, f16, bf16, q8, q4"},
         {"KV_CACHE_MB", "-1", "[0, 1048576]"},
         {"KV_CACHE_MB", "1048577", "[0, 1048576]"},
         {"KV_CACHE_MB", "64MB", "[0, 1048576]"},
@@ -173,7 +173,7 @@ TEST(ConfigTest, EngineSettingsDefaultsEnvironmentAndFlags) {
     }
 
     // Every weight format the backend knows by name is accepted, and shown as spelled.
-    for (const char* name : {"auto", "f32", "f16", "bf16", "q8"}) {
+    for (const char* name : {"auto", "f32", "f16", "bf16", "q8", "q4"}) {
         const ServerConfig config = resolve_config(fake_environment({}), Flags{{"DTYPE", name}});
         EXPECT_EQ(config.dtype, backend::parse_weight_format(name)) << name;
         EXPECT_NE(describe_config(config).find(std::string("DTYPE=") + name), std::string::npos)

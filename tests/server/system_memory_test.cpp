@@ -37,6 +37,7 @@ TEST(SystemMemoryTest, EstimateScalesWeightFilesFromStoredToComputedWidth) {
     EXPECT_EQ(estimate_model_memory_bytes(dir, WeightFormat::kF16), 800u);
     EXPECT_EQ(estimate_model_memory_bytes(dir, WeightFormat::kBF16), 800u);
     EXPECT_EQ(estimate_model_memory_bytes(dir, WeightFormat::kQ8), 425u);  // 1600 / 128 * 34
+    EXPECT_EQ(estimate_model_memory_bytes(dir, WeightFormat::kQ4), 225u);  // 1600 / 128 * 18
     for (const char* config : {R"({"torch_dtype": "float16"})", R"({"dtype": "bfloat16"})"}) {
         std::ofstream(dir / "config.json") << config;
         EXPECT_EQ(estimate_model_memory_bytes(dir, WeightFormat::kAuto), 1600u) << config;

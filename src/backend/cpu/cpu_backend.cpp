@@ -133,8 +133,9 @@ void release_source_pages(std::span<const std::byte> bytes) {
 }
 
 // kAuto keeps the stored type where a kernel computes with it: GGUF's Q8_0 and Q4_0 blocks are
-// q8 blocks as they stand (same 32 values per fp16 scale, values within int8). The K-quants have
-// no kernel yet and are widened to f32.
+// q8 and q4 blocks as they stand (same 32 values per fp16 scale). The K-quants have no kernel of
+// their own and are widened to f32: requantizing Q4_K into q4 (asked for by kQ4) loses its
+// per-block minimum and adds an error of the size of Q4_K's own.
 WeightFormat resolve(WeightFormat format, DType stored) {
     if (format != WeightFormat::kAuto) return format;
     switch (stored) {
@@ -143,8 +144,9 @@ WeightFormat resolve(WeightFormat format, DType stored) {
         case DType::kBF16:
             return WeightFormat::kBF16;
         case DType::kQ8_0:
-        case DType::kQ4_0:
             return WeightFormat::kQ8;
+        case DType::kQ4_0:
+            return WeightFormat::kQ4;
         default:
             break;
     }
@@ -224,6 +226,10 @@ class CpuBackend final : public Backend {
                 break;
             case WeightFormat::kQ8:
                 gemm = kernels_.gemm_q8;
+                args.xq = &quantize(x, w.q8_blocks());
+                break;
+            case WeightFormat::kQ4:
+                gemm = kernels_.gemm_q4;
                 args.xq = &quantize(x, w.q8_blocks());
                 break;
             default:

@@ -17,13 +17,18 @@ namespace llmserve::backend::cpu {
 //   f32 / f16 / bf16: k-major, [k][32] elements, so one k step reads 32 consecutive outputs;
 //   q8: blocks of kQ8Block k values, each kQ8BlockBytes long: 32 f16 scales (one per column),
 //       then 1024 bytes [k / 4][column][k % 4] of (quantized value + 128) as uint8, so that the
-//       4 bytes of one column feed one lane of a VNNI dot product.
-// Columns past `n` in the last panel and (q8) k values past `k` in the last block are zero.
+//       4 bytes of one column feed one lane of a VNNI dot product;
+//   q4: blocks of kQ8Block k values, each kQ4BlockBytes long: 32 f16 scales, then 512 bytes
+//       [k / 8][column][k % 4] of two (quantized value + 8) nibbles, k % 8 < 4 in the low one:
+//       one load and two masks give two quads of the q8 layout.
+// Columns past `n` in the last panel and (q8, q4) k values past `k` in the last block are zero.
 constexpr int kPanelWidth = 32;
 constexpr int kQ8Block = 32;
 constexpr std::size_t kQ8ScaleBytes = kPanelWidth * sizeof(std::uint16_t);
 constexpr std::size_t kQ8BlockBytes = kQ8ScaleBytes + kPanelWidth * kQ8Block;
 constexpr int kQ8Offset = 128;  // stored byte = quantized value + 128
+constexpr std::size_t kQ4BlockBytes = kQ8ScaleBytes + kPanelWidth * kQ8Block / 2;
+constexpr int kQ4Offset = 8;  // stored nibble = quantized value + 8
 
 // A read-only view of a packed weight matrix for y = x·W, W being k x n (in x out).
 struct PackedView {
@@ -49,8 +54,8 @@ struct QuantizedRows {
 };
 
 // y[r, c] = sum_k x[r, k] W[k, c] (+ bias[c]) for rows [0, m) and the columns of panels
-// [panel_begin, panel_end); with `accumulate`, y[r, c] += that instead. x (f32 formats) or xq (q8)
-// must be set; y must not alias x.
+// [panel_begin, panel_end); with `accumulate`, y[r, c] += that instead. x (f32 formats) or xq (q8,
+// q4) must be set; y must not alias x.
 struct GemmArgs {
     const PackedView* w = nullptr;
     const float* x = nullptr;  // [m, w->k], row stride x_stride
@@ -103,6 +108,7 @@ struct KernelTable {
     void (*gemm_f16)(const GemmArgs& args, int panel_begin, int panel_end);
     void (*gemm_bf16)(const GemmArgs& args, int panel_begin, int panel_end);
     void (*gemm_q8)(const GemmArgs& args, int panel_begin, int panel_end);
+    void (*gemm_q4)(const GemmArgs& args, int panel_begin, int panel_end);
     // Quantizes rows [row_begin, row_end) of x ([rows, k], row stride x_stride) into `out`.
     void (*quantize_rows)(const float* x, int x_stride, int k, int row_begin, int row_end,
                           const QuantizedRows& out);

@@ -161,10 +161,22 @@ void gemm_float(const GemmArgs& a, int panel_begin, int panel_end) {
     }
 }
 
-// q8, Rows rows x one panel: per block, int32 sums of weight x activation (simd::q8_dot), then
-// scaled by d_w * d_x into float accumulators.
-template <int Rows>
-void q8_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0) {
+// One block's integer dot products for format F (q8 bytes or q4 nibbles): see simd.h.
+template <WeightFormat F>
+inline Vi block_start(std::int32_t offset) {
+    return F == WeightFormat::kQ8 ? simd::q8_block_start(offset) : simd::q4_block_start(offset);
+}
+template <WeightFormat F>
+inline Vi quad_dot(Vi acc, Vi weights, Vi x_quad) {
+    return F == WeightFormat::kQ8 ? simd::q8_dot(acc, weights, x_quad)
+                                  : simd::q4_dot(acc, weights, x_quad);
+}
+
+// q8 / q4 (F), Rows rows x one panel: per block, int32 sums of weight x activation, then scaled
+// by d_w * d_x into float accumulators.
+template <WeightFormat F, int Rows>
+void quantized_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0) {
+    constexpr std::size_t kBlockBytes = F == WeightFormat::kQ8 ? kQ8BlockBytes : kQ4BlockBytes;
     const QuantizedRows& xq = *a.xq;
     const int blocks = a.w->q8_blocks();
     Vf acc[Rows][kPanelVecs];
@@ -172,7 +184,7 @@ void q8_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0) {
     for (int r = 0; r < Rows; ++r) LLMSERVE_UNROLL_VECS
     for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = simd::zero();
     for (int b = 0; b < blocks; ++b) {
-        const std::byte* block = panel + static_cast<std::size_t>(b) * kQ8BlockBytes;
+        const std::byte* block = panel + static_cast<std::size_t>(b) * kBlockBytes;
         const std::byte* weights = block + kQ8ScaleBytes;
         Vi dot[Rows][kPanelVecs];
         const std::int8_t* x[Rows];
@@ -180,20 +192,33 @@ void q8_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0) {
         for (int r = 0; r < Rows; ++r) {
             const std::size_t slot = static_cast<std::size_t>(row0 + r) * xq.blocks + b;
             LLMSERVE_UNROLL_VECS
-            for (int v = 0; v < kPanelVecs; ++v) dot[r][v] = simd::q8_block_start(xq.offsets[slot]);
+            for (int v = 0; v < kPanelVecs; ++v) dot[r][v] = block_start<F>(xq.offsets[slot]);
             x[r] = xq.values + slot * kQ8Block;
         }
-#pragma GCC unroll 8
-        for (int quad = 0; quad < kQ8Block / 4; ++quad) {
-            Vi w[kPanelVecs];
+        // Two quads (8 k values) per step: one q4 load holds both.
+#pragma GCC unroll 4
+        for (int pair = 0; pair < kQ8Block / 8; ++pair) {
+            Vi low[kPanelVecs], high[kPanelVecs];
             LLMSERVE_UNROLL_VECS
-            for (int v = 0; v < kPanelVecs; ++v)
-                w[v] = simd::load_bytes_aligned(weights + (quad * kPanelWidth + v * kLanes) * 4);
+            for (int v = 0; v < kPanelVecs; ++v) {
+                if constexpr (F == WeightFormat::kQ8) {
+                    const std::byte* quad = weights + (2 * pair * kPanelWidth + v * kLanes) * 4;
+                    low[v] = simd::load_bytes_aligned(quad);
+                    high[v] = simd::load_bytes_aligned(quad + kPanelWidth * 4);
+                } else {
+                    const Vi packed =
+                        simd::load_bytes_aligned(weights + (pair * kPanelWidth + v * kLanes) * 4);
+                    low[v] = simd::low_nibbles(packed);
+                    high[v] = simd::high_nibbles(packed);
+                }
+            }
 #pragma GCC unroll 8
             for (int r = 0; r < Rows; ++r) {
-                const Vi xr = simd::broadcast_quad(x[r] + 4 * quad);
+                const Vi x_low = simd::broadcast_quad(x[r] + 8 * pair);
+                const Vi x_high = simd::broadcast_quad(x[r] + 8 * pair + 4);
                 LLMSERVE_UNROLL_VECS
-                for (int v = 0; v < kPanelVecs; ++v) dot[r][v] = simd::q8_dot(dot[r][v], w[v], xr);
+                for (int v = 0; v < kPanelVecs; ++v)
+                    dot[r][v] = quad_dot<F>(quad_dot<F>(dot[r][v], low[v], x_low), high[v], x_high);
             }
         }
         const auto* scales = reinterpret_cast<const std::uint16_t*>(block);
@@ -210,14 +235,17 @@ void q8_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0) {
     store_rows<Rows, kPanelVecs>(a, row0, n0, 0, acc);
 }
 
-void gemm_q8(const GemmArgs& a, int panel_begin, int panel_end) {
+template <WeightFormat F>
+void gemm_quantized(const GemmArgs& a, int panel_begin, int panel_end) {
     for (int p = panel_begin; p < panel_end; ++p) {
         const std::byte* panel = a.w->panel(p);
         const int n0 = p * kPanelWidth;
         int row0 = 0;
-        for (; row0 + kQ8Rows <= a.m; row0 += kQ8Rows) q8_tile<kQ8Rows>(a, panel, row0, n0);
-        with_rows<kQ8Rows - 1>(
-            a.m - row0, [&](auto rows) { q8_tile<decltype(rows)::value>(a, panel, row0, n0); });
+        for (; row0 + kQ8Rows <= a.m; row0 += kQ8Rows)
+            quantized_tile<F, kQ8Rows>(a, panel, row0, n0);
+        with_rows<kQ8Rows - 1>(a.m - row0, [&](auto rows) {
+            quantized_tile<F, decltype(rows)::value>(a, panel, row0, n0);
+        });
     }
 }
 
@@ -624,7 +652,8 @@ const KernelTable& scalar_kernels() {
         .gemm_f32 = gemm_float<WeightFormat::kF32>,
         .gemm_f16 = gemm_float<WeightFormat::kF16>,
         .gemm_bf16 = gemm_float<WeightFormat::kBF16>,
-        .gemm_q8 = gemm_q8,
+        .gemm_q8 = gemm_quantized<WeightFormat::kQ8>,
+        .gemm_q4 = gemm_quantized<WeightFormat::kQ4>,
         .quantize_rows = quantize_rows,
         .layer_norm = layer_norm,
         .activation = activation,

@@ -70,45 +70,73 @@ class Source {
     std::size_t stored_cols_;
 };
 
-// Quantizes one panel's float tile ([k][32], zero where absent) into q8 blocks.
-void quantize_panel(const float* tile, int k, int blocks, std::byte* out) {
+std::size_t quantized_block_bytes(WeightFormat format) {
+    return format == WeightFormat::kQ4 ? kQ4BlockBytes : kQ8BlockBytes;
+}
+
+// Where value kk of column j lies in a q8 / q4 block's values (kernels.h gives the layouts).
+void store_quantized(WeightFormat format, std::uint8_t* values, int kk, int j, int q) {
+    if (format == WeightFormat::kQ4) {
+        values[((kk / 8) * kPanelWidth + j) * 4 + kk % 4] |=
+            static_cast<std::uint8_t>((q + kQ4Offset) << (kk % 8 < 4 ? 0 : 4));
+    } else {
+        values[((kk / 4) * kPanelWidth + j) * 4 + kk % 4] =
+            static_cast<std::uint8_t>(q + kQ8Offset);
+    }
+}
+int load_quantized(WeightFormat format, const std::uint8_t* values, int kk, int j) {
+    if (format == WeightFormat::kQ4)
+        return ((values[((kk / 8) * kPanelWidth + j) * 4 + kk % 4] >> (kk % 8 < 4 ? 0 : 4)) &
+                0x0f) -
+               kQ4Offset;
+    return static_cast<int>(values[((kk / 4) * kPanelWidth + j) * 4 + kk % 4]) - kQ8Offset;
+}
+
+// Quantizes one panel's float tile ([k][32], zero where absent) into q8 or q4 blocks (`out`
+// zero-filled). q8: d = max|w| / 127. q4: d = -(the value of largest magnitude) / 8, as llama.cpp's
+// Q4_0 does: that value maps to -8 exactly and the 16th level is not wasted.
+void quantize_panel(WeightFormat format, const float* tile, int k, int blocks, std::byte* out) {
+    const bool q4 = format == WeightFormat::kQ4;
+    const float lowest = q4 ? -8.0f : -127.0f, highest = q4 ? 7.0f : 127.0f;
     for (int b = 0; b < blocks; ++b) {
-        std::byte* block = out + static_cast<std::size_t>(b) * kQ8BlockBytes;
+        std::byte* block = out + static_cast<std::size_t>(b) * quantized_block_bytes(format);
         auto* values = reinterpret_cast<std::uint8_t*>(block + kQ8ScaleBytes);
         const int k_begin = b * kQ8Block;
         const int k_end = std::min(k, k_begin + kQ8Block);
         for (int j = 0; j < kPanelWidth; ++j) {
-            float amax = 0.0f;
-            for (int kk = k_begin; kk < k_end; ++kk)
-                amax =
-                    std::max(amax, std::abs(tile[static_cast<std::size_t>(kk) * kPanelWidth + j]));
-            const std::uint16_t scale_bits = f32_to_f16(amax / 127.0f);
+            float extreme = 0.0f;
+            for (int kk = k_begin; kk < k_end; ++kk) {
+                const float w = tile[static_cast<std::size_t>(kk) * kPanelWidth + j];
+                if (std::abs(w) > std::abs(extreme)) extreme = w;
+            }
+            const std::uint16_t scale_bits =
+                f32_to_f16(q4 ? extreme / -8.0f : std::abs(extreme) / 127.0f);
             std::memcpy(block + j * sizeof(std::uint16_t), &scale_bits, sizeof(scale_bits));
             const float scale = f16_to_f32(scale_bits);
-            const float inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+            const float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
             for (int kk = 0; kk < kQ8Block; ++kk) {
                 const int k_index = k_begin + kk;
                 float q = 0.0f;
                 if (k_index < k_end)
                     q = std::nearbyint(tile[static_cast<std::size_t>(k_index) * kPanelWidth + j] *
                                        inverse);
-                q = std::clamp(q, -127.0f, 127.0f);
-                values[((kk / 4) * kPanelWidth + j) * 4 + kk % 4] =
-                    static_cast<std::uint8_t>(static_cast<int>(q) + kQ8Offset);
+                store_quantized(format, values, kk, j,
+                                static_cast<int>(std::clamp(q, lowest, highest)));
             }
         }
     }
 }
 
-// Copies GGUF Q8_0 / Q4_0 rows ([out, in], whole 32-value blocks) into one q8 panel without
-// requantizing: both keep one fp16 scale per 32 inputs of an output, and their values (Q8_0's
-// int8, Q4_0's nibble - 8) are the q8 values as they stand.
-void repack_panel(const io::TensorView& tensor, int n0, int width, int blocks, std::byte* out) {
-    const bool q4 = tensor.dtype == DType::kQ4_0;
+// Copies GGUF Q8_0 / Q4_0 rows ([out, in], whole 32-value blocks) into one q8 or q4 panel without
+// requantizing: they keep one fp16 scale per 32 inputs of an output, and their values (Q8_0's
+// int8, Q4_0's nibble - 8) are the q8 / q4 values as they stand.
+void repack_panel(const io::TensorView& tensor, WeightFormat format, int n0, int width, int blocks,
+                  std::byte* out) {
+    const bool q4_source = tensor.dtype == DType::kQ4_0;
     const std::size_t stored_row = row_bytes(tensor.dtype, static_cast<std::size_t>(blocks) * 32);
     const std::size_t stored_block = block_bytes(tensor.dtype);
     for (int b = 0; b < blocks; ++b) {
-        std::byte* block = out + static_cast<std::size_t>(b) * kQ8BlockBytes;
+        std::byte* block = out + static_cast<std::size_t>(b) * quantized_block_bytes(format);
         auto* values = reinterpret_cast<std::uint8_t*>(block + kQ8ScaleBytes);
         for (int j = 0; j < width; ++j) {
             const std::byte* src = tensor.data.data() +
@@ -116,10 +144,9 @@ void repack_panel(const io::TensorView& tensor, int n0, int width, int blocks, s
             std::memcpy(block + j * sizeof(std::uint16_t), src, sizeof(std::uint16_t));
             const auto* q = reinterpret_cast<const std::uint8_t*>(src + 2);
             for (int kk = 0; kk < kQ8Block; ++kk) {
-                const int value = q4 ? ((kk < 16 ? q[kk] & 0x0f : q[kk - 16] >> 4) - 8)
-                                     : static_cast<std::int8_t>(q[kk]);
-                values[((kk / 4) * kPanelWidth + j) * 4 + kk % 4] =
-                    static_cast<std::uint8_t>(value + kQ8Offset);
+                const int value = q4_source ? ((kk < 16 ? q[kk] & 0x0f : q[kk - 16] >> 4) - 8)
+                                            : static_cast<std::int8_t>(q[kk]);
+                store_quantized(format, values, kk, j, value);
             }
         }
     }
@@ -138,8 +165,11 @@ bool holds_minus_128(const io::TensorView& tensor) {
     return false;
 }
 
-bool repacks_into_q8(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format) {
-    if (format != WeightFormat::kQ8 || layout != MatrixLayout::kOutIn) return false;
+// Whether `tensor` goes into `format` block for block: Q4_0 into q8 or q4, Q8_0 into q8.
+bool repacks(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format) {
+    if (layout != MatrixLayout::kOutIn) return false;
+    if (format == WeightFormat::kQ4) return tensor.dtype == DType::kQ4_0;
+    if (format != WeightFormat::kQ8) return false;
     return tensor.dtype == DType::kQ4_0 ||
            (tensor.dtype == DType::kQ8_0 && !holds_minus_128(tensor));
 }
@@ -148,8 +178,9 @@ bool repacks_into_q8(const io::TensorView& tensor, MatrixLayout layout, WeightFo
 
 std::size_t packed_bytes(WeightFormat format, int k, int n) {
     const std::size_t panels = (static_cast<std::size_t>(n) + kPanelWidth - 1) / kPanelWidth;
-    if (format == WeightFormat::kQ8)
-        return panels * ((static_cast<std::size_t>(k) + kQ8Block - 1) / kQ8Block) * kQ8BlockBytes;
+    if (format == WeightFormat::kQ8 || format == WeightFormat::kQ4)
+        return panels * ((static_cast<std::size_t>(k) + kQ8Block - 1) / kQ8Block) *
+               quantized_block_bytes(format);
     return panels * static_cast<std::size_t>(k) * kPanelWidth * element_bytes(format);
 }
 
@@ -260,7 +291,7 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
     if (is_quantized(tensor.dtype) && layout != MatrixLayout::kOutIn)
         fail(ErrorCode::kInternal, "{}: tensor '{}': {} blocks run along rows, not columns",
              tensor.file, tensor.name, to_string(tensor.dtype));
-    const bool repack = repacks_into_q8(tensor, layout, format);
+    const bool repack = repacks(tensor, layout, format);
     const Source source(tensor, layout);
     PackedMatrix packed;
     PackedView& v = packed.view_;
@@ -281,7 +312,7 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
             const int width = std::min(kPanelWidth, v.n - n0);
             std::byte* out = packed.storage_.get() + p * v.panel_bytes;
             if (repack) {
-                repack_panel(tensor, n0, width, v.q8_blocks(), out);
+                repack_panel(tensor, format, n0, width, v.q8_blocks(), out);
                 continue;
             }
             std::fill(tile.begin(), tile.end(), 0.0f);
@@ -300,7 +331,8 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
                     }
                     break;
                 case WeightFormat::kQ8:
-                    quantize_panel(tile.data(), v.k, v.q8_blocks(), out);
+                case WeightFormat::kQ4:
+                    quantize_panel(format, tile.data(), v.k, v.q8_blocks(), out);
                     break;
                 case WeightFormat::kAuto:
                     break;
@@ -325,14 +357,15 @@ float PackedMatrix::element(int k, int n) const {
             std::memcpy(&half, panel + (static_cast<std::size_t>(k) * kPanelWidth + j) * 2, 2);
             return view_.format == WeightFormat::kF16 ? f16_to_f32(half) : bf16_to_f32(half);
         }
-        case WeightFormat::kQ8: {
-            const std::byte* block = panel + static_cast<std::size_t>(k / kQ8Block) * kQ8BlockBytes;
+        case WeightFormat::kQ8:
+        case WeightFormat::kQ4: {
+            const std::byte* block = panel + static_cast<std::size_t>(k / kQ8Block) *
+                                                 quantized_block_bytes(view_.format);
             std::uint16_t scale;
             std::memcpy(&scale, block + j * 2, 2);
-            const int kk = k % kQ8Block;
-            const auto stored = static_cast<std::uint8_t>(
-                block[kQ8ScaleBytes + ((kk / 4) * kPanelWidth + j) * 4 + kk % 4]);
-            return static_cast<float>(static_cast<int>(stored) - kQ8Offset) * f16_to_f32(scale);
+            const auto* values = reinterpret_cast<const std::uint8_t*>(block + kQ8ScaleBytes);
+            return static_cast<float>(load_quantized(view_.format, values, k % kQ8Block, j)) *
+                   f16_to_f32(scale);
         }
         case WeightFormat::kAuto:
             break;

@@ -62,13 +62,15 @@ class PackedMatrix {
   public:
     // Packs a 2-D f32/f16/bf16 tensor stored as `layout` into `format` (not kAuto), in memory
     // from `arena`, using `pool` for the conversion. q8: per output column and block of 32 inputs,
-    // d = max|w| / 127 rounded to f16, q = round(w * (1 / d)) clamped to [-127, 127].
+    // d = max|w| / 127 rounded to f16, q = round(w * (1 / d)) clamped to [-127, 127]. q4: d = -w_e
+    // / 8 for the w_e of largest magnitude, rounded to f16, q = round(w * (1 / d)) clamped to
+    // [-8, 7]. GGUF Q4_0 (q8, q4) and Q8_0 (q8) tensors are copied block for block instead.
     static PackedMatrix pack(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format,
                              WorkerPool& pool, WeightArena& arena);
 
     const PackedView& view() const { return view_; }
     std::size_t bytes() const { return bytes_; }
-    // The value the kernels multiply by for W[k, n] (dequantized for q8).
+    // The value the kernels multiply by for W[k, n] (dequantized for q8 and q4).
     float element(int k, int n) const;
     // element(k, n) for every k into dst[k]: row n of an [out, in] embedding table.
     void read_output(int n, float* dst) const;

@@ -205,6 +205,22 @@ inline Vi q8_block_start(std::int32_t offset) {
 inline Vi q8_dot(Vi acc, Vi stored, Vi x_quad) {
     return _mm512_dpbusd_epi32(acc, stored, x_quad);
 }
+// q4: the low (high) nibble of every byte, a value + 8, as an unsigned byte.
+inline Vi low_nibbles(Vi packed) {
+    return _mm512_and_si512(packed, _mm512_set1_epi8(0x0f));
+}
+inline Vi high_nibbles(Vi packed) {
+    return low_nibbles(_mm512_srli_epi32(packed, 4));
+}
+// Sums over one q4 block of (nibble - 8) * x in each int32 lane: start from
+// q4_block_start(offset) (offset = -128 * sum of the block's x, as for q8: -8 * that sum undoes
+// the nibbles' + 8), then q4_dot per 4 k values.
+inline Vi q4_block_start(std::int32_t offset) {
+    return set1(offset / (kQ8Offset / kQ4Offset));
+}
+inline Vi q4_dot(Vi acc, Vi nibbles, Vi x_quad) {
+    return _mm512_dpbusd_epi32(acc, nibbles, x_quad);
+}
 
 #elif LLMSERVE_KERNEL_ISA == 1
 // ---- AVX2 + FMA + F16C -----------------------------------------------------------------------
@@ -413,6 +429,21 @@ inline Vi q8_dot(Vi acc, Vi stored, Vi x_quad) {
         _mm256_maddubs_epi16(_mm256_abs_epi8(x_quad), _mm256_sign_epi8(weights, x_quad));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(products, _mm256_set1_epi16(1)));
 }
+inline Vi low_nibbles(Vi packed) {
+    return _mm256_and_si256(packed, _mm256_set1_epi8(0x0f));
+}
+inline Vi high_nibbles(Vi packed) {
+    return low_nibbles(_mm256_srli_epi32(packed, 4));
+}
+inline Vi q4_block_start(std::int32_t offset) {
+    return set1(offset / (kQ8Offset / kQ4Offset));
+}
+// Nibbles (unsigned, at most 15) times x (signed) straight into maddubs: pairs stay far from
+// int16 saturation.
+inline Vi q4_dot(Vi acc, Vi nibbles, Vi x_quad) {
+    const __m256i products = _mm256_maddubs_epi16(nibbles, x_quad);
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(products, _mm256_set1_epi16(1)));
+}
 
 #else
 // ---- scalar: portable C++, one lane ----------------------------------------------------------
@@ -562,6 +593,23 @@ inline Vi q8_dot(Vi acc, Vi stored, Vi x_quad) {
     std::memcpy(w, &stored, sizeof(w));
     std::memcpy(x, &x_quad, sizeof(x));
     for (int i = 0; i < 4; ++i) acc += (static_cast<int>(w[i]) - 128) * x[i];
+    return acc;
+}
+inline Vi low_nibbles(Vi packed) {
+    return static_cast<Vi>(static_cast<std::uint32_t>(packed) & 0x0f0f0f0fu);
+}
+inline Vi high_nibbles(Vi packed) {
+    return low_nibbles(static_cast<Vi>(static_cast<std::uint32_t>(packed) >> 4));
+}
+inline Vi q4_block_start(std::int32_t offset) {
+    return offset / (kQ8Offset / kQ4Offset);
+}
+inline Vi q4_dot(Vi acc, Vi nibbles, Vi x_quad) {
+    std::uint8_t w[4];
+    std::int8_t x[4];
+    std::memcpy(w, &nibbles, sizeof(w));
+    std::memcpy(x, &x_quad, sizeof(x));
+    for (int i = 0; i < 4; ++i) acc += w[i] * x[i];
     return acc;
 }
 #endif

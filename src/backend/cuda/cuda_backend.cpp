@@ -357,6 +357,7 @@ DType weight_type(WeightFormat format, const io::TensorView& tensor) {
         case WeightFormat::kBF16:
             return DType::kBF16;
         case WeightFormat::kQ8:
+        case WeightFormat::kQ4:
             break;
     }
     fail(ErrorCode::kUnsupported,
