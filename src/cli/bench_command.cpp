@@ -87,12 +87,18 @@ std::vector<engine::TokenId> random_prompt(int length, int vocab, std::uint64_t&
     return prompt;
 }
 
+// What every bench request adds to the defaults: a bias that keeps a model whose vocabulary is
+// larger than its tokenizer's (Qwen's padded 151,936 against 151,669 tokens) from generating
+// ids the tokenizer cannot decode, which would fail the request.
+using TokenBias = std::vector<std::pair<engine::TokenId, float>>;
+
 engine::GenerationRequest greedy_request(
-    std::vector<engine::TokenId> prompt, int new_tokens,
+    std::vector<engine::TokenId> prompt, int new_tokens, const TokenBias& bias,
     std::shared_ptr<const grammar::Constraint> constraint = nullptr) {
     engine::GenerationRequest request;
     request.prompt = std::move(prompt);
     request.sampling.temperature = 0.0f;
+    request.sampling.logit_bias = bias;
     request.stop.max_new_tokens = new_tokens;
     request.stop.ignore_eos = true;
     request.constraint = std::move(constraint);
@@ -238,7 +244,7 @@ struct LoadFigures {
 // one ends. TTFT: submit to the first streamed token; ITL: gaps between streamed tokens (tokens
 // that arrive together share the gap).
 LoadFigures run_load(engine::Engine& engine, const BenchOptions& options, int concurrency,
-                     int vocab) {
+                     int vocab, const TokenBias& bias) {
     LoadFigures figures;
     figures.concurrency = concurrency;
     figures.requests = concurrency * options.load_rounds;
@@ -252,8 +258,9 @@ LoadFigures run_load(engine::Engine& engine, const BenchOptions& options, int co
             for (int i = next++; i < figures.requests; i = next++) {
                 std::uint64_t state = 1000 + static_cast<std::uint64_t>(i);
                 const auto submitted = Clock::now();
-                auto handle = engine.submit(greedy_request(
-                    random_prompt(options.load_prompt, vocab, state), options.load_new_tokens));
+                auto handle =
+                    engine.submit(greedy_request(random_prompt(options.load_prompt, vocab, state),
+                                                 options.load_new_tokens, bias));
                 std::vector<double> itl;
                 double ttft = -1.0;
                 auto previous = submitted;
@@ -286,12 +293,12 @@ LoadFigures run_load(engine::Engine& engine, const BenchOptions& options, int co
 // `batch` requests of `prompt` random tokens submitted together, each generating `new_tokens`:
 // generated tokens over the wall time from submitting to the last result.
 double generate_rate(engine::Engine& engine, int batch, int prompt, int new_tokens, int vocab,
-                     std::uint64_t& state) {
+                     std::uint64_t& state, const TokenBias& bias) {
     std::vector<std::shared_ptr<engine::RequestHandle>> handles;
     const auto start = Clock::now();
     for (int i = 0; i < batch; ++i)
         handles.push_back(
-            engine.submit(greedy_request(random_prompt(prompt, vocab, state), new_tokens)));
+            engine.submit(greedy_request(random_prompt(prompt, vocab, state), new_tokens, bias)));
     long generated = 0;
     for (auto& handle : handles) generated += handle->wait().completion_tokens;
     return generated / std::chrono::duration<double>(Clock::now() - start).count();
@@ -300,12 +307,12 @@ double generate_rate(engine::Engine& engine, int batch, int prompt, int new_toke
 // `sequences` requests submitted together, decoded in lock step: generated tokens after each
 // one's first, over the time from the last first token to the last token.
 double aggregate_decode_rate(engine::Engine& engine, int sequences, int new_tokens, int vocab,
-                             std::uint64_t& state,
+                             std::uint64_t& state, const TokenBias& bias,
                              const std::shared_ptr<const grammar::Constraint>& constraint) {
     std::vector<std::shared_ptr<engine::RequestHandle>> handles;
     for (int s = 0; s < sequences; ++s)
-        handles.push_back(
-            engine.submit(greedy_request(random_prompt(16, vocab, state), new_tokens, constraint)));
+        handles.push_back(engine.submit(
+            greedy_request(random_prompt(16, vocab, state), new_tokens, bias, constraint)));
     double first_token_ms = 0.0, end_ms = 0.0;
     long decoded = 0;
     for (auto& handle : handles) {
@@ -459,22 +466,28 @@ void run_bench(const BenchOptions& options) {
     };
     row("figure", "value", "");
     std::uint64_t state = 42;
+    TokenBias bias;
+    if (tokenizer)
+        for (auto id = static_cast<engine::TokenId>(tokenizer->vocab_size());
+             id < config.vocab_size; ++id)
+            bias.emplace_back(id, -100.0f);  // OpenAI's lowest: far below random weights' logits
     for (int i = 0; i < 2; ++i)  // warm-up: first-touch of KV pages, caches, thread wake-up
-        engine.submit(greedy_request(random_prompt(64, config.vocab_size, state), 8))->wait();
+        engine.submit(greedy_request(random_prompt(64, config.vocab_size, state), 8, bias))->wait();
     const int decode_tokens = std::min(options.decode_tokens, config.n_positions - 17);
     // The schema's masks computed once, as for a schema a server sees request after request
     // (a first request's extra cost is bench_grammar's "cold" figure).
     if (constraint)
         wait_for_decode(*engine.submit(greedy_request(random_prompt(16, config.vocab_size, state),
-                                                      decode_tokens, constraint)));
+                                                      decode_tokens, bias, constraint)));
 
     for (int length : options.prompt_lengths) {
         if (length + 1 > config.n_positions) continue;
         std::vector<double> rates;
         for (int i = 0; i < options.repeats; ++i) {
-            const auto result =
-                engine.submit(greedy_request(random_prompt(length, config.vocab_size, state), 1))
-                    ->wait();
+            const auto result = engine
+                                    .submit(greedy_request(
+                                        random_prompt(length, config.vocab_size, state), 1, bias))
+                                    ->wait();
             rates.push_back(length / (result.timing.prefill_ms / 1000.0));
         }
         row(fmt::format("prefill {}-token prompt", length),
@@ -491,7 +504,7 @@ void run_bench(const BenchOptions& options) {
     for (int i = 0; i < options.repeats; ++i) {
         const auto prompt = random_prompt(cached_length, config.vocab_size, state);
         for (auto* times : {&cold_ms, &warm_ms}) {
-            const auto timing = engine.submit(greedy_request(prompt, 1))->wait().timing;
+            const auto timing = engine.submit(greedy_request(prompt, 1, bias))->wait().timing;
             times->push_back(timing.queue_ms + timing.prefill_ms);
         }
     }
@@ -513,7 +526,7 @@ void run_bench(const BenchOptions& options) {
     for (int i = 0; i < options.repeats; ++i)
         for (std::size_t mode = 0; mode < modes.size(); ++mode) {
             const auto result = wait_for_decode(*engine.submit(greedy_request(
-                random_prompt(16, config.vocab_size, state), decode_tokens, modes[mode])));
+                random_prompt(16, config.vocab_size, state), decode_tokens, bias, modes[mode])));
             batch1_rates[mode].push_back((result.completion_tokens - 1) /
                                          (result.timing.decode_ms / 1000.0));
         }
@@ -549,7 +562,7 @@ void run_bench(const BenchOptions& options) {
         for (int i = 0; i < options.repeats; ++i)
             for (std::size_t mode = 0; mode < modes.size(); ++mode)
                 aggregate[mode].push_back(aggregate_decode_rate(
-                    engine, sequences, decode_tokens, config.vocab_size, state, modes[mode]));
+                    engine, sequences, decode_tokens, config.vocab_size, state, bias, modes[mode]));
         const double rate = median(aggregate[0]);
         const double bound = roofline * sequences;
         row(fmt::format("decode {} concurrent sequences (aggregate)", sequences),
@@ -567,8 +580,8 @@ void run_bench(const BenchOptions& options) {
         std::vector<double> generate;
         for (int i = 0; i < options.repeats; ++i)
             generate.push_back(generate_rate(engine, batch, options.generate_prompt,
-                                             options.generate_new_tokens, config.vocab_size,
-                                             state));
+                                             options.generate_new_tokens, config.vocab_size, state,
+                                             bias));
         row(fmt::format("generate {} x ({}+{} tokens), wall time", batch, options.generate_prompt,
                         options.generate_new_tokens),
             fmt::format("{:.1f} tok/s", median(generate)),
@@ -579,7 +592,7 @@ void run_bench(const BenchOptions& options) {
     }
 
     for (int concurrency : options.concurrency) {
-        const LoadFigures load = run_load(engine, options, concurrency, config.vocab_size);
+        const LoadFigures load = run_load(engine, options, concurrency, config.vocab_size, bias);
         const std::string label =
             fmt::format("load {} clients x {} requests ({}+{} tokens)", concurrency,
                         options.load_rounds, options.load_prompt, options.load_new_tokens);
