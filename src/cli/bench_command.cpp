@@ -4,7 +4,9 @@
 // percentiles under a closed-loop concurrent load, peak resident memory, and the machine's memory
 // bandwidth measured on the spot, so that each decode figure is also a percentage of its roofline
 // (weight bytes read per step / bandwidth). Every figure is the median of --repeats runs after a
-// warm-up. Results as a table, and as JSON with --json.
+// warm-up. Results as a table, and as JSON with --json. With --json-schema the decode figures are
+// also taken with every sequence constrained by the schema, alternating run by run with the
+// unconstrained ones, and the constraint's overhead is reported.
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -26,6 +28,8 @@
 #include "cli/model_options.h"
 #include "common/error.h"
 #include "engine/engine.h"
+#include "grammar/constraint.h"
+#include "grammar/json_schema.h"
 #include "model/synthetic.h"
 
 namespace llmserve::cli {
@@ -37,6 +41,8 @@ using nlohmann::json;
 struct BenchOptions {
     ModelOptions model;
     std::string shape;
+    std::string tokenizer_dir;     // a tokenizer for a --shape model
+    std::string json_schema_file;  // constrains the decode figures' sequences
     std::string weights_dtype = "f32";
     std::vector<int> prompt_lengths = {128, 512};
     int decode_tokens = 128;
@@ -81,13 +87,66 @@ std::vector<engine::TokenId> random_prompt(int length, int vocab, std::uint64_t&
     return prompt;
 }
 
-engine::GenerationRequest greedy_request(std::vector<engine::TokenId> prompt, int new_tokens) {
+// What every bench request adds to the defaults: a bias that keeps a model whose vocabulary is
+// larger than its tokenizer's (Qwen's padded 151,936 against 151,669 tokens) from generating
+// ids the tokenizer cannot decode, which would fail the request.
+using TokenBias = std::vector<std::pair<engine::TokenId, float>>;
+
+engine::GenerationRequest greedy_request(
+    std::vector<engine::TokenId> prompt, int new_tokens, const TokenBias& bias,
+    std::shared_ptr<const grammar::Constraint> constraint = nullptr) {
     engine::GenerationRequest request;
     request.prompt = std::move(prompt);
     request.sampling.temperature = 0.0f;
+    request.sampling.logit_bias = bias;
     request.stop.max_new_tokens = new_tokens;
     request.stop.ignore_eos = true;
+    request.constraint = std::move(constraint);
     return request;
+}
+
+// The result of a decode request, which must not have failed (a constraint that no token can
+// continue fails the request, and its figure would be meaningless).
+engine::RequestResult wait_for_decode(engine::RequestHandle& handle) {
+    engine::RequestResult result = handle.wait();
+    if (!result.error.empty())
+        fail(result.error_code, "bench: a decode request failed: {}", result.error);
+    return result;
+}
+
+// The constraint of the constrained decode figures: one or more instances of the schema back to
+// back. A single instance could be complete after a few tokens of random weights and end its
+// sequence early (a smaller batch from then on); repeated, every sequence decodes all its tokens
+// under the schema's masks, EOS allowed (and ignored) between instances.
+std::shared_ptr<const grammar::Constraint> repeated_schema_constraint(const std::string& file) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in)
+        throw Error(ErrorCode::kNotFound, fmt::format("--json-schema: cannot read '{}'", file),
+                    "--json-schema");
+    const std::string schema{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    std::string gbnf = grammar::json_schema_to_gbnf(schema);
+    constexpr std::string_view kRoot = "root ::= ";
+    if (!gbnf.starts_with(kRoot))
+        fail(ErrorCode::kInternal,
+             "--json-schema '{}': the schema's grammar does not start with its root rule", file);
+    gbnf = "root ::= schema-instance+\nschema-instance ::= " + gbnf.substr(kRoot.size());
+    return std::make_shared<const grammar::Constraint>(std::move(gbnf));
+}
+
+// "median (min to max)" of `values`, each formatted with `spec`.
+std::string median_and_range(const std::vector<double>& values, std::string_view spec) {
+    const auto [low, high] = std::minmax_element(values.begin(), values.end());
+    return fmt::format(fmt::runtime(fmt::format("{{:{0}}} ({{:{0}}} to {{:{0}}})", spec)),
+                       median(values), *low, *high);
+}
+
+// Percent by which each constrained rate is below its unconstrained partner.
+std::vector<double> slowdown_percent(const std::vector<double>& unconstrained,
+                                     const std::vector<double>& constrained) {
+    std::vector<double> percent;
+    for (std::size_t i = 0; i < constrained.size(); ++i)
+        percent.push_back(100.0 * (1.0 - constrained[i] / unconstrained[i]));
+    return percent;
 }
 
 // ---- the machine ------------------------------------------------------------------------------
@@ -185,7 +244,7 @@ struct LoadFigures {
 // one ends. TTFT: submit to the first streamed token; ITL: gaps between streamed tokens (tokens
 // that arrive together share the gap).
 LoadFigures run_load(engine::Engine& engine, const BenchOptions& options, int concurrency,
-                     int vocab) {
+                     int vocab, const TokenBias& bias) {
     LoadFigures figures;
     figures.concurrency = concurrency;
     figures.requests = concurrency * options.load_rounds;
@@ -199,8 +258,9 @@ LoadFigures run_load(engine::Engine& engine, const BenchOptions& options, int co
             for (int i = next++; i < figures.requests; i = next++) {
                 std::uint64_t state = 1000 + static_cast<std::uint64_t>(i);
                 const auto submitted = Clock::now();
-                auto handle = engine.submit(greedy_request(
-                    random_prompt(options.load_prompt, vocab, state), options.load_new_tokens));
+                auto handle =
+                    engine.submit(greedy_request(random_prompt(options.load_prompt, vocab, state),
+                                                 options.load_new_tokens, bias));
                 std::vector<double> itl;
                 double ttft = -1.0;
                 auto previous = submitted;
@@ -233,12 +293,12 @@ LoadFigures run_load(engine::Engine& engine, const BenchOptions& options, int co
 // `batch` requests of `prompt` random tokens submitted together, each generating `new_tokens`:
 // generated tokens over the wall time from submitting to the last result.
 double generate_rate(engine::Engine& engine, int batch, int prompt, int new_tokens, int vocab,
-                     std::uint64_t& state) {
+                     std::uint64_t& state, const TokenBias& bias) {
     std::vector<std::shared_ptr<engine::RequestHandle>> handles;
     const auto start = Clock::now();
     for (int i = 0; i < batch; ++i)
         handles.push_back(
-            engine.submit(greedy_request(random_prompt(prompt, vocab, state), new_tokens)));
+            engine.submit(greedy_request(random_prompt(prompt, vocab, state), new_tokens, bias)));
     long generated = 0;
     for (auto& handle : handles) generated += handle->wait().completion_tokens;
     return generated / std::chrono::duration<double>(Clock::now() - start).count();
@@ -247,15 +307,16 @@ double generate_rate(engine::Engine& engine, int batch, int prompt, int new_toke
 // `sequences` requests submitted together, decoded in lock step: generated tokens after each
 // one's first, over the time from the last first token to the last token.
 double aggregate_decode_rate(engine::Engine& engine, int sequences, int new_tokens, int vocab,
-                             std::uint64_t& state) {
+                             std::uint64_t& state, const TokenBias& bias,
+                             const std::shared_ptr<const grammar::Constraint>& constraint) {
     std::vector<std::shared_ptr<engine::RequestHandle>> handles;
     for (int s = 0; s < sequences; ++s)
-        handles.push_back(
-            engine.submit(greedy_request(random_prompt(16, vocab, state), new_tokens)));
+        handles.push_back(engine.submit(
+            greedy_request(random_prompt(16, vocab, state), new_tokens, bias, constraint)));
     double first_token_ms = 0.0, end_ms = 0.0;
     long decoded = 0;
     for (auto& handle : handles) {
-        const engine::RequestResult result = handle->wait();
+        const engine::RequestResult result = wait_for_decode(*handle);
         const auto& t = result.timing;
         first_token_ms = std::max(first_token_ms, t.queue_ms + t.prefill_ms);
         end_ms = std::max(end_ms, t.queue_ms + t.prefill_ms + t.decode_ms);
@@ -265,6 +326,37 @@ double aggregate_decode_rate(engine::Engine& engine, int sequences, int new_toke
 }
 
 void run_bench(const BenchOptions& options) {
+    // Flag mistakes before the minutes of probing and building weights.
+    if (!options.tokenizer_dir.empty() && options.shape.empty())
+        fail_param("--tokenizer",
+                   "--tokenizer is for a --shape model (a model directory brings its own)");
+    std::string tokenizer_dir = options.tokenizer_dir;
+    if (tokenizer_dir.empty() && !options.shape.empty() &&
+        model::published_shape(options.shape).family() == "gpt2")
+        tokenizer_dir = embedded_model_dir();  // GPT-2 shapes share the embedded vocabulary
+    else if (tokenizer_dir.empty() && options.shape.empty())
+        tokenizer_dir = options.model.resolved_model_dir();
+    std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
+    if (!tokenizer_dir.empty()) tokenizer = load_tokenizer(tokenizer_dir);
+    if (!options.shape.empty() && tokenizer) {
+        const int shape_vocab = model::published_shape(options.shape).vocab_size;
+        if (tokenizer->vocab_size() > static_cast<std::size_t>(shape_vocab))
+            fail_param("--tokenizer",
+                       "the tokenizer in '{}' has {} tokens, more than shape {}'s vocabulary of {} "
+                       "(the model has no logits for the rest)",
+                       tokenizer_dir, tokenizer->vocab_size(), options.shape, shape_vocab);
+    }
+    std::shared_ptr<const grammar::Constraint> constraint;
+    if (!options.json_schema_file.empty()) {
+        if (!tokenizer)
+            fail_param(
+                "--json-schema",
+                "--json-schema needs a tokenizer, and shape {} runs on token ids alone: give "
+                "--tokenizer DIR",
+                options.shape);
+        constraint = repeated_schema_constraint(options.json_schema_file);
+    }
+
     const auto threads_hint =
         options.model.threads > 0
             ? options.model.threads
@@ -273,7 +365,6 @@ void run_bench(const BenchOptions& options) {
     const double bandwidth = measure_bandwidth(threads_hint);
 
     std::shared_ptr<const model::Model> model;
-    std::string tokenizer_dir;
     if (!options.shape.empty()) {
         model::LoadOptions load;
         load.backend = options.model.make_backend();
@@ -285,10 +376,7 @@ void run_bench(const BenchOptions& options) {
                                                                : DType::kF32;
         model = model::synthetic_model(model::published_shape(options.shape), stored, load,
                                        options.shape);
-        // GPT-2 shapes share the embedded model's vocabulary; the others run on token ids alone.
-        if (model->config().family() == "gpt2") tokenizer_dir = embedded_model_dir();
     } else {
-        tokenizer_dir = options.model.resolved_model_dir();
         model = options.model.load_model(tokenizer_dir);
     }
     const auto& config = model->config();
@@ -330,8 +418,7 @@ void run_bench(const BenchOptions& options) {
     engine_options.kv_cache_bytes =
         kv_blocks *
         engine::kv_cache_geometry(config, block_tokens, engine_options.kv_format).block_bytes;
-    engine::Engine engine(model, tokenizer_dir.empty() ? nullptr : load_tokenizer(tokenizer_dir),
-                          engine_options);
+    engine::Engine engine(model, tokenizer, engine_options);
     const std::size_t kv_bytes = engine_options.kv_cache_bytes;
     const std::size_t weights_bytes =
         on_cpu ? model->resident_weight_bytes() : model->weight_bytes();
@@ -379,16 +466,28 @@ void run_bench(const BenchOptions& options) {
     };
     row("figure", "value", "");
     std::uint64_t state = 42;
+    TokenBias bias;
+    if (tokenizer)
+        for (auto id = static_cast<engine::TokenId>(tokenizer->vocab_size());
+             id < config.vocab_size; ++id)
+            bias.emplace_back(id, -100.0f);  // OpenAI's lowest: far below random weights' logits
     for (int i = 0; i < 2; ++i)  // warm-up: first-touch of KV pages, caches, thread wake-up
-        engine.submit(greedy_request(random_prompt(64, config.vocab_size, state), 8))->wait();
+        engine.submit(greedy_request(random_prompt(64, config.vocab_size, state), 8, bias))->wait();
+    const int decode_tokens = std::min(options.decode_tokens, config.n_positions - 17);
+    // The schema's masks computed once, as for a schema a server sees request after request
+    // (a first request's extra cost is bench_grammar's "cold" figure).
+    if (constraint)
+        wait_for_decode(*engine.submit(greedy_request(random_prompt(16, config.vocab_size, state),
+                                                      decode_tokens, bias, constraint)));
 
     for (int length : options.prompt_lengths) {
         if (length + 1 > config.n_positions) continue;
         std::vector<double> rates;
         for (int i = 0; i < options.repeats; ++i) {
-            const auto result =
-                engine.submit(greedy_request(random_prompt(length, config.vocab_size, state), 1))
-                    ->wait();
+            const auto result = engine
+                                    .submit(greedy_request(
+                                        random_prompt(length, config.vocab_size, state), 1, bias))
+                                    ->wait();
             rates.push_back(length / (result.timing.prefill_ms / 1000.0));
         }
         row(fmt::format("prefill {}-token prompt", length),
@@ -405,7 +504,7 @@ void run_bench(const BenchOptions& options) {
     for (int i = 0; i < options.repeats; ++i) {
         const auto prompt = random_prompt(cached_length, config.vocab_size, state);
         for (auto* times : {&cold_ms, &warm_ms}) {
-            const auto timing = engine.submit(greedy_request(prompt, 1))->wait().timing;
+            const auto timing = engine.submit(greedy_request(prompt, 1, bias))->wait().timing;
             times->push_back(timing.queue_ms + timing.prefill_ms);
         }
     }
@@ -419,44 +518,70 @@ void run_bench(const BenchOptions& options) {
         {"ttft_cached_ms", median(warm_ms)},
         {"cached_percent_of_cold", 100.0 * median(warm_ms) / median(cold_ms)}};
 
-    const int decode_tokens = std::min(options.decode_tokens, config.n_positions - 17);
-    std::vector<double> rates;
-    for (int i = 0; i < options.repeats; ++i) {
-        const auto result =
-            engine
-                .submit(greedy_request(random_prompt(16, config.vocab_size, state), decode_tokens))
-                ->wait();
-        rates.push_back((result.completion_tokens - 1) / (result.timing.decode_ms / 1000.0));
-    }
-    const double decode_rate = median(rates);
+    // Unconstrained and constrained runs alternate, so that both see the same machine load.
+    const std::vector<std::shared_ptr<const grammar::Constraint>> modes =
+        constraint ? std::vector{std::shared_ptr<const grammar::Constraint>(), constraint}
+                   : std::vector{std::shared_ptr<const grammar::Constraint>()};
+    std::vector<double> batch1_rates[2];
+    for (int i = 0; i < options.repeats; ++i)
+        for (std::size_t mode = 0; mode < modes.size(); ++mode) {
+            const auto result = wait_for_decode(*engine.submit(greedy_request(
+                random_prompt(16, config.vocab_size, state), decode_tokens, bias, modes[mode])));
+            batch1_rates[mode].push_back((result.completion_tokens - 1) /
+                                         (result.timing.decode_ms / 1000.0));
+        }
+    const double decode_rate = median(batch1_rates[0]);
     row(fmt::format("decode batch 1 ({} tokens)", decode_tokens),
         fmt::format("{:.1f} tok/s", decode_rate), of_roofline(decode_rate, roofline));
     report["decode_batch1_tokens_per_s"] = decode_rate;
     if (on_cpu) report["decode_batch1_roofline_percent"] = 100.0 * decode_rate / roofline;
+    // A constrained figure's row and JSON: its rate and how much slower than the unconstrained
+    // runs it alternated with (median and range over the pairs).
+    auto report_constrained = [&](const std::string& label, const std::vector<double>& plain,
+                                  const std::vector<double>& constrained, json& entry) {
+        const std::vector<double> slowdown = slowdown_percent(plain, constrained);
+        const auto [low, high] = std::minmax_element(slowdown.begin(), slowdown.end());
+        row(label, fmt::format("{:.1f} tok/s", median(constrained)),
+            fmt::format("{:.1f}% slower than unconstrained (pairs {:.1f} to {:.1f}%); runs {} "
+                        "vs {} tok/s",
+                        median(slowdown), *low, *high, median_and_range(constrained, ".1f"),
+                        median_and_range(plain, ".1f")));
+        entry = {{"tokens_per_s", median(constrained)},
+                 {"slowdown_percent", median(slowdown)},
+                 {"slowdown_percent_min", *low},
+                 {"slowdown_percent_max", *high}};
+    };
+    if (constraint) {
+        report_constrained(fmt::format("decode batch 1, constrained ({} tokens)", decode_tokens),
+                           batch1_rates[0], batch1_rates[1], report["decode_batch1_constrained"]);
+        report["decode_batch1_constrained"]["json_schema"] = options.json_schema_file;
+    }
 
     for (int sequences : options.concurrency) {
-        std::vector<double> aggregate;
+        std::vector<double> aggregate[2];
         for (int i = 0; i < options.repeats; ++i)
-            aggregate.push_back(
-                aggregate_decode_rate(engine, sequences, decode_tokens, config.vocab_size, state));
-        const double rate = median(aggregate);
+            for (std::size_t mode = 0; mode < modes.size(); ++mode)
+                aggregate[mode].push_back(aggregate_decode_rate(
+                    engine, sequences, decode_tokens, config.vocab_size, state, bias, modes[mode]));
+        const double rate = median(aggregate[0]);
         const double bound = roofline * sequences;
         row(fmt::format("decode {} concurrent sequences (aggregate)", sequences),
             fmt::format("{:.1f} tok/s", rate),
             fmt::format("{:.1f}x batch 1; {}", rate / decode_rate, of_roofline(rate, bound)));
-        report["decode_aggregate"][std::to_string(sequences)] = {
-            {"tokens_per_s", rate}, {"times_batch1", rate / decode_rate}};
-        if (on_cpu)
-            report["decode_aggregate"][std::to_string(sequences)]["roofline_percent"] =
-                100.0 * rate / bound;
+        auto& entry = report["decode_aggregate"][std::to_string(sequences)];
+        entry = {{"tokens_per_s", rate}, {"times_batch1", rate / decode_rate}};
+        if (on_cpu) entry["roofline_percent"] = 100.0 * rate / bound;
+        if (constraint)
+            report_constrained(fmt::format("decode {} sequences, constrained", sequences),
+                               aggregate[0], aggregate[1], entry["constrained"]);
     }
 
     for (int batch : options.generate_batches) {
         std::vector<double> generate;
         for (int i = 0; i < options.repeats; ++i)
             generate.push_back(generate_rate(engine, batch, options.generate_prompt,
-                                             options.generate_new_tokens, config.vocab_size,
-                                             state));
+                                             options.generate_new_tokens, config.vocab_size, state,
+                                             bias));
         row(fmt::format("generate {} x ({}+{} tokens), wall time", batch, options.generate_prompt,
                         options.generate_new_tokens),
             fmt::format("{:.1f} tok/s", median(generate)),
@@ -467,7 +592,7 @@ void run_bench(const BenchOptions& options) {
     }
 
     for (int concurrency : options.concurrency) {
-        const LoadFigures load = run_load(engine, options, concurrency, config.vocab_size);
+        const LoadFigures load = run_load(engine, options, concurrency, config.vocab_size, bias);
         const std::string label =
             fmt::format("load {} clients x {} requests ({}+{} tokens)", concurrency,
                         options.load_rounds, options.load_prompt, options.load_new_tokens);
@@ -528,6 +653,13 @@ void register_bench_command(CLI::App& app) {
     cmd->add_option("--shape", options->shape,
                     "Random weights of a published shape: gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
                     "qwen2.5-0.5b, smollm2-135m, llama-3.2-1b");
+    cmd->add_option("--tokenizer", options->tokenizer_dir,
+                    "Tokenizer directory for a --shape model (GPT-2 shapes default to the "
+                    "embedded model's; the others run on token ids alone)");
+    cmd->add_option("--json-schema", options->json_schema_file,
+                    "Also measure decode with every sequence constrained by this JSON Schema "
+                    "(instances back to back, so no sequence ends early), alternating with the "
+                    "unconstrained runs");
     cmd->add_option("--weights-dtype", options->weights_dtype,
                     "Stored dtype of the synthetic weights (q8_0, q4_0: GGUF's blocks for the "
                     "matrices)")
