@@ -285,3 +285,123 @@ test('tool_choice required gives tool_calls the client reads, streamed the same'
   assert.equal(finishReason, 'tool_calls');
   assert.deepEqual(streamed, [{ name: call.function.name, arguments: call.function.arguments }]);
 });
+
+const WEATHER_TOOLS = [
+  {
+    type: 'function',
+    function: {
+      name: 'get_weather',
+      parameters: {
+        type: 'object',
+        properties: { city: { type: 'string', maxLength: 16 }, days: { type: 'integer', minimum: 1, maximum: 7 } },
+        required: ['city', 'days'],
+        additionalProperties: false,
+      },
+    },
+  },
+  {
+    type: 'function',
+    function: { name: 'get_time', parameters: { type: 'object', properties: {}, additionalProperties: false } },
+  },
+];
+
+function checkWeatherArguments(text) {
+  const args = JSON.parse(text);
+  assert.deepEqual(Object.keys(args).sort(), ['city', 'days']);
+  assert.equal(typeof args.city, 'string');
+  assert.ok([...args.city].length <= 16, `city longer than maxLength: ${JSON.stringify(args.city)}`);
+  assert.ok(Number.isInteger(args.days) && args.days >= 1 && args.days <= 7, `days: ${args.days}`);
+}
+
+test('a named tool_choice calls exactly that function, whatever the seed', async () => {
+  for (const seed of [1, 2, 3]) {
+    const completion = await chat.chat.completions.create({
+      model: chatModel,
+      messages: [{ role: 'user', content: 'Weather in Oslo for 3 days?' }],
+      tools: WEATHER_TOOLS,
+      tool_choice: { type: 'function', function: { name: 'get_weather' } },
+      temperature: 1,
+      seed,
+    });
+    const [choice] = completion.choices;
+    assert.equal(choice.finish_reason, 'tool_calls', `seed ${seed}`);
+    assert.ok(choice.message.tool_calls.length >= 1);
+    for (const call of choice.message.tool_calls) {
+      assert.equal(call.function.name, 'get_weather');
+      checkWeatherArguments(call.function.arguments);
+    }
+  }
+});
+
+test('tool_choice auto answers either text or calls that parse, never an error', async () => {
+  for (const seed of [1, 2, 3, 4]) {
+    const completion = await chat.chat.completions.create({
+      model: chatModel,
+      messages: [{ role: 'user', content: 'Weather in Oslo?' }],
+      tools: WEATHER_TOOLS,
+      tool_choice: 'auto',
+      max_tokens: 24,
+      temperature: 1,
+      seed,
+    });
+    const [choice] = completion.choices;
+    if (choice.finish_reason === 'tool_calls') {
+      for (const call of choice.message.tool_calls) {
+        assert.ok(['get_weather', 'get_time'].includes(call.function.name));
+        assert.equal(typeof JSON.parse(call.function.arguments), 'object');
+      }
+    } else {
+      assert.ok(['stop', 'length'].includes(choice.finish_reason), choice.finish_reason);
+      assert.equal(typeof choice.message.content, 'string');
+      assert.equal(choice.message.tool_calls ?? undefined, undefined);
+    }
+  }
+});
+
+test('response_format json_schema gives content that parses and follows the schema', async () => {
+  const schema = {
+    type: 'object',
+    properties: {
+      name: { type: 'string', maxLength: 12 },
+      age: { type: 'integer', minimum: 0, maximum: 150 },
+      tags: { type: 'array', items: { enum: ['a', 'b'] }, maxItems: 3 },
+    },
+    required: ['name', 'age', 'tags'],
+    additionalProperties: false,
+  };
+  for (const seed of [1, 2, 3]) {
+    const completion = await chat.chat.completions.create({
+      model: chatModel,
+      messages: [{ role: 'user', content: 'A person, as JSON.' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'person', schema, strict: true } },
+      max_tokens: 80,
+      temperature: 1,
+      seed,
+    });
+    const [choice] = completion.choices;
+    assert.equal(choice.finish_reason, 'stop', `seed ${seed}: ${choice.message.content}`);
+    const value = JSON.parse(choice.message.content);
+    assert.deepEqual(Object.keys(value).sort(), ['age', 'name', 'tags']);
+    assert.ok([...value.name].length <= 12);
+    assert.ok(Number.isInteger(value.age) && value.age >= 0 && value.age <= 150);
+    assert.ok(Array.isArray(value.tags) && value.tags.length <= 3);
+    for (const tag of value.tags) assert.ok(['a', 'b'].includes(tag));
+  }
+});
+
+test('response_format json_object on completions gives a JSON object', async () => {
+  const completion = await client.completions.create({
+    model: modelId, prompt: 'The record:', max_tokens: 120, temperature: 1, seed: 9,
+    response_format: { type: 'json_object' },
+  });
+  const [choice] = completion.choices;
+  if (choice.finish_reason === 'stop') {
+    const value = JSON.parse(choice.text);
+    assert.equal(typeof value, 'object');
+    assert.ok(value !== null && !Array.isArray(value));
+  } else {
+    // Cut by max_tokens: still a prefix of an object.
+    assert.equal(choice.finish_reason, 'length');
+    assert.ok(choice.text.trimStart().startsWith('{'), choice.text);
+  }
+});
