@@ -340,13 +340,9 @@ const CudaWeight& as_cuda(const Weight& weight) {
 }
 
 // kAuto keeps bf16 checkpoints exact and halves everything else to f16 (the GEMMs run on f16 or
-// bf16 tensor cores).
+// bf16 tensor cores). GGUF's quantized blocks are dequantized at load (no quantized GEMM here):
+// their values, a few bits each, are exact in f16 up to the rounding of the block scales.
 DType weight_type(WeightFormat format, const io::TensorView& tensor) {
-    if (is_quantized(tensor.dtype))
-        fail(ErrorCode::kUnsupported,
-             "{}: tensor '{}' is {}: quantized GGUF weights are not implemented on the cuda "
-             "backend (use the cpu backend)",
-             tensor.file, tensor.name, to_string(tensor.dtype));
     switch (format) {
         case WeightFormat::kAuto:
             return tensor.dtype == DType::kBF16 ? DType::kBF16 : DType::kF16;
@@ -446,7 +442,18 @@ class CudaBackend final : public Backend {
         const int device = context_->device();
         const std::string what = fmt::format("tensor '{}' of {}", tensor.name, tensor.file);
         DeviceMemory memory(device, count * dtype_size(type), what);
-        if (tensor.dtype == type) {
+        if (is_quantized(tensor.dtype)) {
+            std::vector<float> values(count);
+            convert_to_f32(tensor.dtype, tensor.data.data(), count, values.data());
+            DeviceMemory staging(device, count * sizeof(float), "staging " + what);
+            check(cudaMemcpyAsync(staging.get(), values.data(), count * sizeof(float),
+                                  cudaMemcpyHostToDevice, context_->stream()),
+                  device, "uploading " + what);
+            cuda::launch_convert(DType::kF32, staging.get(), type, memory.get(), count,
+                                 context_->stream());
+            check_launch(device, "convert");
+            context_->synchronize("converting " + what);  // before staging and values are freed
+        } else if (tensor.dtype == type) {
             check(cudaMemcpyAsync(memory.get(), tensor.data.data(), tensor.data.size(),
                                   cudaMemcpyHostToDevice, context_->stream()),
                   device, "uploading " + what);
