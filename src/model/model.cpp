@@ -138,6 +138,9 @@ std::shared_ptr<const Model> Model::from_weights(ModelConfig config, GenerationD
         const io::TensorView& t = store.require(name, shape);
         model->weight_bytes_ += t.data.size();
         model->parameter_count_ += static_cast<std::size_t>(t.numel());
+        StoredShare& share = model->stored_dtypes_[std::string(to_string(t.dtype))];
+        ++share.tensors;
+        share.parameters += static_cast<std::size_t>(t.numel());
         return t;
     };
     std::vector<std::byte> joined;  // concatenation scratch; backends copy what they upload
@@ -237,6 +240,19 @@ std::size_t Model::weight_bytes() const {
 }
 std::size_t Model::parameter_count() const {
     return parameter_count_;
+}
+
+std::map<std::string, std::size_t> Model::compute_formats() const {
+    std::map<std::string, std::size_t> counts;
+    const auto count = [&counts](const backend::Weight* w) {
+        if (w != nullptr) ++counts[std::string(backend::to_string(w->format()))];
+    };
+    count(wte_.get());
+    count(wpe_.get());
+    count(lm_head_.get());
+    for (const Layer& l : layers_)
+        for (const auto* w : {l.qkv.get(), l.o_proj.get(), l.up.get(), l.down.get()}) count(w);
+    return counts;
 }
 
 std::size_t Model::resident_weight_bytes() const {

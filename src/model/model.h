@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -80,6 +81,14 @@ class Model {
     std::size_t resident_weight_bytes()
         const;  // extra memory the backend holds for weights (conversions)
     std::size_t parameter_count() const;
+    // What the checkpoint holds, per stored dtype (a GGUF file's mix, e.g. q4_k and q6_k), and
+    // how many of the matrices the backend computes with, per weight format.
+    struct StoredShare {
+        std::size_t tensors = 0;
+        std::size_t parameters = 0;
+    };
+    const std::map<std::string, StoredShare>& stored_dtypes() const { return stored_dtypes_; }
+    std::map<std::string, std::size_t> compute_formats() const;
 
     // Runs `batch`, writing the logits of batch.logits_rows into `logits` ([logits_rows, vocab],
     // host memory). Throws kInvalidArgument for a token id outside the vocabulary or a position
@@ -119,6 +128,7 @@ class Model {
     DType stored_dtype_ = DType::kF32;
     std::size_t weight_bytes_ = 0;
     std::size_t parameter_count_ = 0;
+    std::map<std::string, StoredShare> stored_dtypes_;
 };
 
 }  // namespace llmserve::model

@@ -36,6 +36,14 @@ Json spec_json(const model::ModelConfig& c) {
     return spec;
 }
 
+// Tensors and parameters per dtype the checkpoint stores (a GGUF file's quantization mix).
+Json stored_dtypes_json(const model::Model& model) {
+    Json out = Json::object();
+    for (const auto& [dtype, share] : model.stored_dtypes())
+        out[dtype] = {{"tensors", share.tensors}, {"parameters", share.parameters}};
+    return out;
+}
+
 }  // namespace
 
 Json info_json(const ServingState& state, bool auth_enabled) {
@@ -57,6 +65,8 @@ Json info_json(const ServingState& state, bool auth_enabled) {
                        {"parameters", model.parameter_count()},
                        {"dtype", model.dtype()},
                        {"stored_dtype", model.stored_dtype()},
+                       {"stored_dtypes", stored_dtypes_json(model)},
+                       {"compute_formats", model.compute_formats()},
                        {"weight_bytes", model.weight_bytes()},
                        {"eos_token_ids", c.eos_token_ids},
                        {"bos_token_id", c.bos_token_id ? Json(*c.bos_token_id) : Json(nullptr)},

@@ -6,9 +6,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <sstream>
 
+#include "backend/backend.h"
+#include "model/model.h"
 #include "tests/common/test_paths.h"
 #include "tests/io/gguf_builder.h"
 #include "tests/io/test_support.h"
@@ -88,6 +92,40 @@ void expect_refused(const GgufBuilder& builder, ErrorCode code,
     const auto bytes = builder.build();
     const io::GgufFile file = io::parse_gguf(bytes, "model.gguf");
     io::testing::expect_error([&] { gguf_model_config(file); }, code, fragments);
+}
+
+// The model reports the file's quantization mix (what /info shows): every quantized tensor of the
+// file is counted under its type, and no type more often than the file holds it (a file may hold
+// float tensors that the model reads as metadata, e.g. rope_freqs).
+TEST(GgufModel, StoredDtypesAreTheFilesMix) {
+    int files = 0;
+    for (const auto& dir : testing::subdirectories(testing::fixtures_dir() / "gguf")) {
+        SCOPED_TRACE(dir.string());
+        const json reference = json::parse(testing::read_text(dir / "reference.json"));
+        if (!reference.contains("tensor_types")) continue;
+        const auto model = Model::load(
+            dir / "model.gguf", {backend::make_cpu_backend(1), backend::WeightFormat::kAuto});
+        std::size_t parameters = 0;
+        for (const auto& [dtype, share] : model->stored_dtypes()) {
+            std::string upper = dtype;
+            std::transform(upper.begin(), upper.end(), upper.begin(),
+                           [](unsigned char ch) { return static_cast<char>(std::toupper(ch)); });
+            ASSERT_TRUE(reference["tensor_types"].contains(upper)) << dtype;
+            EXPECT_LE(share.tensors, reference["tensor_types"][upper].get<std::size_t>()) << dtype;
+            parameters += share.parameters;
+        }
+        for (const auto& [type, count] : reference["tensor_types"].items()) {
+            if (type == "F32" || type == "F16" || type == "BF16") continue;
+            std::string lower = type;
+            std::transform(lower.begin(), lower.end(), lower.begin(),
+                           [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+            ASSERT_TRUE(model->stored_dtypes().contains(lower)) << type;
+            EXPECT_EQ(model->stored_dtypes().at(lower).tensors, count.get<std::size_t>()) << type;
+        }
+        EXPECT_EQ(parameters, model->parameter_count());
+        ++files;
+    }
+    EXPECT_GT(files, 0) << "no GGUF fixture with tensor_types";
 }
 
 TEST(GgufModel, ReadsTheSpecOfAMinimalLlamaFile) {

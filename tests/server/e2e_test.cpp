@@ -137,6 +137,16 @@ TEST(ServerE2ETest, ProbesInfoAndModels) {
     EXPECT_EQ(info["device"], "cpu");
     EXPECT_TRUE(info["version"].is_string());
     EXPECT_EQ(info["limits"]["request_timeout_s"], 30.0);
+    // The checkpoint's dtypes cover every parameter; every matrix has a compute format (token
+    // and position embeddings, then four per layer: the head is tied).
+    std::size_t stored_parameters = 0;
+    for (const auto& [dtype, share] : info["model"]["stored_dtypes"].items())
+        stored_parameters += share["parameters"].get<std::size_t>();
+    EXPECT_EQ(stored_parameters, info["model"]["parameters"].get<std::size_t>());
+    std::size_t matrices = 0;
+    for (const auto& [format, count] : info["model"]["compute_formats"].items())
+        matrices += count.get<std::size_t>();
+    EXPECT_EQ(matrices, 2 + 4 * config["n_layer"].get<std::size_t>());
 
     const Json models = body_json(client->Get("/v1/models"));
     EXPECT_EQ(models["object"], "list");
