@@ -1,7 +1,8 @@
 // CPU kernels at GPT-2 124M shapes, per instruction-set tier (the first argument: 0 scalar,
 // 1 avx2, 2 avx512; tiers this CPU lacks are skipped), on one thread unless the name says "Pool":
-//   BM_Gemm/<isa>/<format>/M/K/N   one weight matrix; format 0 f32, 1 f16, 2 bf16, 3 q8, 4 q4
-//                                   (q8 and q4 include quantizing the activations)
+//   BM_Gemm/<isa>/<format>/M/K/N   one weight matrix; format 0 f32, 1 f16, 2 bf16, 3 q8, 4 q4,
+//                                   5 q4 with block biases (a Q4_K tensor), 6 q8 with block
+//                                   biases (Q5_K); q8 and q4 include quantizing the activations
 //   BM_OpenBlasSgemm/M/K/N          OpenBLAS on one thread, the yardstick for f32
 //   BM_PoolLinear/<format>/M/K/N    the backend's linear() on every core (decode: M = 1)
 //   BM_Attention/<isa>/rows/context one layer's attention, 12 heads of 64: prefill (rows =
@@ -19,6 +20,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/packed_matrix.h"
+#include "common/dtype.h"
 
 namespace llmserve::backend::cpu {
 namespace {
@@ -45,6 +47,26 @@ io::TensorView tensor_view(const std::vector<float>& values, std::int64_t rows, 
     return view;
 }
 
+// An [n, k] tensor of random `type` (Q4_K or Q5_K) blocks with sane fp16 d and dmin, so that its
+// weights are of the magnitude of random_values(..., 0.05f, ...).
+io::TensorView k_quant_view(DType type, std::vector<std::byte>& bytes, int k, int n) {
+    std::mt19937 engine(3);
+    bytes.resize(static_cast<std::size_t>(n) * row_bytes(type, k));
+    for (auto& b : bytes) b = static_cast<std::byte>(engine() & 0xff);
+    const std::uint16_t d = f32_to_f16(type == DType::kQ4_K ? 2e-4f : 1e-4f);
+    for (std::size_t at = 0; at < bytes.size(); at += block_bytes(type)) {
+        std::memcpy(bytes.data() + at, &d, 2);
+        std::memcpy(bytes.data() + at + 2, &d, 2);
+    }
+    io::TensorView view;
+    view.name = "bench";
+    view.dtype = type;
+    view.shape = {n, k};
+    view.data = bytes;
+    view.file = "<bench>";
+    return view;
+}
+
 // Skips the benchmark (returns false) when the CPU lacks the tier of argument `index`.
 bool select_isa(benchmark::State& state, int index, Isa& isa) {
     isa = kIsas[state.range(index)];
@@ -56,22 +78,31 @@ bool select_isa(benchmark::State& state, int index, Isa& isa) {
 void BM_Gemm(benchmark::State& state) {
     Isa isa;
     if (!select_isa(state, 0, isa)) return;
-    const WeightFormat format = kFormats[state.range(1)];
+    const int format_index = static_cast<int>(state.range(1));
+    const WeightFormat format = format_index < 5    ? kFormats[format_index]
+                                : format_index == 5 ? WeightFormat::kQ4
+                                                    : WeightFormat::kQ8;
     const int m = static_cast<int>(state.range(2)), k = static_cast<int>(state.range(3)),
               n = static_cast<int>(state.range(4));
     WorkerPool pool(1);
     WeightArena arena;
     const auto weights = random_values(static_cast<std::size_t>(k) * n, 0.05f, 1);
+    std::vector<std::byte> blocks;
     const PackedMatrix packed =
-        PackedMatrix::pack(tensor_view(weights, k, n), MatrixLayout::kInOut, format, pool, arena);
+        format_index < 5
+            ? PackedMatrix::pack(tensor_view(weights, k, n), MatrixLayout::kInOut, format, pool,
+                                 arena)
+            : PackedMatrix::pack(
+                  k_quant_view(format_index == 5 ? DType::kQ4_K : DType::kQ5_K, blocks, k, n),
+                  MatrixLayout::kOutIn, format, pool, arena);
     const auto x = random_values(static_cast<std::size_t>(m) * k, 1.0f, 2);
     std::vector<float> y(static_cast<std::size_t>(m) * n);
     const KernelTable& kernels = kernel_table(isa);
-    const int blocks = packed.view().q8_blocks();
-    std::vector<std::int8_t> q_values(static_cast<std::size_t>(m) * blocks * kQ8Block);
-    std::vector<float> q_scales(static_cast<std::size_t>(m) * blocks);
+    const int q_blocks = packed.view().q8_blocks();
+    std::vector<std::int8_t> q_values(static_cast<std::size_t>(m) * q_blocks * kQ8Block);
+    std::vector<float> q_scales(static_cast<std::size_t>(m) * q_blocks);
     std::vector<std::int32_t> q_offsets(q_scales.size());
-    const QuantizedRows xq{m, blocks, q_values.data(), q_scales.data(), q_offsets.data()};
+    const QuantizedRows xq{m, q_blocks, q_values.data(), q_scales.data(), q_offsets.data()};
     GemmArgs args{&packed.view(), x.data(), k, &xq, nullptr, y.data(), n, m};
     auto* gemm = format == WeightFormat::kF32    ? kernels.gemm_f32
                  : format == WeightFormat::kF16  ? kernels.gemm_f16
@@ -215,7 +246,7 @@ void BM_Gelu(benchmark::State& state) {
 // GPT-2 124M: qkv 768x2304, attention proj 768x768, MLP 768x3072 and 3072x768; lm_head 768x50257.
 void gemm_shapes(benchmark::internal::Benchmark* b) {
     for (int isa = 0; isa < 3; ++isa)
-        for (int format = 0; format < 5; ++format) {
+        for (int format = 0; format < 7; ++format) {
             for (int m : {1, 16, 128, 512}) b->Args({isa, format, m, 768, 3072});
             b->Args({isa, format, 512, 3072, 768});
             b->Args({isa, format, 1, 768, 50257});

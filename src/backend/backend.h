@@ -22,7 +22,8 @@ namespace llmserve::backend {
 // widened to f32 inside the kernels (all arithmetic is f32). kQ8: int8 weights with one scale per
 // 32 inputs of an output (llama.cpp's Q8_0), multiplied with activations quantized the same way.
 // kQ4: 4-bit weights in [-8, 7], one scale per 32 inputs of an output (llama.cpp's Q4_0 layout,
-// so Q4_0 files load as they stand), multiplied with q8 activations.
+// so Q4_0 files load as they stand), multiplied with q8 activations. On the CPU, q8 and q4 blocks
+// may also carry one additive bias per output (GGUF's Q4_K and Q5_K, w = d * q - m, kept exactly).
 enum class WeightFormat { kAuto, kF32, kF16, kBF16, kQ8, kQ4 };
 WeightFormat parse_weight_format(
     std::string_view text);  // "auto", "f32", "f16", "bf16", "q8", "q4"; kInvalidArgument otherwise
@@ -166,6 +167,14 @@ class Backend {
     // not outlive the call.
     virtual std::unique_ptr<Weight> upload_matrix(const io::TensorView& tensor, MatrixLayout layout,
                                                   WeightFormat format) = 0;
+    // `parts` ([out_i, in] each) as one matrix concatenated along the outputs, each part kept
+    // in its own stored type as far as `format` allows (a GGUF mixture's fused q, k and v of
+    // different block types). Null where the backend cannot: the caller then uploads the
+    // concatenation (see model.cpp).
+    virtual std::unique_ptr<Weight> upload_matrix_parts(
+        std::span<const io::TensorView* const> /*parts*/, WeightFormat /*format*/) {
+        return nullptr;
+    }
     virtual std::unique_ptr<DeviceBuffer> upload_vector(const io::TensorView& tensor) = 0;
 
     // out[r] = table row ids[r] (as float32).                              ids: [rows]  out: [rows,

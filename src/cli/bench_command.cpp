@@ -369,13 +369,18 @@ void run_bench(const BenchOptions& options) {
         model::LoadOptions load;
         load.backend = options.model.make_backend();
         load.weight_format = backend::parse_weight_format(options.model.dtype);
-        const DType stored = options.weights_dtype == "f16"    ? DType::kF16
-                             : options.weights_dtype == "bf16" ? DType::kBF16
-                             : options.weights_dtype == "q8_0" ? DType::kQ8_0
-                             : options.weights_dtype == "q4_0" ? DType::kQ4_0
-                                                               : DType::kF32;
-        model = model::synthetic_model(model::published_shape(options.shape), stored, load,
-                                       options.shape);
+        const std::string& w = options.weights_dtype;
+        const DType stored = w == "f16"    ? DType::kF16
+                             : w == "bf16" ? DType::kBF16
+                             : w == "q8_0" ? DType::kQ8_0
+                             : w == "q4_0" ? DType::kQ4_0
+                             : w == "q4_k" ? DType::kQ4_K
+                             : w == "q5_k" ? DType::kQ5_K
+                             : w == "q6_k" ? DType::kQ6_K
+                                           : DType::kF32;
+        model = model::synthetic_model(
+            model::published_shape(options.shape), stored, load, options.shape,
+            w == "q4_k_m" ? model::SyntheticMix::kQ4_K_M : model::SyntheticMix::kUniform);
     } else {
         model = options.model.load_model(tokenizer_dir);
     }
@@ -661,9 +666,12 @@ void register_bench_command(CLI::App& app) {
                     "(instances back to back, so no sequence ends early), alternating with the "
                     "unconstrained runs");
     cmd->add_option("--weights-dtype", options->weights_dtype,
-                    "Stored dtype of the synthetic weights (q8_0, q4_0: GGUF's blocks for the "
-                    "matrices)")
-        ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}))
+                    "Stored dtype of the synthetic weights (q8_0, q4_0, q4_k, q5_k, q6_k: "
+                    "GGUF's blocks for the matrices; q4_k_m: llama.cpp's Q4_K_M mixture of "
+                    "Q4_K and Q6_K; K-quant matrices whose rows are not whole 256-value blocks "
+                    "take q4_0 or q8_0, as llama.cpp does)")
+        ->check(
+            CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m"}))
         ->capture_default_str();
     cmd->add_option("--prompt-lengths", options->prompt_lengths, "Prompt lengths for prefill")
         ->capture_default_str();

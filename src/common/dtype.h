@@ -90,6 +90,16 @@ constexpr std::string_view to_string(DType t) {
 // ggml defines them (common/quantized.cpp).
 void dequantize(DType type, const std::byte* src, std::size_t count, float* dst);
 
+// One Q4_K or Q5_K block as its 8 sub-blocks of 32 values: value i of sub-block s is
+// scale[s] * values[s][i] - min[s] (values in [0, 15] or [0, 31]), exactly as dequantize() computes
+// it; scale and min are exact products of the block's fp16 d / dmin and 6-bit factors.
+struct KQuantBlock {
+    float scale[8];
+    float min[8];
+    std::uint8_t values[8][32];
+};
+void unpack_k_quant(DType type, const std::byte* block, KQuantBlock& out);
+
 // IEEE half -> float, exact for every input (subnormals, inf, nan included).
 inline float f16_to_f32(std::uint16_t h) {
     const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;

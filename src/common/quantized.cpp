@@ -48,36 +48,13 @@ void scale_and_min(const std::uint8_t* scales, int j, int& scale, int& min) {
     }
 }
 
-// Q4_K (144 bytes): fp16 d, fp16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles. Per
-// 64 values: the low nibbles of 32 bytes are sub-block 2c, the high nibbles sub-block 2c + 1;
-// x = d * scale * q - dmin * min. Q5_K (176 bytes) adds 32 bytes of fifth bits before the
-// nibbles: bit 2c of byte i for sub-block 2c, bit 2c + 1 for 2c + 1.
-void dequantize_k4_or_k5(const std::byte* block, bool five_bits, float* out) {
-    const float d = half_at(block);
-    const float dmin = half_at(block + 2);
-    const std::uint8_t* scales = bytes_at(block + 4);
-    const std::uint8_t* high = five_bits ? bytes_at(block + 16) : nullptr;
-    const std::uint8_t* q = bytes_at(block + (five_bits ? 48 : 16));
-    for (int chunk = 0; chunk < 4; ++chunk) {
-        int scale_lo, min_lo, scale_hi, min_hi;
-        scale_and_min(scales, 2 * chunk, scale_lo, min_lo);
-        scale_and_min(scales, 2 * chunk + 1, scale_hi, min_hi);
-        const float d_lo = d * static_cast<float>(scale_lo),
-                    m_lo = dmin * static_cast<float>(min_lo);
-        const float d_hi = d * static_cast<float>(scale_hi),
-                    m_hi = dmin * static_cast<float>(min_hi);
-        for (int i = 0; i < 32; ++i) {
-            int lo = q[i] & 0x0f, hi = q[i] >> 4;
-            if (high != nullptr) {
-                lo += ((high[i] >> (2 * chunk)) & 1) << 4;
-                hi += ((high[i] >> (2 * chunk + 1)) & 1) << 4;
-            }
-            out[i] = d_lo * static_cast<float>(lo) - m_lo;
-            out[i + 32] = d_hi * static_cast<float>(hi) - m_hi;
-        }
-        q += 32;
-        out += 64;
-    }
+void dequantize_k4_or_k5(DType type, const std::byte* block, float* out) {
+    KQuantBlock unpacked;
+    unpack_k_quant(type, block, unpacked);
+    for (int s = 0; s < 8; ++s)
+        for (int i = 0; i < 32; ++i)
+            out[s * 32 + i] =
+                unpacked.scale[s] * static_cast<float>(unpacked.values[s][i]) - unpacked.min[s];
 }
 
 // Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 int8 scales (one
@@ -109,6 +86,33 @@ void dequantize_q6_k(const std::byte* block, float* out) {
 
 }  // namespace
 
+// Q4_K (144 bytes): fp16 d, fp16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles. Per
+// 64 values: the low nibbles of 32 bytes are sub-block 2c, the high nibbles sub-block 2c + 1;
+// x = d * scale * q - dmin * min. Q5_K (176 bytes) adds 32 bytes of fifth bits before the
+// nibbles: bit s of byte i for sub-block s.
+void unpack_k_quant(DType type, const std::byte* block, KQuantBlock& out) {
+    if (type != DType::kQ4_K && type != DType::kQ5_K)
+        fail(ErrorCode::kInternal, "unpack_k_quant: {} is not Q4_K or Q5_K", to_string(type));
+    const bool five_bits = type == DType::kQ5_K;
+    const float d = half_at(block);
+    const float dmin = half_at(block + 2);
+    const std::uint8_t* scales = bytes_at(block + 4);
+    const std::uint8_t* high = five_bits ? bytes_at(block + 16) : nullptr;
+    const std::uint8_t* q = bytes_at(block + (five_bits ? 48 : 16));
+    for (int s = 0; s < 8; ++s) {
+        int scale, min;
+        scale_and_min(scales, s, scale, min);
+        out.scale[s] = d * static_cast<float>(scale);
+        out.min[s] = dmin * static_cast<float>(min);
+        const std::uint8_t* nibbles = q + (s / 2) * 32;
+        for (int i = 0; i < 32; ++i) {
+            int value = s % 2 == 0 ? nibbles[i] & 0x0f : nibbles[i] >> 4;
+            if (high != nullptr) value |= ((high[i] >> s) & 1) << 4;
+            out.values[s][i] = static_cast<std::uint8_t>(value);
+        }
+    }
+}
+
 void dequantize(DType type, const std::byte* src, std::size_t count, float* dst) {
     const std::size_t per_block = block_elements(type);
     if (!is_quantized(type) || count % per_block != 0)
@@ -127,10 +131,10 @@ void dequantize(DType type, const std::byte* src, std::size_t count, float* dst)
                 dequantize_q4_0(block, out);
                 break;
             case DType::kQ4_K:
-                dequantize_k4_or_k5(block, false, out);
+                dequantize_k4_or_k5(type, block, out);
                 break;
             case DType::kQ5_K:
-                dequantize_k4_or_k5(block, true, out);
+                dequantize_k4_or_k5(type, block, out);
                 break;
             case DType::kQ6_K:
                 dequantize_q6_k(block, out);

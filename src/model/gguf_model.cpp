@@ -242,14 +242,18 @@ std::uint64_t gguf_memory_estimate(const std::filesystem::path& file,
     std::uint64_t total = 0;
     for (const io::TensorView& t : mapped.gguf.tensors) {
         const auto count = static_cast<std::uint64_t>(t.numel());
+        // Per 32 weights: q8 34 bytes, q4 18, 2 more with block biases (Q4_K, Q5_K kept exactly).
+        const bool biased = t.dtype == DType::kQ4_K || t.dtype == DType::kQ5_K;
+        const std::uint64_t q8 = count / 32 * (biased ? 36 : 34);
+        const std::uint64_t q4 = count / 32 * (t.dtype == DType::kQ4_K ? 20 : 18);
         switch (format) {
             case backend::WeightFormat::kAuto:
-                if (t.dtype == DType::kQ8_0)
-                    total += count / 32 * 34;
-                else if (t.dtype == DType::kQ4_0)
-                    total += count / 32 * 18;
+                if (t.dtype == DType::kQ4_0 || t.dtype == DType::kQ4_K)
+                    total += q4;
+                else if (is_quantized(t.dtype))
+                    total += q8;
                 else
-                    total += is_quantized(t.dtype) ? 4 * count : t.data.size();
+                    total += t.data.size();
                 break;
             case backend::WeightFormat::kF32:
                 total += 4 * count;
@@ -259,10 +263,10 @@ std::uint64_t gguf_memory_estimate(const std::filesystem::path& file,
                 total += 2 * count;
                 break;
             case backend::WeightFormat::kQ8:
-                total += count / 32 * 34;
+                total += q8;
                 break;
             case backend::WeightFormat::kQ4:
-                total += count / 32 * 18;
+                total += q4;
                 break;
         }
     }

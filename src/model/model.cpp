@@ -45,7 +45,8 @@ std::string layer_name(const std::string& pattern, int layer) {
 
 // One tensor made of `parts` concatenated along the first dimension (the outputs of [out, in]
 // matrices, or vectors), in `storage`. All parts must share a dtype and their other dimensions.
-// Parts of different dtypes (a GGUF mixture's Q6_K v with Q4_K q and k) are widened to f32.
+// Parts of different dtypes (a GGUF mixture's Q6_K v with Q4_K q and k, where the backend cannot
+// take them as parts) are widened to f32.
 io::TensorView concatenate(const std::vector<const io::TensorView*>& parts,
                            std::vector<std::byte>& storage) {
     if (parts.size() == 1) return *parts.front();
@@ -155,6 +156,12 @@ std::shared_ptr<const Model> Model::from_weights(ModelConfig config, GenerationD
             views.push_back(&tensor(parts[i], names.layout == backend::MatrixLayout::kInOut
                                                   ? std::vector<std::int64_t>{in, outs[i]}
                                                   : std::vector<std::int64_t>{outs[i], in}));
+        // Parts of different block types stay blocks where the backend can pack them apart.
+        const bool mixed = std::any_of(views.begin(), views.end(), [&](const io::TensorView* v) {
+            return v->dtype != views.front()->dtype;
+        });
+        if (mixed && names.layout == backend::MatrixLayout::kOutIn)
+            if (auto weight = be.upload_matrix_parts(views, options.weight_format)) return weight;
         return be.upload_matrix(concatenate(views, joined), names.layout, options.weight_format);
     };
     auto bias = [&](const std::vector<std::string>& parts, std::vector<std::int64_t> outs) {

@@ -74,10 +74,15 @@ ModelConfig published_shape(std::string_view name) {
 
 namespace {
 
+// What a tensor is to llama.cpp's choice of a mixture's types.
+enum class Role { kOther, kAttnV, kDown, kOutput };
+
 struct TensorSpec {
     std::string name;
     std::vector<std::int64_t> shape;
     float constant;  // NaN: random
+    Role role = Role::kOther;
+    int layer = -1;
 };
 
 // Every tensor the loader asks for, from the family's name table: norms of ones, zero biases,
@@ -86,7 +91,11 @@ std::vector<TensorSpec> tensor_specs(const ModelConfig& c) {
     const TensorNames& names = tensor_names(c);
     const std::int64_t C = c.n_embd, I = c.n_inner, Q = c.q_dim(), KV = c.kv_dim();
     const float random = std::nanf("");
-    std::vector<TensorSpec> specs = {{names.embed, {c.vocab_size, C}, random}};
+    // Tied embeddings are the output projection too.
+    std::vector<TensorSpec> specs = {{names.embed,
+                                      {c.vocab_size, C},
+                                      random,
+                                      c.tie_word_embeddings ? Role::kOutput : Role::kOther}};
     if (!c.rope) specs.push_back({names.position_embed, {c.n_positions, C}, random});
     auto norm = [&](const std::string& weight) {
         specs.push_back({weight, {C}, 1.0f});
@@ -94,9 +103,13 @@ std::vector<TensorSpec> tensor_specs(const ModelConfig& c) {
             specs.push_back({TensorNames::bias_of(weight), {C}, 0.0f});
     };
     // Parts of one product with their output widths (a single part holds them all).
+    // `roles`: of each part, when there are as many parts as outputs.
     auto product = [&](const std::vector<std::string>& parts, std::vector<std::int64_t> outs,
-                       std::int64_t in, bool bias, int layer) {
-        if (parts.size() == 1) outs = {std::accumulate(outs.begin(), outs.end(), std::int64_t{0})};
+                       std::int64_t in, bool bias, int layer, std::vector<Role> roles) {
+        if (parts.size() == 1 && outs.size() > 1) {
+            outs = {std::accumulate(outs.begin(), outs.end(), std::int64_t{0})};
+            roles = {Role::kOther};
+        }
         for (std::size_t i = 0; i < parts.size(); ++i) {
             std::string name = parts[i];
             name.replace(name.find("{}"), 2, std::to_string(layer));
@@ -104,7 +117,7 @@ std::vector<TensorSpec> tensor_specs(const ModelConfig& c) {
                              names.layout == backend::MatrixLayout::kInOut
                                  ? std::vector<std::int64_t>{in, outs[i]}
                                  : std::vector<std::int64_t>{outs[i], in},
-                             random});
+                             random, roles[i], layer});
             if (bias) specs.push_back({TensorNames::bias_of(name), {outs[i]}, 0.0f});
         }
     };
@@ -113,20 +126,22 @@ std::vector<TensorSpec> tensor_specs(const ModelConfig& c) {
     };
     for (int i = 0; i < c.n_layer; ++i) {
         norm(layer_name(names.attn_norm, i));
-        product(names.qkv, {Q, KV, KV}, C, c.qkv_bias, i);
+        product(names.qkv, {Q, KV, KV}, C, c.qkv_bias, i,
+                {Role::kOther, Role::kOther, Role::kAttnV});
         if (c.qk_norm) {
             specs.push_back({layer_name(names.q_norm, i), {c.head_dim}, 1.0f});
             specs.push_back({layer_name(names.k_norm, i), {c.head_dim}, 1.0f});
         }
-        product({names.o_proj}, {C}, Q, c.o_bias, i);
+        product({names.o_proj}, {C}, Q, c.o_bias, i, {Role::kOther});
         norm(layer_name(names.mlp_norm, i));
         product(names.up,
                 c.gated_mlp ? std::vector<std::int64_t>{I, I} : std::vector<std::int64_t>{I}, C,
-                c.mlp_bias, i);
-        product({names.down}, {C}, I, c.mlp_bias, i);
+                c.mlp_bias, i, {Role::kOther, Role::kOther});
+        product({names.down}, {C}, I, c.mlp_bias, i, {Role::kDown});
     }
     norm(names.final_norm);
-    if (!c.tie_word_embeddings) specs.push_back({names.lm_head, {c.vocab_size, C}, random});
+    if (!c.tie_word_embeddings)
+        specs.push_back({names.lm_head, {c.vocab_size, C}, random, Role::kOutput});
     return specs;
 }
 
@@ -186,14 +201,72 @@ void encode_row(const float* values, std::size_t count, DType dtype, std::byte* 
     }
 }
 
+bool is_k_quant(DType t) {
+    return t == DType::kQ4_K || t == DType::kQ5_K || t == DType::kQ6_K;
+}
+
+// llama.cpp's use_more_bits(): the layers of a Q4_K_M file whose attn_v and ffn_down get Q6_K.
+bool use_more_bits(int layer, int layers) {
+    return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+}
+
+// The type of matrix `spec` in `weights`. As llama.cpp does, a K-quant tensor whose rows are not
+// whole 256-value super-blocks takes a 32-value block type instead: Q8_0 for Q6_K (llama.cpp's
+// choice) and Q5_K, Q4_0 for Q4_K (llama.cpp takes Q5_0, which llmserve does not read).
+DType matrix_dtype(const TensorSpec& spec, DType dtype, bool q4_k_m, int layers) {
+    DType type = dtype;
+    if (q4_k_m)
+        type = spec.role == Role::kOutput ||
+                       ((spec.role == Role::kAttnV || spec.role == Role::kDown) &&
+                        use_more_bits(spec.layer, layers))
+                   ? DType::kQ6_K
+                   : DType::kQ4_K;
+    if (is_k_quant(type) && spec.shape.back() % 256 != 0)
+        return type == DType::kQ4_K ? DType::kQ4_0 : DType::kQ8_0;
+    return type;
+}
+
+// Random but valid K-quant blocks for `count` values: random 6-bit scales and mins (Q6_K: int8
+// scales) and values, fp16 d and dmin chosen so that weights span about [-0.035, 0.035] like
+// the float weights' uniform draw.
+void random_k_quant_row(DType type, std::size_t count, std::byte* out, std::uint64_t& state) {
+    const std::size_t bytes = row_bytes(type, count);
+    for (std::size_t i = 0; i < bytes; ++i) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out[i] = static_cast<std::byte>(state >> 56);
+    }
+    // Q4_K / Q5_K: w = d * scale * n - dmin * min, scale and min in [0, 63] (mean 32), n up to
+    // 15 / 31. Q6_K: w = d * scale * (q - 32), |scale| about 64 on average.
+    const float d = type == DType::kQ4_K   ? 0.07f / (15 * 32)
+                    : type == DType::kQ5_K ? 0.07f / (31 * 32)
+                                           : 0.035f / (64 * 32);
+    const std::uint16_t d_bits = f32_to_half_bits(d, DType::kF16);
+    const std::uint16_t dmin_bits = f32_to_half_bits(0.035f / 32, DType::kF16);
+    for (std::size_t at = 0; at < bytes; at += block_bytes(type)) {
+        if (type == DType::kQ6_K) {
+            std::memcpy(out + at + 208, &d_bits, 2);
+            continue;
+        }
+        std::memcpy(out + at, &d_bits, 2);
+        std::memcpy(out + at + 2, &dmin_bits, 2);
+    }
+}
+
 }  // namespace
 
 std::shared_ptr<const Model> synthetic_model(const ModelConfig& config, DType dtype,
-                                             const LoadOptions& options, std::string name) {
+                                             const LoadOptions& options, std::string name,
+                                             SyntheticMix mix) {
     const auto specs = tensor_specs(config);
+    const bool q4_k_m = mix == SyntheticMix::kQ4_K_M;
+    if (q4_k_m) dtype = DType::kQ4_K;
     // Block types hold the matrices; vectors (norms, biases) stay f32 as in GGUF files.
-    auto stored_as = [&](const auto& spec) {
-        return is_quantized(dtype) && spec.shape.size() == 1 ? DType::kF32 : dtype;
+    auto stored_as = [&](const TensorSpec& spec) {
+        if (!is_quantized(dtype)) return dtype;
+        return spec.shape.size() == 1 ? DType::kF32
+                                      : matrix_dtype(spec, dtype, q4_k_m, config.n_layer);
     };
     auto bytes_of = [&](const auto& spec) {
         std::size_t count = 1;
@@ -232,6 +305,12 @@ std::shared_ptr<const Model> synthetic_model(const ModelConfig& config, DType dt
         const auto cols = static_cast<std::size_t>(spec.shape.back());
         const std::size_t rows =
             spec.shape.size() == 1 ? 1 : static_cast<std::size_t>(spec.shape[0]);
+        if (is_k_quant(stored)) {
+            random_k_quant_row(stored, rows * cols, out + offset, state);
+            ranges.emplace_back(offset, bytes_of(spec));
+            offset += bytes_of(spec);
+            continue;
+        }
         std::vector<float> row(cols);
         for (std::size_t r = 0; r < rows; ++r) {
             for (std::size_t i = 0; i < cols; ++i) {

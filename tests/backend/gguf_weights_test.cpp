@@ -1,9 +1,11 @@
 // GGUF block types in the CPU backend on every tier: Q8_0 kept as q8 and Q4_0 as q4 (or q8 when
 // asked) blocks without requantizing (every weight and the product equal the dequantized weights'
-// product with q8 activations exactly), K-quants widened to f32 exactly as dequantized, Q4_K
-// requantized when q4 is asked for.
+// product with q8 activations exactly); Q4_K (q4, or q8 when asked) and Q5_K (q8) kept as blocks
+// with biases, exact but for the f16 rounding of their scales and minimums; Q6_K requantized to q8
+// within 1/8 of its own step; fused parts of different types packed side by side.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "backend/cpu/cpu_backend.h"
@@ -14,26 +16,7 @@
 namespace llmserve::backend::cpu {
 namespace {
 
-// `rows` rows of `cols` values of `type` with random bytes and a fixed, sane fp16 scale per block
-// (Q6_K keeps its scale last, the others first; Q4_K / Q5_K also a dmin).
-std::vector<std::byte> random_blocks(DType type, int rows, int cols, unsigned seed) {
-    std::mt19937 rng(seed);
-    const std::size_t block = block_bytes(type);
-    const std::size_t blocks = static_cast<std::size_t>(rows) * cols / block_elements(type);
-    std::vector<std::byte> bytes(blocks * block);
-    for (auto& b : bytes) b = static_cast<std::byte>(rng() & 0xff);
-    // llama.cpp's Q8_0 values lie in [-127, 127] (-128 is tested on its own).
-    if (type == DType::kQ8_0)
-        for (auto& b : bytes)
-            if (b == std::byte{0x80}) b = std::byte{0x81};
-    const std::uint16_t scale = f32_to_f16(0.01f + static_cast<float>(seed % 7) * 0.003f);
-    for (std::size_t i = 0; i < blocks; ++i) {
-        std::byte* start = bytes.data() + i * block;
-        std::memcpy(type == DType::kQ6_K ? start + 208 : start, &scale, 2);
-        if (type == DType::kQ4_K || type == DType::kQ5_K) std::memcpy(start + 2, &scale, 2);
-    }
-    return bytes;
-}
+using testing::random_blocks;
 
 std::vector<float> dequantized(DType type, const std::vector<std::byte>& bytes, int rows,
                                int cols) {
@@ -51,8 +34,41 @@ std::vector<float> read_rows(Backend& backend, const Weight& weight, int rows, i
     return {out->data(), out->data() + out->size()};
 }
 
+// The product through the backend: the exact weights `values` ([out, in]) times activations
+// rounded to 8 bits per block of 32, each weight off by at most weight_error[o * in + k] (empty:
+// exact).
+void expect_product(Backend& backend, const Weight& weight, const std::vector<float>& values,
+                    const std::vector<double>& weight_error, int out, int in) {
+    constexpr int kRows = 3;
+    std::vector<float> x(static_cast<std::size_t>(kRows) * in);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal;
+    for (float& v : x) v = normal(rng);
+    auto xb = backend.allocate(x.size());
+    std::copy(x.begin(), x.end(), xb->data());
+    auto y = backend.allocate(static_cast<std::size_t>(kRows) * out);
+    backend.linear({xb->data(), kRows, in}, weight, nullptr, {y->data(), kRows, out});
+    // Each activation moves by at most half a step, max|x of its block| / 254.
+    for (int r = 0; r < kRows; ++r)
+        for (int o = 0; o < out; ++o) {
+            double exact = 0.0, bound = 1e-4;
+            const float* row = x.data() + static_cast<std::size_t>(r) * in;
+            for (int k = 0; k < in; ++k) {
+                const int b0 = k / 32 * 32;
+                float amax = 0.0f;
+                for (int j = b0; j < b0 + 32; ++j) amax = std::max(amax, std::abs(row[j]));
+                const std::size_t at = static_cast<std::size_t>(o) * in + k;
+                const double w = values[at];
+                const double dw = weight_error.empty() ? 0.0 : weight_error[at];
+                exact += w * row[k];
+                bound += (std::abs(w) + dw) * amax / 254.0 * 1.01 + dw * std::abs(row[k]);
+            }
+            EXPECT_NEAR(y->data()[r * out + o], exact, bound) << "row " << r << ", output " << o;
+        }
+}
+
 TEST(GgufWeights, Q8_0AndQ4_0BecomeQ8AndQ4BlocksExactly) {
-    constexpr int kOut = 40, kIn = 96, kRows = 3;
+    constexpr int kOut = 40, kIn = 96;
     struct Case {
         DType stored;
         WeightFormat asked, kept;
@@ -71,32 +87,7 @@ TEST(GgufWeights, Q8_0AndQ4_0BecomeQ8AndQ4BlocksExactly) {
             auto native = backend->upload_matrix(tensor, MatrixLayout::kOutIn, asked);
             EXPECT_EQ(native->format(), kept);
             EXPECT_EQ(read_rows(*backend, *native, kOut, kIn), values);
-
-            // The product: the exact weights times activations rounded to 8 bits per block of 32.
-            std::vector<float> x(static_cast<std::size_t>(kRows) * kIn);
-            std::mt19937 rng(5);
-            std::normal_distribution<float> normal;
-            for (float& v : x) v = normal(rng);
-            auto xb = backend->allocate(x.size());
-            std::copy(x.begin(), x.end(), xb->data());
-            auto y = backend->allocate(static_cast<std::size_t>(kRows) * kOut);
-            backend->linear({xb->data(), kRows, kIn}, *native, nullptr, {y->data(), kRows, kOut});
-            // Each activation moves by at most half a step, max|x of its block| / 254.
-            for (int r = 0; r < kRows; ++r)
-                for (int o = 0; o < kOut; ++o) {
-                    double exact = 0.0, bound = 1e-4;
-                    for (int k = 0; k < kIn; ++k) {
-                        const float* row = x.data() + static_cast<std::size_t>(r) * kIn;
-                        const int b0 = k / 32 * 32;
-                        float amax = 0.0f;
-                        for (int j = b0; j < b0 + 32; ++j) amax = std::max(amax, std::abs(row[j]));
-                        const double w = values[static_cast<std::size_t>(o) * kIn + k];
-                        exact += w * row[k];
-                        bound += std::abs(w) * amax / 254.0 * 1.01;
-                    }
-                    EXPECT_NEAR(y->data()[r * kOut + o], exact, bound)
-                        << "row " << r << ", output " << o;
-                }
+            expect_product(*backend, *native, values, {}, kOut, kIn);
         }
     }
 }
@@ -124,44 +115,154 @@ TEST(GgufWeights, Q8_0WithMinus128IsRequantized) {
     }
 }
 
-// Asked for q4, Q4_K (whose blocks carry a minimum q4 has no place for) is requantized: each weight
-// within one q4 step (|largest of its 32| / 8) of its Q4_K value (half a step unless clamped to 7).
-TEST(GgufWeights, Q4_KIsRequantizedToQ4) {
-    constexpr int kOut = 5, kIn = 512;
-    const auto bytes = random_blocks(DType::kQ4_K, kOut, kIn, 3);
-    const auto values = dequantized(DType::kQ4_K, bytes, kOut, kIn);
+// The most a Q4_K / Q5_K weight moves in q4 (`q4`) or q8 blocks with biases: only the scale s and
+// the bias c are rounded to f16 (relative 2^-11, or 2^-25 absolute below f16's normal range), and
+// the f32 arithmetic on both sides adds a few ulps. q4: q = n - 8, c = 8 s - m; q8: q = n, c = -m.
+std::vector<double> k_quant_error_bound(DType type, const std::vector<std::byte>& bytes, bool q4) {
+    std::vector<double> bound;
+    KQuantBlock block;
+    for (std::size_t at = 0; at < bytes.size(); at += block_bytes(type)) {
+        unpack_k_quant(type, bytes.data() + at, block);
+        for (int s = 0; s < 8; ++s) {
+            const double scale = std::abs(block.scale[s]);
+            const double c = std::abs(q4 ? 8.0 * block.scale[s] - block.min[s] : block.min[s]);
+            for (int i = 0; i < 32; ++i) {
+                const double q = std::abs(block.values[s][i] - (q4 ? 8.0 : 0.0));
+                bound.push_back(q * std::max(scale * 0x1p-11, 0x1p-25) +
+                                std::max(c * 0x1p-11, 0x1p-25) + (q * scale + c) * 0x1p-21);
+            }
+        }
+    }
+    return bound;
+}
+
+TEST(GgufWeights, Q4_KAndQ5_KKeepTheirValuesInBlocksWithBiases) {
+    constexpr int kOut = 40, kIn = 512;
+    struct Case {
+        DType stored;
+        WeightFormat asked, kept;
+    };
+    constexpr Case kCases[] = {{DType::kQ4_K, WeightFormat::kAuto, WeightFormat::kQ4},
+                               {DType::kQ4_K, WeightFormat::kQ4, WeightFormat::kQ4},
+                               {DType::kQ4_K, WeightFormat::kQ8, WeightFormat::kQ8},
+                               {DType::kQ5_K, WeightFormat::kAuto, WeightFormat::kQ8},
+                               {DType::kQ5_K, WeightFormat::kQ8, WeightFormat::kQ8}};
     for (const Isa isa : testing::tiers()) {
         SCOPED_TRACE(testing::tier_name(isa));
-        auto backend = make_cpu_backend(1, isa);
-        auto weight = backend->upload_matrix(testing::tensor_view(bytes, DType::kQ4_K, kOut, kIn),
-                                             MatrixLayout::kOutIn, WeightFormat::kQ4);
-        EXPECT_EQ(weight->format(), WeightFormat::kQ4);
-        const auto got = read_rows(*backend, *weight, kOut, kIn);
-        for (int o = 0; o < kOut; ++o)
-            for (int b0 = 0; b0 < kIn; b0 += 32) {
-                float amax = 0.0f;
-                for (int k = b0; k < b0 + 32; ++k)
-                    amax = std::max(amax, std::abs(values[o * kIn + k]));
-                for (int k = b0; k < b0 + 32; ++k)
-                    ASSERT_NEAR(got[o * kIn + k], values[o * kIn + k], amax / 8.0f * 1.001f)
-                        << "output " << o << ", input " << k;
+        auto backend = make_cpu_backend(2, isa);
+        for (const auto [type, asked, kept] : kCases) {
+            SCOPED_TRACE(std::string(to_string(type)) + " as " + std::string(to_string(asked)));
+            const auto bytes = random_blocks(type, kOut, kIn, 11);
+            const auto values = dequantized(type, bytes, kOut, kIn);
+            const auto bound = k_quant_error_bound(type, bytes, kept == WeightFormat::kQ4);
+            auto weight = backend->upload_matrix(testing::tensor_view(bytes, type, kOut, kIn),
+                                                 MatrixLayout::kOutIn, asked);
+            EXPECT_EQ(weight->format(), kept);
+            // Q4_K and Q5_K in q8 / q4 blocks plus their f16 biases: a third or a half of f32.
+            EXPECT_LT(weight->resident_bytes(), values.size() * sizeof(float) / 2);
+            const auto got = read_rows(*backend, *weight, kOut, kIn);
+            double worst = 0.0;
+            for (std::size_t i = 0; i < got.size(); ++i) {
+                ASSERT_LE(std::abs(got[i] - values[i]), bound[i]) << "weight " << i;
+                worst = std::max(worst, std::abs(static_cast<double>(got[i]) - values[i]));
             }
+            EXPECT_GT(worst, 0.0);  // the f16 rounding shows: this is not an f32 copy
+            expect_product(*backend, *weight, values, bound, kOut, kIn);
+        }
     }
 }
 
-TEST(GgufWeights, KQuantsWidenToF32Exactly) {
-    constexpr int kOut = 5, kIn = 512;
+// Per 32 weights, the Q6_K step d * max(|scale|) of its two 16-value sub-blocks.
+std::vector<double> q6_k_steps(const std::vector<std::byte>& bytes) {
+    std::vector<double> steps;
+    for (std::size_t at = 0; at < bytes.size(); at += block_bytes(DType::kQ6_K)) {
+        const auto* scales = reinterpret_cast<const std::int8_t*>(bytes.data() + at + 192);
+        std::uint16_t d_bits;
+        std::memcpy(&d_bits, bytes.data() + at + 208, 2);
+        const double d = std::abs(f16_to_f32(d_bits));
+        for (int b = 0; b < 8; ++b)
+            steps.push_back(d * std::max(std::abs(scales[2 * b]), std::abs(scales[2 * b + 1])));
+    }
+    return steps;
+}
+
+// Q6_K has no exact q8 form (two int8 scales per 32 values): requantized per 32 with
+// d = max|w| / 127, a weight moves by at most d / 2 <= (32 step / 127) / 2, about 1/8 of the Q6_K
+// step (slightly more with d's f16 rounding).
+TEST(GgufWeights, Q6_KIsRequantizedToQ8WithinAnEighthOfItsStep) {
+    constexpr int kOut = 40, kIn = 512;
+    const auto bytes = random_blocks(DType::kQ6_K, kOut, kIn, 3);
+    const auto values = dequantized(DType::kQ6_K, bytes, kOut, kIn);
+    const auto steps = q6_k_steps(bytes);
+    std::vector<double> bound(values.size());
+    for (std::size_t i = 0; i < bound.size(); ++i) bound[i] = steps[i / 32] * 0.1261;
     for (const Isa isa : testing::tiers()) {
         SCOPED_TRACE(testing::tier_name(isa));
-        auto backend = make_cpu_backend(1, isa);
-        for (const DType type : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
-            SCOPED_TRACE(std::string(to_string(type)));
-            const auto bytes = random_blocks(type, kOut, kIn, 3);
-            const auto tensor = testing::tensor_view(bytes, type, kOut, kIn);
-            auto weight = backend->upload_matrix(tensor, MatrixLayout::kOutIn, WeightFormat::kAuto);
-            EXPECT_EQ(weight->format(), WeightFormat::kF32);
-            EXPECT_EQ(read_rows(*backend, *weight, kOut, kIn), dequantized(type, bytes, kOut, kIn));
+        auto backend = make_cpu_backend(2, isa);
+        auto weight = backend->upload_matrix(testing::tensor_view(bytes, DType::kQ6_K, kOut, kIn),
+                                             MatrixLayout::kOutIn, WeightFormat::kAuto);
+        EXPECT_EQ(weight->format(), WeightFormat::kQ8);
+        const auto got = read_rows(*backend, *weight, kOut, kIn);
+        double worst = 0.0, squares = 0.0;
+        for (std::size_t i = 0; i < got.size(); ++i) {
+            const double error = std::abs(static_cast<double>(got[i]) - values[i]);
+            ASSERT_LE(error, bound[i]) << "weight " << i;
+            worst = std::max(worst, error / steps[i / 32]);
+            squares += (error / steps[i / 32]) * (error / steps[i / 32]);
         }
+        // The measured error in Q6_K steps, for PERFORMANCE.md.
+        ::testing::Test::RecordProperty("max_error_in_q6_k_steps", std::to_string(worst));
+        ::testing::Test::RecordProperty(
+            "rms_error_in_q6_k_steps",
+            std::to_string(std::sqrt(squares / static_cast<double>(got.size()))));
+        expect_product(*backend, *weight, values, bound, kOut, kIn);
+    }
+}
+
+// A Q4_K_M fused product: q and k (Q4_K) and v (Q6_K) in one q8 matrix with block biases, each
+// part in its own panels and as exact as alone; v's 40 outputs end off a panel, which only the
+// last part may.
+TEST(GgufWeights, MixedPartsArePackedSideBySide) {
+    constexpr int kIn = 512;
+    const int outs[] = {64, 32, 40};
+    const DType types[] = {DType::kQ4_K, DType::kQ4_K, DType::kQ6_K};
+    std::vector<std::vector<std::byte>> bytes;
+    std::vector<io::TensorView> views;
+    std::vector<float> values;
+    std::vector<double> bound;
+    for (int i = 0; i < 3; ++i) {
+        bytes.push_back(random_blocks(types[i], outs[i], kIn, 20 + i));
+        const auto part = dequantized(types[i], bytes[i], outs[i], kIn);
+        values.insert(values.end(), part.begin(), part.end());
+        if (types[i] == DType::kQ4_K) {
+            const auto b = k_quant_error_bound(types[i], bytes[i], /*q4=*/false);
+            bound.insert(bound.end(), b.begin(), b.end());
+        } else {
+            for (const double step : q6_k_steps(bytes[i]))
+                bound.insert(bound.end(), 32, step * 0.1261);
+        }
+    }
+    for (int i = 0; i < 3; ++i)
+        views.push_back(testing::tensor_view(bytes[i], types[i], outs[i], kIn));
+    const io::TensorView* parts[] = {&views[0], &views[1], &views[2]};
+    const int total = outs[0] + outs[1] + outs[2];
+    for (const Isa isa : testing::tiers()) {
+        SCOPED_TRACE(testing::tier_name(isa));
+        auto backend = make_cpu_backend(2, isa);
+        auto weight = backend->upload_matrix_parts(parts, WeightFormat::kAuto);
+        ASSERT_NE(weight, nullptr);
+        EXPECT_EQ(weight->format(), WeightFormat::kQ8);
+        EXPECT_EQ(weight->out_features(), total);
+        EXPECT_EQ(weight->in_features(), kIn);
+        const auto got = read_rows(*backend, *weight, total, kIn);
+        for (std::size_t i = 0; i < got.size(); ++i)
+            ASSERT_LE(std::abs(static_cast<double>(got[i]) - values[i]), bound[i])
+                << "weight " << i;
+        expect_product(*backend, *weight, values, bound, total, kIn);
+
+        // A part before the last that ends off a panel: the caller concatenates instead.
+        const io::TensorView* unaligned[] = {&views[2], &views[0]};
+        EXPECT_EQ(backend->upload_matrix_parts(unaligned, WeightFormat::kAuto), nullptr);
     }
 }
 

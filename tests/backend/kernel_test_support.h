@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <random>
 #include <span>
 #include <string>
@@ -12,6 +13,8 @@
 
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/packed_matrix.h"
+#include "common/dtype.h"
 #include "io/safetensors.h"
 
 namespace llmserve::backend::cpu::testing {
@@ -34,6 +37,27 @@ inline io::TensorView tensor_view(std::span<const std::byte> bytes, DType dtype,
     view.data = bytes;
     view.file = "<test>";
     return view;
+}
+
+// `rows` rows of `cols` values of GGUF block type `type` with random bytes and a fixed, sane fp16
+// scale per block (Q6_K keeps its scale last, the others first; Q4_K / Q5_K also a dmin).
+inline std::vector<std::byte> random_blocks(DType type, int rows, int cols, unsigned seed) {
+    std::mt19937 rng(seed);
+    const std::size_t block = block_bytes(type);
+    const std::size_t blocks = static_cast<std::size_t>(rows) * cols / block_elements(type);
+    std::vector<std::byte> bytes(blocks * block);
+    for (auto& b : bytes) b = static_cast<std::byte>(rng() & 0xff);
+    // llama.cpp's Q8_0 values lie in [-127, 127] (-128 is tested on its own).
+    if (type == DType::kQ8_0)
+        for (auto& b : bytes)
+            if (b == std::byte{0x80}) b = std::byte{0x81};
+    const std::uint16_t scale = f32_to_f16(0.01f + static_cast<float>(seed % 7) * 0.003f);
+    for (std::size_t i = 0; i < blocks; ++i) {
+        std::byte* start = bytes.data() + i * block;
+        std::memcpy(type == DType::kQ6_K ? start + 208 : start, &scale, 2);
+        if (type == DType::kQ4_K || type == DType::kQ5_K) std::memcpy(start + 2, &scale, 2);
+    }
+    return bytes;
 }
 
 // Every tier this CPU supports, lowest first; each test runs its checks once per tier.

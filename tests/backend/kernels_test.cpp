@@ -259,6 +259,87 @@ TEST(Kernels, GemmMatchesReferenceForEveryFormatAndTier) {
             }
 }
 
+// q8 / q4 blocks with biases (GGUF Q4_K into q4 or q8, Q5_K into q8) against the same reference:
+// the weights the packing holds (d q + c) times the activations as quantized. The kernel adds
+// d * dx * sum(q qx) and c * dx * sum(qx) apart, so the rounding it may differ by is relative to
+// sum |x| (|d q| + |c|), read from the blocks, not to sum |x w| (d q and c may nearly cancel).
+void check_gemm_with_block_biases(Isa isa, DType stored, WeightFormat format, int m, int k, int n) {
+    SCOPED_TRACE(tier_name(isa) + ", " + std::string(to_string(stored)) + " as " +
+                 format_name(format) + ", m " + std::to_string(m) + " k " + std::to_string(k) +
+                 " n " + std::to_string(n));
+    WorkerPool pool(1);
+    WeightArena arena;
+    const auto bytes = random_blocks(stored, n, k, 30 + k + n);
+    const PackedMatrix packed = PackedMatrix::pack(tensor_view(bytes, stored, n, k),
+                                                   MatrixLayout::kOutIn, format, pool, arena);
+    const PackedView& w = packed.view();
+    ASSERT_TRUE(w.block_bias);
+    ASSERT_EQ(w.format, format);
+    const int x_stride = k + 3, y_stride = n + 5;
+    const auto x = random_floats(static_cast<std::size_t>(m) * x_stride, -2.0f, 2.0f, 9 + m);
+    constexpr float kSentinel = 12345.0f;
+    std::vector<float> y(static_cast<std::size_t>(m) * y_stride, kSentinel);
+    const int blocks = w.q8_blocks();
+    std::vector<std::int8_t> q_values(static_cast<std::size_t>(m) * blocks * kQ8Block);
+    std::vector<float> q_scales(static_cast<std::size_t>(m) * blocks);
+    std::vector<std::int32_t> q_offsets(q_scales.size());
+    const QuantizedRows xq{m, blocks, q_values.data(), q_scales.data(), q_offsets.data()};
+    const KernelTable& kernels = kernel_table(isa);
+    kernels.quantize_rows(x.data(), x_stride, k, 0, m, xq);
+    const ReferenceQuantized expected_q = reference_quantize(x, m, k, x_stride);
+    GemmArgs args{&w, x.data(), x_stride, &xq, nullptr, y.data(), y_stride, m};
+    auto* gemm = format == WeightFormat::kQ8 ? kernels.gemm_q8 : kernels.gemm_q4;
+    gemm(args, 0, w.panels / 2);
+    gemm(args, w.panels / 2, w.panels);
+
+    // The f16 at byte `at` of weight (kk, col)'s block and column (kernels.h's layout).
+    auto half_at = [&](int kk, int col, std::size_t at) {
+        std::uint16_t bits;
+        std::memcpy(&bits,
+                    w.panel(col / kPanelWidth) +
+                        static_cast<std::size_t>(kk / kQ8Block) * w.block_bytes() + at +
+                        (col % kPanelWidth) * 2,
+                    2);
+        return static_cast<double>(f16_to_f32(bits));
+    };
+    for (int r = 0; r < m; ++r) {
+        for (int col = 0; col < n; ++col) {
+            double expected = 0.0, magnitude = 0.0;
+            for (int kk = 0; kk < k; ++kk) {
+                const std::size_t slot = static_cast<std::size_t>(r) * blocks + kk / kQ8Block;
+                const double xv =
+                    static_cast<double>(expected_q.values[slot * kQ8Block + kk % kQ8Block]) *
+                    expected_q.scales[slot];
+                const double weight = packed.element(kk, col);
+                const double c = half_at(kk, col, kQ8ScaleBytes);  // weight - c is d q
+                expected += xv * weight;
+                magnitude += std::abs(xv) * (std::abs(weight - c) + std::abs(c));
+            }
+            const float got = y[static_cast<std::size_t>(r) * y_stride + col];
+            ASSERT_NEAR(got, expected, 2e-6 * magnitude + 1e-30)
+                << "row " << r << " column " << col;
+        }
+        for (int col = n; col < y_stride; ++col)
+            ASSERT_EQ(y[static_cast<std::size_t>(r) * y_stride + col], kSentinel)
+                << "wrote past column " << n;
+    }
+}
+
+TEST(Kernels, GemmWithBlockBiasesMatchesReferenceOnEveryTier) {
+    struct Case {
+        DType stored;
+        WeightFormat format;
+    };
+    constexpr Case kCases[] = {{DType::kQ4_K, WeightFormat::kQ4},
+                               {DType::kQ4_K, WeightFormat::kQ8},
+                               {DType::kQ5_K, WeightFormat::kQ8}};
+    constexpr Shape kBiasShapes[] = {{1, 256, 33}, {3, 512, 64}, {5, 256, 70}, {13, 768, 97}};
+    for (Isa isa : tiers())
+        for (const auto [stored, format] : kCases)
+            for (const Shape& s : kBiasShapes)
+                check_gemm_with_block_biases(isa, stored, format, s.m, s.k, s.n);
+}
+
 // End to end, q8 and q4 stay within the error their two quantizations allow: per term
 // |x||dw| + |w||dx| + |dw||dx| with |dw| the weight's own error and |dx| <= step_x / 2.
 void check_quantized_product_error(WeightFormat format) {

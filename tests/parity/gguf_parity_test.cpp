@@ -2,14 +2,17 @@
 // $LLMSERVE_FIXTURES/gguf, every case of its reference.json, tolerances read from the json
 // (README-gguf.md). Float files: logits within 1e-4·(1+|ref|) of logits_file. Quantized files
 // (cases with dequant_logits_file): weights dequantized exactly (--dtype f32) match the float64
-// pass over the dequantized weights within 1e-4·(1+|ref|); the native path (auto: Q8_0 / Q4_0
-// blocks multiplied as q8 with 8-bit activations, as llama.cpp does) matches llama.cpp's own
+// pass over the dequantized weights within 1e-4·(1+|ref|); the native path (auto: Q8_0 / Q4_0 /
+// Q4_K / Q5_K blocks kept, Q6_K requantized to q8, multiplied with 8-bit activations as llama.cpp
+// does) matches llama.cpp's own
 // logits within "about" measured.llama.cpp_vs_dequant.max_rel (1.25 times: the json measures
 // against the dequantized pass, this test against llama.cpp, whose own rounding of activations
 // differs from ours in the scale's precision), and its greedy tokens up to the first step whose
-// margin is below twice measured.llama.cpp_vs_dequant.max_abs. Files with Q4_K tensors are also run
-// as --dtype q4 (Q4_K requantized into q4, the rest quantized from f32): a second quantization of
-// the whole model, so held to about the quantization's own effect, measured.
+// margin is below twice measured.llama.cpp_vs_dequant.max_abs. With K-quant tensors (llama.cpp
+// rounds activations per 256 for them, we per 32) the native path is first held to that distance
+// from the dequantized pass, then to twice it from llama.cpp. Files with Q4_K tensors are also run
+// as --dtype q4 (Q4_K kept in q4 blocks with biases, the rest quantized from f32 into q4): a second
+// quantization of the other tensors, so held to about the quantization's own effect, measured.
 // llama.cpp_vs_f32_reference.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -84,10 +87,24 @@ TEST(GgufParity, EveryFixtureFolder) {
         check_cases(dir, reference, backend::WeightFormat::kF32,
                     {"dequant_logits_file", "dequant_greedy_new_tokens", "dequant_greedy_margins"});
         const json& measured = reference.at("measured").at("llama.cpp_vs_dequant");
+        const json& types = reference.at("tensor_types");
+        // K-quant weights: llama.cpp rounds activations per 256 (Q8_K), we per 32, so the two
+        // roundings are independent. Ours is held to llama.cpp's own distance from the exact
+        // dequantized pass (measured on llama-256-q4_k_m: 0.067-0.091 per case against
+        // llama.cpp's 0.116), and the distance between the two engines to the sum of both.
+        const bool k_quants =
+            types.contains("Q4_K") || types.contains("Q5_K") || types.contains("Q6_K");
+        if (k_quants)
+            check_cases(
+                dir, reference, backend::WeightFormat::kAuto,
+                {"dequant_logits_file", "dequant_greedy_new_tokens", "dequant_greedy_margins",
+                 kAboutMeasured * measured.at("max_rel").get<double>(),
+                 2 * measured.at("max_abs").get<double>()});
+        const double engines = k_quants ? 2.0 : 1.0;
         check_cases(dir, reference, backend::WeightFormat::kAuto,
                     {"logits_file", "greedy_new_tokens", "greedy_margins",
-                     kAboutMeasured * measured.at("max_rel").get<double>(),
-                     2 * measured.at("max_abs").get<double>()});
+                     engines * kAboutMeasured * measured.at("max_rel").get<double>(),
+                     engines * 2 * measured.at("max_abs").get<double>()});
         if (reference.at("tensor_types").contains("Q4_K")) {
             const json& quantization = reference.at("measured").at("llama.cpp_vs_f32_reference");
             check_cases(dir, reference, backend::WeightFormat::kQ4,

@@ -1,6 +1,6 @@
-// CPU backend: weights packed once into the kernels' panel layout (f32, f16, bf16 or q8), kernels
-// of the best instruction-set tier the CPU has, and one pool of threads for every op (no BLAS
-// threads competing with ours). A backend runs one forward pass at a time.
+// CPU backend: weights packed once into the kernels' panel layout (f32, f16, bf16, q8 or q4),
+// kernels of the best instruction-set tier the CPU has, and one pool of threads for every op (no
+// BLAS threads competing with ours). A backend runs one forward pass at a time.
 #include "backend/cpu/cpu_backend.h"
 
 #include <sys/mman.h>
@@ -133,9 +133,10 @@ void release_source_pages(std::span<const std::byte> bytes) {
 }
 
 // kAuto keeps the stored type where a kernel computes with it: GGUF's Q8_0 and Q4_0 blocks are
-// q8 and q4 blocks as they stand (same 32 values per fp16 scale). The K-quants have no kernel of
-// their own and are widened to f32: requantizing Q4_K into q4 (asked for by kQ4) loses its
-// per-block minimum and adds an error of the size of Q4_K's own.
+// q8 and q4 blocks as they stand (same 32 values per fp16 scale), Q4_K and Q5_K are q4 and q8
+// blocks with block biases (only their scales and minimums rounded to f16). Q6_K (16-value
+// sub-blocks, two int8 scales per 32 values) has no such exact form and is requantized to q8,
+// adding at most 1/8 of its own step.
 WeightFormat resolve(WeightFormat format, DType stored) {
     if (format != WeightFormat::kAuto) return format;
     switch (stored) {
@@ -144,13 +145,30 @@ WeightFormat resolve(WeightFormat format, DType stored) {
         case DType::kBF16:
             return WeightFormat::kBF16;
         case DType::kQ8_0:
+        case DType::kQ5_K:
+        case DType::kQ6_K:
             return WeightFormat::kQ8;
         case DType::kQ4_0:
+        case DType::kQ4_K:
             return WeightFormat::kQ4;
         default:
             break;
     }
     return WeightFormat::kF32;
+}
+
+// The one format of a matrix made of parts: what each part resolves to when they agree, q8 when
+// they are all q8 or q4 (q8 holds every block type), else f32.
+WeightFormat resolve(WeightFormat format, std::span<const io::TensorView* const> parts) {
+    if (format != WeightFormat::kAuto) return format;
+    const WeightFormat first = resolve(format, parts.front()->dtype);
+    bool same = true, integer = true;
+    for (const io::TensorView* part : parts) {
+        const WeightFormat each = resolve(format, part->dtype);
+        same = same && each == first;
+        integer = integer && (each == WeightFormat::kQ8 || each == WeightFormat::kQ4);
+    }
+    return same ? first : integer ? WeightFormat::kQ8 : WeightFormat::kF32;
 }
 
 // Splits `count` items into about eight chunks per thread (so a thread that is descheduled for
@@ -182,6 +200,15 @@ class CpuBackend final : public Backend {
         auto weight = std::make_unique<CpuWeight>(
             PackedMatrix::pack(tensor, layout, resolve(format, tensor.dtype), pool_, arena_));
         release_source_pages(tensor.data);
+        return weight;
+    }
+
+    std::unique_ptr<Weight> upload_matrix_parts(std::span<const io::TensorView* const> parts,
+                                                WeightFormat format) override {
+        if (!PackedMatrix::packs_as_parts(parts, MatrixLayout::kOutIn)) return nullptr;
+        auto weight = std::make_unique<CpuWeight>(
+            PackedMatrix::pack(parts, MatrixLayout::kOutIn, resolve(format, parts), pool_, arena_));
+        for (const io::TensorView* part : parts) release_source_pages(part->data);
         return weight;
     }
 

@@ -21,6 +21,10 @@ namespace llmserve::backend::cpu {
 //   q4: blocks of kQ8Block k values, each kQ4BlockBytes long: 32 f16 scales, then 512 bytes
 //       [k / 8][column][k % 4] of two (quantized value + 8) nibbles, k % 8 < 4 in the low one:
 //       one load and two masks give two quads of the q8 layout.
+// A q8 / q4 matrix with block biases (PackedView::block_bias) has, in every block, 32 f16 biases
+// c (one per column) between the scales and the values: W[k, n] = d * q + c. GGUF's Q4_K and Q5_K
+// (w = d * n - m per 32 values) are such blocks without requantizing; the kernels add c times the
+// activation block's sum, which its offset already holds.
 // Columns past `n` in the last panel and (q8, q4) k values past `k` in the last block are zero.
 constexpr int kPanelWidth = 32;
 constexpr int kQ8Block = 32;
@@ -29,16 +33,25 @@ constexpr std::size_t kQ8BlockBytes = kQ8ScaleBytes + kPanelWidth * kQ8Block;
 constexpr int kQ8Offset = 128;  // stored byte = quantized value + 128
 constexpr std::size_t kQ4BlockBytes = kQ8ScaleBytes + kPanelWidth * kQ8Block / 2;
 constexpr int kQ4Offset = 8;  // stored nibble = quantized value + 8
+constexpr std::size_t kQ8BiasBytes = kPanelWidth * sizeof(std::uint16_t);  // with block biases
+
+// Bytes of one q8 / q4 block, block biases included when `biased`.
+constexpr std::size_t quantized_block_bytes(WeightFormat format, bool biased) {
+    return (format == WeightFormat::kQ4 ? kQ4BlockBytes : kQ8BlockBytes) +
+           (biased ? kQ8BiasBytes : 0);
+}
 
 // A read-only view of a packed weight matrix for y = x·W, W being k x n (in x out).
 struct PackedView {
     WeightFormat format = WeightFormat::kF32;
     int k = 0;
     int n = 0;
-    int panels = 0;  // ceil(n / kPanelWidth)
+    int panels = 0;           // ceil(n / kPanelWidth)
+    bool block_bias = false;  // q8 / q4: every block carries biases after its scales
     std::size_t panel_bytes = 0;
     const std::byte* data = nullptr;  // 64-byte aligned; panel p at data + p * panel_bytes
     int q8_blocks() const { return (k + kQ8Block - 1) / kQ8Block; }
+    std::size_t block_bytes() const { return quantized_block_bytes(format, block_bias); }
     const std::byte* panel(int p) const { return data + static_cast<std::size_t>(p) * panel_bytes; }
 };
 

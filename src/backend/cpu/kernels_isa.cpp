@@ -173,10 +173,12 @@ inline Vi quad_dot(Vi acc, Vi weights, Vi x_quad) {
 }
 
 // q8 / q4 (F), Rows rows x one panel: per block, int32 sums of weight x activation, then scaled
-// by d_w * d_x into float accumulators.
-template <WeightFormat F, int Rows>
+// by d_w * d_x into float accumulators; with block biases (Biased), + c * d_x * (sum of the
+// activation block's q), that sum being -offset / 128.
+template <WeightFormat F, bool Biased, int Rows>
 void quantized_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0) {
-    constexpr std::size_t kBlockBytes = F == WeightFormat::kQ8 ? kQ8BlockBytes : kQ4BlockBytes;
+    constexpr std::size_t kBlockBytes = quantized_block_bytes(F, Biased);
+    constexpr std::size_t kValuesAt = kQ8ScaleBytes + (Biased ? kQ8BiasBytes : 0);
     const QuantizedRows& xq = *a.xq;
     const int blocks = a.w->q8_blocks();
     Vf acc[Rows][kPanelVecs];
@@ -185,7 +187,7 @@ void quantized_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0)
     for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = simd::zero();
     for (int b = 0; b < blocks; ++b) {
         const std::byte* block = panel + static_cast<std::size_t>(b) * kBlockBytes;
-        const std::byte* weights = block + kQ8ScaleBytes;
+        const std::byte* weights = block + kValuesAt;
         Vi dot[Rows][kPanelVecs];
         const std::int8_t* x[Rows];
 #pragma GCC unroll 8
@@ -224,29 +226,48 @@ void quantized_tile(const GemmArgs& a, const std::byte* panel, int row0, int n0)
         const auto* scales = reinterpret_cast<const std::uint16_t*>(block);
 #pragma GCC unroll 8
         for (int r = 0; r < Rows; ++r) {
-            const Vf dx = simd::set1(xq.scales[static_cast<std::size_t>(row0 + r) * xq.blocks + b]);
+            const std::size_t slot = static_cast<std::size_t>(row0 + r) * xq.blocks + b;
+            const Vf dx = simd::set1(xq.scales[slot]);
             LLMSERVE_UNROLL_VECS
             for (int v = 0; v < kPanelVecs; ++v) {
                 const Vf dw = simd::load_f16_aligned(scales + kLanes * v);
                 acc[r][v] = simd::fma(simd::to_float(dot[r][v]), simd::mul(dw, dx), acc[r][v]);
+            }
+            if constexpr (Biased) {
+                const Vf x_sum =
+                    simd::set1(xq.scales[slot] * static_cast<float>(-xq.offsets[slot] / kQ8Offset));
+                LLMSERVE_UNROLL_VECS
+                for (int v = 0; v < kPanelVecs; ++v)
+                    acc[r][v] = simd::fma(simd::load_f16_aligned(scales + kPanelWidth + kLanes * v),
+                                          x_sum, acc[r][v]);
             }
         }
     }
     store_rows<Rows, kPanelVecs>(a, row0, n0, 0, acc);
 }
 
-template <WeightFormat F>
-void gemm_quantized(const GemmArgs& a, int panel_begin, int panel_end) {
+template <WeightFormat F, bool Biased>
+void quantized_panels(const GemmArgs& a, int panel_begin, int panel_end) {
     for (int p = panel_begin; p < panel_end; ++p) {
         const std::byte* panel = a.w->panel(p);
         const int n0 = p * kPanelWidth;
         int row0 = 0;
         for (; row0 + kQ8Rows <= a.m; row0 += kQ8Rows)
-            quantized_tile<F, kQ8Rows>(a, panel, row0, n0);
+            quantized_tile<F, Biased, kQ8Rows>(a, panel, row0, n0);
         with_rows<kQ8Rows - 1>(a.m - row0, [&](auto rows) {
-            quantized_tile<F, decltype(rows)::value>(a, panel, row0, n0);
+            quantized_tile<F, Biased, decltype(rows)::value>(a, panel, row0, n0);
         });
     }
+}
+
+// Block biases are a property of the whole matrix: checked once per call, so that matrices
+// without them run the same code as before they existed.
+template <WeightFormat F>
+void gemm_quantized(const GemmArgs& a, int panel_begin, int panel_end) {
+    if (a.w->block_bias)
+        quantized_panels<F, true>(a, panel_begin, panel_end);
+    else
+        quantized_panels<F, false>(a, panel_begin, panel_end);
 }
 
 void quantize_rows(const float* x, int x_stride, int k, int row_begin, int row_end,

@@ -70,8 +70,14 @@ class Source {
     std::size_t stored_cols_;
 };
 
-std::size_t quantized_block_bytes(WeightFormat format) {
-    return format == WeightFormat::kQ4 ? kQ4BlockBytes : kQ8BlockBytes;
+// Where a q8 / q4 block's values start.
+std::size_t values_offset(bool biased) {
+    return kQ8ScaleBytes + (biased ? kQ8BiasBytes : 0);
+}
+
+void store_half(std::byte* at, float value) {
+    const std::uint16_t bits = f32_to_f16(value);
+    std::memcpy(at, &bits, sizeof(bits));
 }
 
 // Where value kk of column j lies in a q8 / q4 block's values (kernels.h gives the layouts).
@@ -95,12 +101,15 @@ int load_quantized(WeightFormat format, const std::uint8_t* values, int kk, int 
 // Quantizes one panel's float tile ([k][32], zero where absent) into q8 or q4 blocks (`out`
 // zero-filled). q8: d = max|w| / 127. q4: d = -(the value of largest magnitude) / 8, as llama.cpp's
 // Q4_0 does: that value maps to -8 exactly and the 16th level is not wasted.
-void quantize_panel(WeightFormat format, const float* tile, int k, int blocks, std::byte* out) {
+// With block biases (`biased`), they stay zero.
+void quantize_panel(WeightFormat format, bool biased, const float* tile, int k, int blocks,
+                    std::byte* out) {
     const bool q4 = format == WeightFormat::kQ4;
     const float lowest = q4 ? -8.0f : -127.0f, highest = q4 ? 7.0f : 127.0f;
     for (int b = 0; b < blocks; ++b) {
-        std::byte* block = out + static_cast<std::size_t>(b) * quantized_block_bytes(format);
-        auto* values = reinterpret_cast<std::uint8_t*>(block + kQ8ScaleBytes);
+        std::byte* block =
+            out + static_cast<std::size_t>(b) * quantized_block_bytes(format, biased);
+        auto* values = reinterpret_cast<std::uint8_t*>(block + values_offset(biased));
         const int k_begin = b * kQ8Block;
         const int k_end = std::min(k, k_begin + kQ8Block);
         for (int j = 0; j < kPanelWidth; ++j) {
@@ -130,14 +139,15 @@ void quantize_panel(WeightFormat format, const float* tile, int k, int blocks, s
 // Copies GGUF Q8_0 / Q4_0 rows ([out, in], whole 32-value blocks) into one q8 or q4 panel without
 // requantizing: they keep one fp16 scale per 32 inputs of an output, and their values (Q8_0's
 // int8, Q4_0's nibble - 8) are the q8 / q4 values as they stand.
-void repack_panel(const io::TensorView& tensor, WeightFormat format, int n0, int width, int blocks,
-                  std::byte* out) {
+void repack_panel(const io::TensorView& tensor, WeightFormat format, bool biased, int n0, int width,
+                  int blocks, std::byte* out) {
     const bool q4_source = tensor.dtype == DType::kQ4_0;
     const std::size_t stored_row = row_bytes(tensor.dtype, static_cast<std::size_t>(blocks) * 32);
     const std::size_t stored_block = block_bytes(tensor.dtype);
     for (int b = 0; b < blocks; ++b) {
-        std::byte* block = out + static_cast<std::size_t>(b) * quantized_block_bytes(format);
-        auto* values = reinterpret_cast<std::uint8_t*>(block + kQ8ScaleBytes);
+        std::byte* block =
+            out + static_cast<std::size_t>(b) * quantized_block_bytes(format, biased);
+        auto* values = reinterpret_cast<std::uint8_t*>(block + values_offset(biased));
         for (int j = 0; j < width; ++j) {
             const std::byte* src = tensor.data.data() +
                                    static_cast<std::size_t>(n0 + j) * stored_row + b * stored_block;
@@ -147,6 +157,35 @@ void repack_panel(const io::TensorView& tensor, WeightFormat format, int n0, int
                 const int value = q4_source ? ((kk < 16 ? q[kk] & 0x0f : q[kk - 16] >> 4) - 8)
                                             : static_cast<std::int8_t>(q[kk]);
                 store_quantized(format, values, kk, j, value);
+            }
+        }
+    }
+}
+
+// Copies GGUF Q4_K / Q5_K rows into one q8 or q4 panel with block biases, without requantizing:
+// a sub-block's w = s * n - m (n in [0, 15] or [0, 31]) is d = s, q = n, c = -m in q8, and
+// d = s, q = n - 8, c = 8 s - m in q4. Only d and c are rounded (to f16).
+void k_quant_panel(const io::TensorView& tensor, WeightFormat format, int n0, int width, int blocks,
+                   std::byte* out) {
+    const bool q4 = format == WeightFormat::kQ4;
+    const std::size_t stored_row = row_bytes(tensor.dtype, static_cast<std::size_t>(blocks) * 32);
+    const std::size_t stored_block = block_bytes(tensor.dtype);
+    const std::size_t out_block = quantized_block_bytes(format, true);
+    KQuantBlock unpacked;
+    for (int j = 0; j < width; ++j) {
+        const std::byte* row = tensor.data.data() + static_cast<std::size_t>(n0 + j) * stored_row;
+        for (int super = 0; super < blocks / 8; ++super) {
+            unpack_k_quant(tensor.dtype, row + super * stored_block, unpacked);
+            for (int s = 0; s < 8; ++s) {
+                std::byte* block = out + static_cast<std::size_t>(super * 8 + s) * out_block;
+                const float scale = unpacked.scale[s];
+                store_half(block + j * sizeof(std::uint16_t), scale);
+                store_half(block + kQ8ScaleBytes + j * sizeof(std::uint16_t),
+                           q4 ? 8.0f * scale - unpacked.min[s] : -unpacked.min[s]);
+                auto* values = reinterpret_cast<std::uint8_t*>(block + values_offset(true));
+                for (int kk = 0; kk < kQ8Block; ++kk)
+                    store_quantized(format, values, kk, j,
+                                    unpacked.values[s][kk] - (q4 ? kQ4Offset : 0));
             }
         }
     }
@@ -165,22 +204,33 @@ bool holds_minus_128(const io::TensorView& tensor) {
     return false;
 }
 
-// Whether `tensor` goes into `format` block for block: Q4_0 into q8 or q4, Q8_0 into q8.
-bool repacks(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format) {
-    if (layout != MatrixLayout::kOutIn) return false;
-    if (format == WeightFormat::kQ4) return tensor.dtype == DType::kQ4_0;
-    if (format != WeightFormat::kQ8) return false;
-    return tensor.dtype == DType::kQ4_0 ||
-           (tensor.dtype == DType::kQ8_0 && !holds_minus_128(tensor));
+// How a tensor's panels are made: converted to f32 and packed (requantized for q8 / q4), or its
+// blocks copied as they stand (Q8_0, Q4_0), or with block biases (Q4_K, Q5_K).
+enum class Route { kConvert, kCopy, kKQuant };
+
+// Q4_0 into q8 or q4 and Q8_0 into q8 are copied; Q4_K into q8 or q4 and Q5_K into q8 keep their
+// values with block biases; every other pair is converted.
+Route route(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format) {
+    if (layout != MatrixLayout::kOutIn) return Route::kConvert;
+    const DType t = tensor.dtype;
+    if (format == WeightFormat::kQ4) {
+        if (t == DType::kQ4_0) return Route::kCopy;
+        if (t == DType::kQ4_K) return Route::kKQuant;
+    } else if (format == WeightFormat::kQ8) {
+        if (t == DType::kQ4_0 || (t == DType::kQ8_0 && !holds_minus_128(tensor)))
+            return Route::kCopy;
+        if (t == DType::kQ4_K || t == DType::kQ5_K) return Route::kKQuant;
+    }
+    return Route::kConvert;
 }
 
 }  // namespace
 
-std::size_t packed_bytes(WeightFormat format, int k, int n) {
+std::size_t packed_bytes(WeightFormat format, int k, int n, bool block_bias) {
     const std::size_t panels = (static_cast<std::size_t>(n) + kPanelWidth - 1) / kPanelWidth;
     if (format == WeightFormat::kQ8 || format == WeightFormat::kQ4)
         return panels * ((static_cast<std::size_t>(k) + kQ8Block - 1) / kQ8Block) *
-               quantized_block_bytes(format);
+               quantized_block_bytes(format, block_bias);
     return panels * static_cast<std::size_t>(k) * kPanelWidth * element_bytes(format);
 }
 
@@ -283,23 +333,55 @@ std::shared_ptr<std::byte> WeightArena::allocate(std::size_t bytes) {
 
 PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layout,
                                 WeightFormat format, WorkerPool& pool, WeightArena& arena) {
-    if (tensor.shape.size() != 2)
-        fail(ErrorCode::kInternal, "{}: tensor '{}' has {} dimensions, expected a matrix",
-             tensor.file, tensor.name, tensor.shape.size());
+    const io::TensorView* parts[] = {&tensor};
+    return pack(parts, layout, format, pool, arena);
+}
+
+bool PackedMatrix::packs_as_parts(std::span<const io::TensorView* const> parts,
+                                  MatrixLayout layout) {
+    if (parts.empty() || (parts.size() > 1 && layout != MatrixLayout::kOutIn)) return false;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        const io::TensorView& part = *parts[i];
+        if (part.shape.size() != 2 || part.shape[1] != parts.front()->shape[1]) return false;
+        if (i + 1 < parts.size() && part.shape[0] % kPanelWidth != 0) return false;
+    }
+    return true;
+}
+
+PackedMatrix PackedMatrix::pack(std::span<const io::TensorView* const> parts, MatrixLayout layout,
+                                WeightFormat format, WorkerPool& pool, WeightArena& arena) {
     if (format == WeightFormat::kAuto)
         fail(ErrorCode::kInternal, "PackedMatrix::pack: resolve the weight format first");
-    if (is_quantized(tensor.dtype) && layout != MatrixLayout::kOutIn)
-        fail(ErrorCode::kInternal, "{}: tensor '{}': {} blocks run along rows, not columns",
-             tensor.file, tensor.name, to_string(tensor.dtype));
-    const bool repack = repacks(tensor, layout, format);
-    const Source source(tensor, layout);
+    for (const io::TensorView* tensor : parts) {
+        if (tensor->shape.size() != 2)
+            fail(ErrorCode::kInternal, "{}: tensor '{}' has {} dimensions, expected a matrix",
+                 tensor->file, tensor->name, tensor->shape.size());
+        if (is_quantized(tensor->dtype) && layout != MatrixLayout::kOutIn)
+            fail(ErrorCode::kInternal, "{}: tensor '{}': {} blocks run along rows, not columns",
+                 tensor->file, tensor->name, to_string(tensor->dtype));
+    }
+    if (!packs_as_parts(parts, layout))
+        fail(ErrorCode::kInternal,
+             "{}: tensor '{}' and the parts packed with it do not share their inputs or do not "
+             "end on whole {}-column panels",
+             parts.front()->file, parts.front()->name, kPanelWidth);
+    // Part i fills the panels from first_panel[i]: every part but the last has whole panels.
+    std::vector<Source> sources;
+    std::vector<Route> routes;
+    std::vector<int> first_panel;
     PackedMatrix packed;
     PackedView& v = packed.view_;
     v.format = format;
-    v.k = source.k();
-    v.n = source.n();
+    for (const io::TensorView* tensor : parts) {
+        sources.emplace_back(*tensor, layout);
+        routes.push_back(route(*tensor, layout, format));
+        first_panel.push_back(v.n / kPanelWidth);
+        v.k = sources.back().k();
+        v.n += sources.back().n();
+        v.block_bias = v.block_bias || routes.back() == Route::kKQuant;
+    }
     v.panels = (v.n + kPanelWidth - 1) / kPanelWidth;
-    v.panel_bytes = packed_bytes(format, v.k, kPanelWidth);
+    v.panel_bytes = packed_bytes(format, v.k, kPanelWidth, v.block_bias);
     packed.bytes_ = v.panel_bytes * v.panels;
     packed.storage_ = arena.allocate(packed.bytes_);
     v.data = packed.storage_.get();
@@ -308,11 +390,19 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
         std::vector<float> tile(static_cast<std::size_t>(v.k) * kPanelWidth);
         std::vector<float> scratch;
         for (std::size_t p = begin; p < end; ++p) {
-            const int n0 = static_cast<int>(p) * kPanelWidth;
-            const int width = std::min(kPanelWidth, v.n - n0);
+            const auto part = static_cast<std::size_t>(
+                std::upper_bound(first_panel.begin(), first_panel.end(), static_cast<int>(p)) -
+                first_panel.begin() - 1);
+            const Source& source = sources[part];
+            const int n0 = (static_cast<int>(p) - first_panel[part]) * kPanelWidth;
+            const int width = std::min(kPanelWidth, source.n() - n0);
             std::byte* out = packed.storage_.get() + p * v.panel_bytes;
-            if (repack) {
-                repack_panel(tensor, format, n0, width, v.q8_blocks(), out);
+            if (routes[part] == Route::kCopy) {
+                repack_panel(*parts[part], format, v.block_bias, n0, width, v.q8_blocks(), out);
+                continue;
+            }
+            if (routes[part] == Route::kKQuant) {
+                k_quant_panel(*parts[part], format, n0, width, v.q8_blocks(), out);
                 continue;
             }
             std::fill(tile.begin(), tile.end(), 0.0f);
@@ -332,7 +422,7 @@ PackedMatrix PackedMatrix::pack(const io::TensorView& tensor, MatrixLayout layou
                     break;
                 case WeightFormat::kQ8:
                 case WeightFormat::kQ4:
-                    quantize_panel(format, tile.data(), v.k, v.q8_blocks(), out);
+                    quantize_panel(format, v.block_bias, tile.data(), v.k, v.q8_blocks(), out);
                     break;
                 case WeightFormat::kAuto:
                     break;
@@ -359,13 +449,16 @@ float PackedMatrix::element(int k, int n) const {
         }
         case WeightFormat::kQ8:
         case WeightFormat::kQ4: {
-            const std::byte* block = panel + static_cast<std::size_t>(k / kQ8Block) *
-                                                 quantized_block_bytes(view_.format);
-            std::uint16_t scale;
+            const std::byte* block =
+                panel + static_cast<std::size_t>(k / kQ8Block) * view_.block_bytes();
+            std::uint16_t scale, bias = 0;
             std::memcpy(&scale, block + j * 2, 2);
-            const auto* values = reinterpret_cast<const std::uint8_t*>(block + kQ8ScaleBytes);
+            if (view_.block_bias) std::memcpy(&bias, block + kQ8ScaleBytes + j * 2, 2);
+            const auto* values =
+                reinterpret_cast<const std::uint8_t*>(block + values_offset(view_.block_bias));
             return static_cast<float>(load_quantized(view_.format, values, k % kQ8Block, j)) *
-                   f16_to_f32(scale);
+                       f16_to_f32(scale) +
+                   f16_to_f32(bias);
         }
         case WeightFormat::kAuto:
             break;

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
@@ -17,8 +18,9 @@ namespace llmserve::backend::cpu {
 std::uint16_t f32_to_f16(float value);
 std::uint16_t f32_to_bf16(float value);
 
-// Bytes a k x n (in x out) matrix occupies packed as `format` (not kAuto), padding included.
-std::size_t packed_bytes(WeightFormat format, int k, int n);
+// Bytes a k x n (in x out) matrix occupies packed as `format` (not kAuto), padding included;
+// `block_bias`: q8 / q4 blocks with biases.
+std::size_t packed_bytes(WeightFormat format, int k, int n, bool block_bias = false);
 
 // Zero-filled, 64-byte aligned memory. Buffers of 2 MiB and more are fresh anonymous mappings,
 // 2 MiB aligned: their pages become resident only where written (a KV cache or a logits buffer
@@ -64,9 +66,18 @@ class PackedMatrix {
     // from `arena`, using `pool` for the conversion. q8: per output column and block of 32 inputs,
     // d = max|w| / 127 rounded to f16, q = round(w * (1 / d)) clamped to [-127, 127]. q4: d = -w_e
     // / 8 for the w_e of largest magnitude, rounded to f16, q = round(w * (1 / d)) clamped to
-    // [-8, 7]. GGUF Q4_0 (q8, q4) and Q8_0 (q8) tensors are copied block for block instead.
+    // [-8, 7]. GGUF Q4_0 (q8, q4) and Q8_0 (q8) tensors are copied block for block instead, and
+    // Q4_K (q8, q4) and Q5_K (q8) into blocks with biases (kernels.h), rounding only their
+    // scales and minimums to f16; other K-quants are requantized from their exact values.
     static PackedMatrix pack(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format,
                              WorkerPool& pool, WeightArena& arena);
+    // One matrix of `parts` concatenated along the outputs, each packed from its own type into
+    // its own panels (packs_as_parts() must hold). With block biases where any part needs them.
+    static PackedMatrix pack(std::span<const io::TensorView* const> parts, MatrixLayout layout,
+                             WeightFormat format, WorkerPool& pool, WeightArena& arena);
+    // Whether `parts` can be packed as one matrix: same inputs, every part but the last a whole
+    // number of panels (a single part always can).
+    static bool packs_as_parts(std::span<const io::TensorView* const> parts, MatrixLayout layout);
 
     const PackedView& view() const { return view_; }
     std::size_t bytes() const { return bytes_; }
