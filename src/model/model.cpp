@@ -249,25 +249,26 @@ std::size_t Model::parameter_count() const {
     return parameter_count_;
 }
 
+std::vector<const backend::Weight*> Model::matrices() const {
+    std::vector<const backend::Weight*> out;
+    for (const auto* w : {wte_.get(), wpe_.get(), lm_head_.get()})
+        if (w != nullptr) out.push_back(w);
+    for (const Layer& l : layers_)
+        for (const auto* w : {l.qkv.get(), l.o_proj.get(), l.up.get(), l.down.get()})
+            out.push_back(w);
+    return out;
+}
+
 std::map<std::string, std::size_t> Model::compute_formats() const {
     std::map<std::string, std::size_t> counts;
-    const auto count = [&counts](const backend::Weight* w) {
-        if (w != nullptr) ++counts[std::string(backend::to_string(w->format()))];
-    };
-    count(wte_.get());
-    count(wpe_.get());
-    count(lm_head_.get());
-    for (const Layer& l : layers_)
-        for (const auto* w : {l.qkv.get(), l.o_proj.get(), l.up.get(), l.down.get()}) count(w);
+    for (const backend::Weight* w : matrices())
+        ++counts[std::string(backend::to_string(w->format()))];
     return counts;
 }
 
 std::size_t Model::resident_weight_bytes() const {
-    std::size_t total = wte_->resident_bytes() + (wpe_ ? wpe_->resident_bytes() : 0) +
-                        (lm_head_ ? lm_head_->resident_bytes() : 0);
-    for (const Layer& l : layers_)
-        total += l.qkv->resident_bytes() + l.o_proj->resident_bytes() + l.up->resident_bytes() +
-                 l.down->resident_bytes();
+    std::size_t total = 0;
+    for (const backend::Weight* w : matrices()) total += w->resident_bytes();
     return total;
 }
 

@@ -109,6 +109,8 @@ class Model {
         std::unique_ptr<backend::DeviceBuffer> q_norm, k_norm;                        // or null
     };
     Model() = default;
+    // Every matrix the model holds (embeddings, head, per layer qkv / o / up / down).
+    std::vector<const backend::Weight*> matrices() const;
     void norm(const Norm& norm, backend::MatrixView x, backend::MatrixView y) const;
     backend::AttentionParams attention_params(int layer) const;
 
