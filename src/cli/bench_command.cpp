@@ -197,6 +197,16 @@ double measure_bandwidth(int threads) {
     return rate;
 }
 
+// The stored dtype, or a GGUF file's mix as tensors per dtype ("q5_0 x132, q8_0 x13, ...").
+std::string stored_mix(const model::Model& model) {
+    const auto& shares = model.stored_dtypes();
+    if (shares.size() <= 1) return model.stored_dtype();
+    std::string mix;
+    for (const auto& [dtype, share] : shares)
+        mix += fmt::format("{}{} x{}", mix.empty() ? "" : ", ", dtype, share.tensors);
+    return mix;
+}
+
 std::string cpu_model_name() {
     std::ifstream in("/proc/cpuinfo");
     for (std::string line; std::getline(in, line);)
@@ -374,6 +384,8 @@ void run_bench(const BenchOptions& options) {
                              : w == "bf16" ? DType::kBF16
                              : w == "q8_0" ? DType::kQ8_0
                              : w == "q4_0" ? DType::kQ4_0
+                             : w == "q5_0" ? DType::kQ5_0
+                             : w == "q5_1" ? DType::kQ5_1
                              : w == "q4_k" ? DType::kQ4_K
                              : w == "q5_k" ? DType::kQ5_K
                              : w == "q6_k" ? DType::kQ6_K
@@ -441,7 +453,7 @@ void run_bench(const BenchOptions& options) {
         "model {} ({}): {} layers, n_embd {}, {}/{} heads of {}, {:.1f}M parameters, stored {}, "
         "compute {}, KV cache {} ({})\n",
         model->name(), config.family(), config.n_layer, config.n_embd, config.n_head,
-        config.n_kv_head, config.head_dim, model->parameter_count() / 1e6, model->stored_dtype(),
+        config.n_kv_head, config.head_dim, model->parameter_count() / 1e6, stored_mix(*model),
         model->dtype(), backend::to_string(engine_options.kv_format), device);
     if (on_cpu)
         std::cout << fmt::format(
@@ -666,12 +678,12 @@ void register_bench_command(CLI::App& app) {
                     "(instances back to back, so no sequence ends early), alternating with the "
                     "unconstrained runs");
     cmd->add_option("--weights-dtype", options->weights_dtype,
-                    "Stored dtype of the synthetic weights (q8_0, q4_0, q4_k, q5_k, q6_k: "
-                    "GGUF's blocks for the matrices; q4_k_m: llama.cpp's Q4_K_M mixture of "
-                    "Q4_K and Q6_K; K-quant matrices whose rows are not whole 256-value blocks "
-                    "take q4_0 or q8_0, as llama.cpp does)")
-        ->check(
-            CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m"}))
+                    "Stored dtype of the synthetic weights (q8_0, q4_0, q5_0, q5_1, q4_k, q5_k, "
+                    "q6_k: GGUF's blocks for the matrices; q4_k_m: llama.cpp's Q4_K_M mixture "
+                    "of Q4_K and Q6_K; K-quant matrices whose rows are not whole 256-value "
+                    "blocks take q5_0, q5_1 or q8_0, as llama.cpp does)")
+        ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q5_1", "q4_k", "q5_k",
+                               "q6_k", "q4_k_m"}))
         ->capture_default_str();
     cmd->add_option("--prompt-lengths", options->prompt_lengths, "Prompt lengths for prefill")
         ->capture_default_str();

@@ -11,7 +11,7 @@ namespace llmserve {
 
 // Floats, and the block-quantized types of GGUF files (ggml's layouts, see common/quantized.h):
 // a block of block_elements(t) consecutive values of a row takes block_bytes(t) bytes.
-enum class DType { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K };
+enum class DType { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ5_0, kQ5_1, kQ4_K, kQ5_K, kQ6_K };
 
 constexpr bool is_quantized(DType t) {
     return t != DType::kF32 && t != DType::kF16 && t != DType::kBF16;
@@ -22,6 +22,8 @@ constexpr std::size_t block_elements(DType t) {
     switch (t) {
         case DType::kQ8_0:
         case DType::kQ4_0:
+        case DType::kQ5_0:
+        case DType::kQ5_1:
             return 32;
         case DType::kQ4_K:
         case DType::kQ5_K:
@@ -43,6 +45,10 @@ constexpr std::size_t block_bytes(DType t) {
             return 34;
         case DType::kQ4_0:
             return 18;
+        case DType::kQ5_0:
+            return 22;
+        case DType::kQ5_1:
+            return 24;
         case DType::kQ4_K:
             return 144;
         case DType::kQ5_K:
@@ -76,6 +82,10 @@ constexpr std::string_view to_string(DType t) {
             return "q8_0";
         case DType::kQ4_0:
             return "q4_0";
+        case DType::kQ5_0:
+            return "q5_0";
+        case DType::kQ5_1:
+            return "q5_1";
         case DType::kQ4_K:
             return "q4_k";
         case DType::kQ5_K:
@@ -90,15 +100,27 @@ constexpr std::string_view to_string(DType t) {
 // ggml defines them (common/quantized.cpp).
 void dequantize(DType type, const std::byte* src, std::size_t count, float* dst);
 
-// One Q4_K or Q5_K block as its 8 sub-blocks of 32 values: value i of sub-block s is
-// scale[s] * values[s][i] - min[s] (values in [0, 15] or [0, 31]), exactly as dequantize() computes
-// it; scale and min are exact products of the block's fp16 d / dmin and 6-bit factors.
-struct KQuantBlock {
+// The integer values of one Q8_0, Q4_0 or Q5_0 block: x[i] = d * values[i], d the fp16 that
+// starts the block (values in [-127, 127], [-8, 7] or [-16, 15]; a file may hold -128 in Q8_0).
+void unpack_symmetric_block(DType type, const std::byte* block, std::int8_t (&values)[32]);
+
+// Types whose 32-value (sub-)blocks hold unsigned values with a scale and a minimum: Q5_1 (one
+// per block), Q4_K and Q5_K (eight per super-block).
+constexpr bool has_block_minimums(DType t) {
+    return t == DType::kQ5_1 || t == DType::kQ4_K || t == DType::kQ5_K;
+}
+
+// One block of such a type as `count` sub-blocks of 32 values: value i of sub-block s is
+// scale[s] * values[s][i] - min[s] (values in [0, 15] or [0, 31]), exactly as dequantize()
+// computes it. Q5_1's scale and min are its fp16 d and -m; a K-quant's are exact products of the
+// block's fp16 d / dmin and 6-bit factors.
+struct MinimumBlocks {
+    int count;
     float scale[8];
     float min[8];
     std::uint8_t values[8][32];
 };
-void unpack_k_quant(DType type, const std::byte* block, KQuantBlock& out);
+void unpack_minimum_blocks(DType type, const std::byte* block, MinimumBlocks& out);
 
 // IEEE half -> float, exact for every input (subnormals, inf, nan included).
 inline float f16_to_f32(std::uint16_t h) {

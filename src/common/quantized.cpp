@@ -18,21 +18,27 @@ const std::uint8_t* bytes_at(const std::byte* p) {
     return reinterpret_cast<const std::uint8_t*>(p);
 }
 
-// x = d * q: fp16 d, then 32 int8 values.
-void dequantize_q8_0(const std::byte* block, float* out) {
-    const float d = half_at(block);
-    const auto* q = reinterpret_cast<const std::int8_t*>(block + 2);
-    for (int i = 0; i < 32; ++i) out[i] = d * static_cast<float>(q[i]);
+// Q5_0 / Q5_1: 32 fifth bits (a little-endian u32: bit i for value i) before 16 bytes of nibbles.
+std::uint32_t fifth_bits(const std::byte* p) {
+    std::uint32_t bits;
+    std::memcpy(&bits, p, sizeof(bits));
+    return bits;
 }
 
-// x = d * (q - 8): fp16 d, then 16 bytes: low nibbles are values 0-15, high nibbles 16-31.
-void dequantize_q4_0(const std::byte* block, float* out) {
+void dequantize_symmetric(DType type, const std::byte* block, float* out) {
+    std::int8_t values[32];
+    unpack_symmetric_block(type, block, values);
     const float d = half_at(block);
-    const std::uint8_t* q = bytes_at(block + 2);
-    for (int i = 0; i < 16; ++i) {
-        out[i] = d * static_cast<float>((q[i] & 0x0f) - 8);
-        out[i + 16] = d * static_cast<float>((q[i] >> 4) - 8);
-    }
+    for (int i = 0; i < 32; ++i) out[i] = d * static_cast<float>(values[i]);
+}
+
+void dequantize_with_minimums(DType type, const std::byte* block, float* out) {
+    MinimumBlocks unpacked;
+    unpack_minimum_blocks(type, block, unpacked);
+    for (int s = 0; s < unpacked.count; ++s)
+        for (int i = 0; i < 32; ++i)
+            out[s * 32 + i] =
+                unpacked.scale[s] * static_cast<float>(unpacked.values[s][i]) - unpacked.min[s];
 }
 
 // The 6-bit scale and min of sub-block j (0-7) of a Q4_K / Q5_K super-block, packed in 12 bytes:
@@ -46,15 +52,6 @@ void scale_and_min(const std::uint8_t* scales, int j, int& scale, int& min) {
         scale = (scales[j + 4] & 0x0f) | ((scales[j - 4] >> 6) << 4);
         min = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
     }
-}
-
-void dequantize_k4_or_k5(DType type, const std::byte* block, float* out) {
-    KQuantBlock unpacked;
-    unpack_k_quant(type, block, unpacked);
-    for (int s = 0; s < 8; ++s)
-        for (int i = 0; i < 32; ++i)
-            out[s * 32 + i] =
-                unpacked.scale[s] * static_cast<float>(unpacked.values[s][i]) - unpacked.min[s];
 }
 
 // Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 int8 scales (one
@@ -86,19 +83,58 @@ void dequantize_q6_k(const std::byte* block, float* out) {
 
 }  // namespace
 
+// Q8_0 (34 bytes): fp16 d, 32 int8. Q4_0 (18): fp16 d, 16 bytes whose low nibbles are values
+// 0-15 and high nibbles values 16-31, x = d * (n - 8). Q5_0 (22): fp16 d, the fifth bits, then
+// nibbles as Q4_0's, x = d * (n - 16).
+void unpack_symmetric_block(DType type, const std::byte* block, std::int8_t (&values)[32]) {
+    if (type == DType::kQ8_0) {
+        std::memcpy(values, block + 2, 32);
+        return;
+    }
+    if (type != DType::kQ4_0 && type != DType::kQ5_0)
+        fail(ErrorCode::kInternal, "unpack_symmetric_block: {} is not Q8_0, Q4_0 or Q5_0",
+             to_string(type));
+    const bool five_bits = type == DType::kQ5_0;
+    const std::uint32_t high = five_bits ? fifth_bits(block + 2) : 0;
+    const std::uint8_t* q = bytes_at(block + (five_bits ? 6 : 2));
+    const int offset = five_bits ? 16 : 8;
+    for (int i = 0; i < 16; ++i) {
+        const int low = (q[i] & 0x0f) | static_cast<int>((high >> i) & 1) << 4;
+        const int upper = (q[i] >> 4) | static_cast<int>((high >> (i + 16)) & 1) << 4;
+        values[i] = static_cast<std::int8_t>(low - offset);
+        values[i + 16] = static_cast<std::int8_t>(upper - offset);
+    }
+}
+
+// Q5_1 (24 bytes): fp16 d, fp16 m, the fifth bits, nibbles as Q5_0's; x = d * n + m.
 // Q4_K (144 bytes): fp16 d, fp16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles. Per
 // 64 values: the low nibbles of 32 bytes are sub-block 2c, the high nibbles sub-block 2c + 1;
 // x = d * scale * q - dmin * min. Q5_K (176 bytes) adds 32 bytes of fifth bits before the
 // nibbles: bit s of byte i for sub-block s.
-void unpack_k_quant(DType type, const std::byte* block, KQuantBlock& out) {
-    if (type != DType::kQ4_K && type != DType::kQ5_K)
-        fail(ErrorCode::kInternal, "unpack_k_quant: {} is not Q4_K or Q5_K", to_string(type));
+void unpack_minimum_blocks(DType type, const std::byte* block, MinimumBlocks& out) {
+    if (!has_block_minimums(type))
+        fail(ErrorCode::kInternal, "unpack_minimum_blocks: {} is not Q5_1, Q4_K or Q5_K",
+             to_string(type));
+    if (type == DType::kQ5_1) {
+        out.count = 1;
+        out.scale[0] = half_at(block);
+        out.min[0] = -half_at(block + 2);
+        const std::uint32_t high = fifth_bits(block + 4);
+        const std::uint8_t* q = bytes_at(block + 8);
+        for (int i = 0; i < 16; ++i) {
+            out.values[0][i] = static_cast<std::uint8_t>((q[i] & 0x0f) | ((high >> i) & 1) << 4);
+            out.values[0][i + 16] =
+                static_cast<std::uint8_t>((q[i] >> 4) | ((high >> (i + 16)) & 1) << 4);
+        }
+        return;
+    }
     const bool five_bits = type == DType::kQ5_K;
     const float d = half_at(block);
     const float dmin = half_at(block + 2);
     const std::uint8_t* scales = bytes_at(block + 4);
     const std::uint8_t* high = five_bits ? bytes_at(block + 16) : nullptr;
     const std::uint8_t* q = bytes_at(block + (five_bits ? 48 : 16));
+    out.count = 8;
     for (int s = 0; s < 8; ++s) {
         int scale, min;
         scale_and_min(scales, s, scale, min);
@@ -125,16 +161,14 @@ void dequantize(DType type, const std::byte* src, std::size_t count, float* dst)
         float* out = dst + b * per_block;
         switch (type) {
             case DType::kQ8_0:
-                dequantize_q8_0(block, out);
-                break;
             case DType::kQ4_0:
-                dequantize_q4_0(block, out);
+            case DType::kQ5_0:
+                dequantize_symmetric(type, block, out);
                 break;
+            case DType::kQ5_1:
             case DType::kQ4_K:
-                dequantize_k4_or_k5(type, block, out);
-                break;
             case DType::kQ5_K:
-                dequantize_k4_or_k5(type, block, out);
+                dequantize_with_minimums(type, block, out);
                 break;
             case DType::kQ6_K:
                 dequantize_q6_k(block, out);

@@ -27,6 +27,10 @@ std::optional<DType> dtype_of_ggml(std::uint32_t type) {
             return DType::kF16;
         case 2:
             return DType::kQ4_0;
+        case 6:
+            return DType::kQ5_0;
+        case 7:
+            return DType::kQ5_1;
         case 8:
             return DType::kQ8_0;
         case 12:
@@ -256,7 +260,7 @@ TensorInfo read_tensor_info(Reader& in, const std::string& source, std::uint64_t
     if (!dtype)
         fail(ErrorCode::kUnsupported,
              "{}: tensor '{}' has type {}, which llmserve does not support (supported: F32, F16, "
-             "BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)",
+             "BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
              source, name, ggml_type_name(raw_type));
     view.dtype = *dtype;
     std::uint64_t count = 1;

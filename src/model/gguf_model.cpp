@@ -242,8 +242,8 @@ std::uint64_t gguf_memory_estimate(const std::filesystem::path& file,
     std::uint64_t total = 0;
     for (const io::TensorView& t : mapped.gguf.tensors) {
         const auto count = static_cast<std::uint64_t>(t.numel());
-        // Per 32 weights: q8 34 bytes, q4 18, 2 more with block biases (Q4_K, Q5_K kept exactly).
-        const bool biased = t.dtype == DType::kQ4_K || t.dtype == DType::kQ5_K;
+        // Per 32 weights: q8 34 bytes, q4 18, 2 more with block biases (Q5_1, Q4_K, Q5_K).
+        const bool biased = has_block_minimums(t.dtype);
         const std::uint64_t q8 = count / 32 * (biased ? 36 : 34);
         const std::uint64_t q4 = count / 32 * (t.dtype == DType::kQ4_K ? 20 : 18);
         switch (format) {

@@ -28,8 +28,9 @@ GenerationDefaults gguf_generation_defaults(const ModelConfig& config);
 // with `config`: the mapping moves into the store; permuted Q/K rows are reordered into copies.
 io::WeightStore gguf_weights(io::GgufMapped mapped, const ModelConfig& config);
 
-// Bytes the weights of a GGUF file take once loaded as `format` (auto: Q8_0, Q5_K and Q6_K as q8
-// blocks, 34 bytes per 32 weights (36 with Q5_K's biases); Q4_0 and Q4_K as q4 blocks, 18 (20);
+// Bytes the weights of a GGUF file take once loaded as `format` (auto: Q8_0, Q5_0, Q5_1, Q5_K and
+// Q6_K as q8 blocks, 34 bytes per 32 weights (36 with Q5_1's and Q5_K's biases); Q4_0 and Q4_K as
+// q4 blocks, 18 (20);
 // float types as stored).
 std::uint64_t gguf_memory_estimate(const std::filesystem::path& file, backend::WeightFormat format);
 

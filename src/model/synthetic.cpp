@@ -173,31 +173,57 @@ void encode_row(const float* values, std::size_t count, DType dtype, std::byte* 
         }
         return;
     }
-    // GGUF's Q8_0 (d = max|x| / 127, q = round(x / d)) and Q4_0 (d = the value of largest
-    // magnitude / -8, q = x / d + 8 rounded and clamped to [0, 15]), per block of 32.
+    // Per block of 32, after llama.cpp's reference quantizers: Q8_0 d = max|x| / 127,
+    // q = round(x / d).
+    // Q4_0 / Q5_0: d = (the value of largest magnitude) / -8 (-16), n = round(x / d) + 8 (16)
+    // clamped to [0, 15] ([0, 31]). Q5_1: d = (max - min) / 31, m = min, n = round((x - m) / d).
     for (std::size_t b = 0; b < count / 32; ++b) {
         const float* x = values + b * 32;
         std::byte* block = out + b * block_bytes(dtype);
-        float extreme = 0.0f;
-        for (int i = 0; i < 32; ++i)
-            if (std::abs(x[i]) > std::abs(extreme)) extreme = x[i];
-        const float d = dtype == DType::kQ8_0 ? std::abs(extreme) / 127.0f : extreme / -8.0f;
-        const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
-        const std::uint16_t half = f32_to_half_bits(d, DType::kF16);
-        std::memcpy(block, &half, 2);
-        auto* q = reinterpret_cast<std::uint8_t*>(block + 2);
+        auto store_half = [&](std::size_t at, float value) {
+            const std::uint16_t half = f32_to_half_bits(value, DType::kF16);
+            std::memcpy(block + at, &half, 2);
+        };
         if (dtype == DType::kQ8_0) {
+            float amax = 0.0f;
+            for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(x[i]));
+            const float d = amax / 127.0f, inverse = d != 0.0f ? 1.0f / d : 0.0f;
+            store_half(0, d);
             for (int i = 0; i < 32; ++i)
-                q[i] =
-                    static_cast<std::uint8_t>(static_cast<std::int8_t>(std::round(x[i] * inverse)));
+                block[2 + i] =
+                    static_cast<std::byte>(static_cast<std::int8_t>(std::round(x[i] * inverse)));
             continue;
         }
-        auto nibble = [&](float v) {
-            return static_cast<std::uint8_t>(
-                std::clamp(static_cast<int>(v * inverse + 8.5f), 0, 15));
+        float d, offset = 0.0f;
+        int levels = 15, zero = 8;
+        std::size_t nibbles_at = 2, fifth_at = 0;
+        if (dtype == DType::kQ5_1) {
+            const auto [low, high] = std::minmax_element(x, x + 32);
+            d = (*high - *low) / 31.0f;
+            offset = *low;
+            levels = 31, zero = 0, fifth_at = 4, nibbles_at = 8;
+            store_half(0, d);
+            store_half(2, offset);
+        } else {
+            float extreme = 0.0f;
+            for (int i = 0; i < 32; ++i)
+                if (std::abs(x[i]) > std::abs(extreme)) extreme = x[i];
+            const bool five_bits = dtype == DType::kQ5_0;
+            d = extreme / (five_bits ? -16.0f : -8.0f);
+            if (five_bits) levels = 31, zero = 16, fifth_at = 2, nibbles_at = 6;
+            store_half(0, d);
+        }
+        const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+        std::uint32_t fifth = 0;
+        auto level = [&](int i) {
+            const int n = std::clamp(static_cast<int>(std::round((x[i] - offset) * inverse)) + zero,
+                                     0, levels);
+            fifth |= static_cast<std::uint32_t>(n >> 4) << i;
+            return static_cast<std::uint8_t>(n & 0x0f);
         };
         for (int i = 0; i < 16; ++i)
-            q[i] = static_cast<std::uint8_t>(nibble(x[i]) | (nibble(x[i + 16]) << 4));
+            block[nibbles_at + i] = static_cast<std::byte>(level(i) | (level(i + 16) << 4));
+        if (fifth_at != 0) std::memcpy(block + fifth_at, &fifth, 4);
     }
 }
 
@@ -211,8 +237,8 @@ bool use_more_bits(int layer, int layers) {
 }
 
 // The type of matrix `spec` in `weights`. As llama.cpp does, a K-quant tensor whose rows are not
-// whole 256-value super-blocks takes a 32-value block type instead: Q8_0 for Q6_K (llama.cpp's
-// choice) and Q5_K, Q4_0 for Q4_K (llama.cpp takes Q5_0, which llmserve does not read).
+// whole 256-value super-blocks takes llama.cpp's 32-value fallback instead: Q5_0 for Q4_K, Q5_1
+// for Q5_K, Q8_0 for Q6_K.
 DType matrix_dtype(const TensorSpec& spec, DType dtype, bool q4_k_m, int layers) {
     DType type = dtype;
     if (q4_k_m)
@@ -222,7 +248,9 @@ DType matrix_dtype(const TensorSpec& spec, DType dtype, bool q4_k_m, int layers)
                    ? DType::kQ6_K
                    : DType::kQ4_K;
     if (is_k_quant(type) && spec.shape.back() % 256 != 0)
-        return type == DType::kQ4_K ? DType::kQ4_0 : DType::kQ8_0;
+        return type == DType::kQ4_K   ? DType::kQ5_0
+               : type == DType::kQ5_K ? DType::kQ5_1
+                                      : DType::kQ8_0;
     return type;
 }
 

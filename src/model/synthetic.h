@@ -19,8 +19,8 @@ enum class SyntheticMix { kUniform, kQ4_K_M };
 // Weights drawn uniformly with std 0.02 (GPT-2's and Llama's initialisation scale), stored as
 // `dtype`, held in anonymous memory. K-quant blocks are random but valid (random values and
 // scales of a similar magnitude), not quantized from such draws; K-quant matrices whose rows are
-// not whole 256-value super-blocks take Q4_0 (for Q4_K) or Q8_0 (Q5_K, Q6_K) instead, as
-// llama.cpp's quantizer falls back to a 32-value type.
+// not whole 256-value super-blocks take Q5_0 (for Q4_K), Q5_1 (Q5_K) or Q8_0 (Q6_K) instead,
+// as llama.cpp's quantizer falls back to a 32-value type.
 std::shared_ptr<const Model> synthetic_model(const ModelConfig& config, DType dtype,
                                              const LoadOptions& options, std::string name,
                                              SyntheticMix mix = SyntheticMix::kUniform);

@@ -1,8 +1,9 @@
-// GGUF block types in the CPU backend on every tier: Q8_0 kept as q8 and Q4_0 as q4 (or q8 when
-// asked) blocks without requantizing (every weight and the product equal the dequantized weights'
-// product with q8 activations exactly); Q4_K (q4, or q8 when asked) and Q5_K (q8) kept as blocks
-// with biases, exact but for the f16 rounding of their scales and minimums; Q6_K requantized to q8
-// within 1/8 of its own step; fused parts of different types packed side by side.
+// GGUF block types in the CPU backend on every tier: Q8_0 and Q5_0 kept as q8 and Q4_0 as q4 (or
+// q8 when asked) blocks without requantizing (every weight and the product equal the dequantized
+// weights' product with q8 activations exactly); Q5_1 (q8) kept exactly as blocks with biases;
+// Q4_K (q4, or q8 when asked) and Q5_K (q8) kept as blocks with biases, exact but for the f16
+// rounding of their scales and minimums; Q6_K requantized to q8 within 1/8 of its own step; fused
+// parts of different types packed side by side.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -67,13 +68,14 @@ void expect_product(Backend& backend, const Weight& weight, const std::vector<fl
         }
 }
 
-TEST(GgufWeights, Q8_0AndQ4_0BecomeQ8AndQ4BlocksExactly) {
+TEST(GgufWeights, Q8_0Q5_0AndQ4_0BecomeQ8AndQ4BlocksExactly) {
     constexpr int kOut = 40, kIn = 96;
     struct Case {
         DType stored;
         WeightFormat asked, kept;
     };
     constexpr Case kCases[] = {{DType::kQ8_0, WeightFormat::kAuto, WeightFormat::kQ8},
+                               {DType::kQ5_0, WeightFormat::kAuto, WeightFormat::kQ8},
                                {DType::kQ4_0, WeightFormat::kAuto, WeightFormat::kQ4},
                                {DType::kQ4_0, WeightFormat::kQ8, WeightFormat::kQ8}};
     for (const Isa isa : testing::tiers()) {
@@ -115,15 +117,16 @@ TEST(GgufWeights, Q8_0WithMinus128IsRequantized) {
     }
 }
 
-// The most a Q4_K / Q5_K weight moves in q4 (`q4`) or q8 blocks with biases: only the scale s and
-// the bias c are rounded to f16 (relative 2^-11, or 2^-25 absolute below f16's normal range), and
-// the f32 arithmetic on both sides adds a few ulps. q4: q = n - 8, c = 8 s - m; q8: q = n, c = -m.
+// The most a Q5_1 / Q4_K / Q5_K weight moves in q4 (`q4`) or q8 blocks with biases: only the
+// scale s and the bias c are rounded to f16 (relative 2^-11, or 2^-25 absolute below f16's normal
+// range), and the f32 arithmetic on both sides adds a few ulps. q4: q = n - 8, c = 8 s - m; q8:
+// q = n, c = -m.
 std::vector<double> k_quant_error_bound(DType type, const std::vector<std::byte>& bytes, bool q4) {
     std::vector<double> bound;
-    KQuantBlock block;
+    MinimumBlocks block;
     for (std::size_t at = 0; at < bytes.size(); at += block_bytes(type)) {
-        unpack_k_quant(type, bytes.data() + at, block);
-        for (int s = 0; s < 8; ++s) {
+        unpack_minimum_blocks(type, bytes.data() + at, block);
+        for (int s = 0; s < block.count; ++s) {
             const double scale = std::abs(block.scale[s]);
             const double c = std::abs(q4 ? 8.0 * block.scale[s] - block.min[s] : block.min[s]);
             for (int i = 0; i < 32; ++i) {
@@ -136,7 +139,7 @@ std::vector<double> k_quant_error_bound(DType type, const std::vector<std::byte>
     return bound;
 }
 
-TEST(GgufWeights, Q4_KAndQ5_KKeepTheirValuesInBlocksWithBiases) {
+TEST(GgufWeights, Q5_1Q4_KAndQ5_KKeepTheirValuesInBlocksWithBiases) {
     constexpr int kOut = 40, kIn = 512;
     struct Case {
         DType stored;
@@ -146,7 +149,8 @@ TEST(GgufWeights, Q4_KAndQ5_KKeepTheirValuesInBlocksWithBiases) {
                                {DType::kQ4_K, WeightFormat::kQ4, WeightFormat::kQ4},
                                {DType::kQ4_K, WeightFormat::kQ8, WeightFormat::kQ8},
                                {DType::kQ5_K, WeightFormat::kAuto, WeightFormat::kQ8},
-                               {DType::kQ5_K, WeightFormat::kQ8, WeightFormat::kQ8}};
+                               {DType::kQ5_K, WeightFormat::kQ8, WeightFormat::kQ8},
+                               {DType::kQ5_1, WeightFormat::kAuto, WeightFormat::kQ8}};
     for (const Isa isa : testing::tiers()) {
         SCOPED_TRACE(testing::tier_name(isa));
         auto backend = make_cpu_backend(2, isa);
@@ -158,7 +162,7 @@ TEST(GgufWeights, Q4_KAndQ5_KKeepTheirValuesInBlocksWithBiases) {
             auto weight = backend->upload_matrix(testing::tensor_view(bytes, type, kOut, kIn),
                                                  MatrixLayout::kOutIn, asked);
             EXPECT_EQ(weight->format(), kept);
-            // Q4_K and Q5_K in q8 / q4 blocks plus their f16 biases: a third or a half of f32.
+            // In q8 / q4 blocks plus their f16 biases: a third or a half of f32.
             EXPECT_LT(weight->resident_bytes(), values.size() * sizeof(float) / 2);
             const auto got = read_rows(*backend, *weight, kOut, kIn);
             double worst = 0.0;
@@ -166,7 +170,12 @@ TEST(GgufWeights, Q4_KAndQ5_KKeepTheirValuesInBlocksWithBiases) {
                 ASSERT_LE(std::abs(got[i] - values[i]), bound[i]) << "weight " << i;
                 worst = std::max(worst, std::abs(static_cast<double>(got[i]) - values[i]));
             }
-            EXPECT_GT(worst, 0.0);  // the f16 rounding shows: this is not an f32 copy
+            // Q5_1's scale and minimum are f16 already: exact. A K-quant's are products that f16
+            // rounds: this is not an f32 copy.
+            if (type == DType::kQ5_1)
+                EXPECT_EQ(got, values);
+            else
+                EXPECT_GT(worst, 0.0);
             expect_product(*backend, *weight, values, bound, kOut, kIn);
         }
     }
@@ -219,50 +228,59 @@ TEST(GgufWeights, Q6_KIsRequantizedToQ8WithinAnEighthOfItsStep) {
     }
 }
 
-// A Q4_K_M fused product: q and k (Q4_K) and v (Q6_K) in one q8 matrix with block biases, each
-// part in its own panels and as exact as alone; v's 40 outputs end off a panel, which only the
-// last part may.
+// Fused products of mixed types in one q8 matrix with block biases, each part in its own panels
+// and as exact as alone: Q4_K_M's q and k (Q4_K) with v (Q6_K); and the 32-value types llama.cpp
+// falls back to where rows are not whole super-blocks, Q5_0 and Q5_1 (whose zero-biased and
+// biased blocks share the matrix) with Q8_0. The last part's 40 outputs end off a panel, which
+// only the last part may.
 TEST(GgufWeights, MixedPartsArePackedSideBySide) {
     constexpr int kIn = 512;
     const int outs[] = {64, 32, 40};
-    const DType types[] = {DType::kQ4_K, DType::kQ4_K, DType::kQ6_K};
-    std::vector<std::vector<std::byte>> bytes;
-    std::vector<io::TensorView> views;
-    std::vector<float> values;
-    std::vector<double> bound;
-    for (int i = 0; i < 3; ++i) {
-        bytes.push_back(random_blocks(types[i], outs[i], kIn, 20 + i));
-        const auto part = dequantized(types[i], bytes[i], outs[i], kIn);
-        values.insert(values.end(), part.begin(), part.end());
-        if (types[i] == DType::kQ4_K) {
-            const auto b = k_quant_error_bound(types[i], bytes[i], /*q4=*/false);
-            bound.insert(bound.end(), b.begin(), b.end());
-        } else {
-            for (const double step : q6_k_steps(bytes[i]))
-                bound.insert(bound.end(), 32, step * 0.1261);
+    const DType mixes[][3] = {{DType::kQ4_K, DType::kQ4_K, DType::kQ6_K},
+                              {DType::kQ5_0, DType::kQ5_1, DType::kQ8_0}};
+    for (const auto& types : mixes) {
+        SCOPED_TRACE(std::string(to_string(types[0])) + ", " + std::string(to_string(types[1])) +
+                     ", " + std::string(to_string(types[2])));
+        std::vector<std::vector<std::byte>> bytes;
+        std::vector<io::TensorView> views;
+        std::vector<float> values;
+        std::vector<double> bound;
+        for (int i = 0; i < 3; ++i) {
+            bytes.push_back(random_blocks(types[i], outs[i], kIn, 20 + i));
+            const auto part = dequantized(types[i], bytes[i], outs[i], kIn);
+            values.insert(values.end(), part.begin(), part.end());
+            if (has_block_minimums(types[i])) {
+                const auto b = k_quant_error_bound(types[i], bytes[i], /*q4=*/false);
+                bound.insert(bound.end(), b.begin(), b.end());
+            } else if (types[i] == DType::kQ6_K) {
+                for (const double step : q6_k_steps(bytes[i]))
+                    bound.insert(bound.end(), 32, step * 0.1261);
+            } else {
+                bound.insert(bound.end(), part.size(), 0.0);  // copied as they stand
+            }
         }
-    }
-    for (int i = 0; i < 3; ++i)
-        views.push_back(testing::tensor_view(bytes[i], types[i], outs[i], kIn));
-    const io::TensorView* parts[] = {&views[0], &views[1], &views[2]};
-    const int total = outs[0] + outs[1] + outs[2];
-    for (const Isa isa : testing::tiers()) {
-        SCOPED_TRACE(testing::tier_name(isa));
-        auto backend = make_cpu_backend(2, isa);
-        auto weight = backend->upload_matrix_parts(parts, WeightFormat::kAuto);
-        ASSERT_NE(weight, nullptr);
-        EXPECT_EQ(weight->format(), WeightFormat::kQ8);
-        EXPECT_EQ(weight->out_features(), total);
-        EXPECT_EQ(weight->in_features(), kIn);
-        const auto got = read_rows(*backend, *weight, total, kIn);
-        for (std::size_t i = 0; i < got.size(); ++i)
-            ASSERT_LE(std::abs(static_cast<double>(got[i]) - values[i]), bound[i])
-                << "weight " << i;
-        expect_product(*backend, *weight, values, bound, total, kIn);
+        for (int i = 0; i < 3; ++i)
+            views.push_back(testing::tensor_view(bytes[i], types[i], outs[i], kIn));
+        const io::TensorView* parts[] = {&views[0], &views[1], &views[2]};
+        const int total = outs[0] + outs[1] + outs[2];
+        for (const Isa isa : testing::tiers()) {
+            SCOPED_TRACE(testing::tier_name(isa));
+            auto backend = make_cpu_backend(2, isa);
+            auto weight = backend->upload_matrix_parts(parts, WeightFormat::kAuto);
+            ASSERT_NE(weight, nullptr);
+            EXPECT_EQ(weight->format(), WeightFormat::kQ8);
+            EXPECT_EQ(weight->out_features(), total);
+            EXPECT_EQ(weight->in_features(), kIn);
+            const auto got = read_rows(*backend, *weight, total, kIn);
+            for (std::size_t i = 0; i < got.size(); ++i)
+                ASSERT_LE(std::abs(static_cast<double>(got[i]) - values[i]), bound[i])
+                    << "weight " << i;
+            expect_product(*backend, *weight, values, bound, total, kIn);
 
-        // A part before the last that ends off a panel: the caller concatenates instead.
-        const io::TensorView* unaligned[] = {&views[2], &views[0]};
-        EXPECT_EQ(backend->upload_matrix_parts(unaligned, WeightFormat::kAuto), nullptr);
+            // A part before the last that ends off a panel: the caller concatenates instead.
+            const io::TensorView* unaligned[] = {&views[2], &views[0]};
+            EXPECT_EQ(backend->upload_matrix_parts(unaligned, WeightFormat::kAuto), nullptr);
+        }
     }
 }
 

@@ -40,7 +40,8 @@ inline io::TensorView tensor_view(std::span<const std::byte> bytes, DType dtype,
 }
 
 // `rows` rows of `cols` values of GGUF block type `type` with random bytes and a fixed, sane fp16
-// scale per block (Q6_K keeps its scale last, the others first; Q4_K / Q5_K also a dmin).
+// scale per block (Q6_K keeps its scale last, the others first; Q5_1 / Q4_K / Q5_K also a min or
+// dmin).
 inline std::vector<std::byte> random_blocks(DType type, int rows, int cols, unsigned seed) {
     std::mt19937 rng(seed);
     const std::size_t block = block_bytes(type);
@@ -55,7 +56,7 @@ inline std::vector<std::byte> random_blocks(DType type, int rows, int cols, unsi
     for (std::size_t i = 0; i < blocks; ++i) {
         std::byte* start = bytes.data() + i * block;
         std::memcpy(type == DType::kQ6_K ? start + 208 : start, &scale, 2);
-        if (type == DType::kQ4_K || type == DType::kQ5_K) std::memcpy(start + 2, &scale, 2);
+        if (has_block_minimums(type)) std::memcpy(start + 2, &scale, 2);
     }
     return bytes;
 }

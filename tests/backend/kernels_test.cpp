@@ -259,7 +259,8 @@ TEST(Kernels, GemmMatchesReferenceForEveryFormatAndTier) {
             }
 }
 
-// q8 / q4 blocks with biases (GGUF Q4_K into q4 or q8, Q5_K into q8) against the same reference:
+// q8 / q4 blocks with biases (GGUF Q4_K into q4 or q8, Q5_K and Q5_1 into q8) against the same
+// reference:
 // the weights the packing holds (d q + c) times the activations as quantized. The kernel adds
 // d * dx * sum(q qx) and c * dx * sum(qx) apart, so the rounding it may differ by is relative to
 // sum |x| (|d q| + |c|), read from the blocks, not to sum |x w| (d q and c may nearly cancel).
@@ -332,7 +333,8 @@ TEST(Kernels, GemmWithBlockBiasesMatchesReferenceOnEveryTier) {
     };
     constexpr Case kCases[] = {{DType::kQ4_K, WeightFormat::kQ4},
                                {DType::kQ4_K, WeightFormat::kQ8},
-                               {DType::kQ5_K, WeightFormat::kQ8}};
+                               {DType::kQ5_K, WeightFormat::kQ8},
+                               {DType::kQ5_1, WeightFormat::kQ8}};
     constexpr Shape kBiasShapes[] = {{1, 256, 33}, {3, 512, 64}, {5, 256, 70}, {13, 768, 97}};
     for (Isa isa : tiers())
         for (const auto [stored, format] : kCases)

@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "gguf_builder.h"
@@ -290,6 +293,40 @@ TEST(Gguf, FixtureFilesMatchTheirReference) {
     EXPECT_GT(files, 0) << "no GGUF folders under " << root;
 }
 
+// Every tensor type against gguf-py's own dequantization (tests/fixtures/gguf-blocks: random
+// blocks with zero, subnormal and negative scales), bit for bit: each value is one or two float32
+// roundings of exact products, so any order of the arithmetic gives the same bits. The folder is
+// this suite's own data, not a parity fixture, so it is read from the vendored copy.
+TEST(Gguf, DequantizesEveryTypeAsGgufPyDoes) {
+    const auto dir = llmserve::testing::source_dir() / "tests" / "fixtures" / "gguf-blocks";
+    const auto reference = nlohmann::json::parse(testing::read_text(dir / "reference.json"));
+    const GgufMapped mapped = open_gguf(dir / "model.gguf");
+    ASSERT_FALSE(reference.at("tensors").empty());
+    for (const auto& expected : reference.at("tensors")) {
+        const auto name = expected.at("name").get<std::string>();
+        SCOPED_TRACE("tensor " + name);
+        const auto it = std::find_if(mapped.gguf.tensors.begin(), mapped.gguf.tensors.end(),
+                                     [&](const TensorView& t) { return t.name == name; });
+        ASSERT_NE(it, mapped.gguf.tensors.end());
+        std::string type(to_string(it->dtype));
+        for (char& ch : type) ch = static_cast<char>(std::toupper(ch));
+        EXPECT_EQ(type, expected.at("type").get<std::string>());
+        EXPECT_EQ(it->shape, expected.at("shape").get<std::vector<std::int64_t>>());
+        const std::string values =
+            testing::read_text(dir / expected.at("values_file").get<std::string>());
+        const auto count = static_cast<std::size_t>(it->numel());
+        ASSERT_EQ(values.size(), count * sizeof(float));
+        std::vector<float> got(count);
+        convert_to_f32(it->dtype, it->data.data(), count, got.data());
+        for (std::size_t i = 0; i < count; ++i) {
+            float want;
+            std::memcpy(&want, values.data() + i * sizeof(float), sizeof(float));
+            ASSERT_EQ(std::bit_cast<std::uint32_t>(got[i]), std::bit_cast<std::uint32_t>(want))
+                << "value " << i << ": got " << got[i] << ", gguf-py " << want;
+        }
+    }
+}
+
 // Dequantization of the 32-value types against the formulas, on hand-made blocks.
 TEST(Gguf, DequantizesQ8_0AndQ4_0Blocks) {
     std::vector<std::byte> q8(34);
@@ -309,6 +346,33 @@ TEST(Gguf, DequantizesQ8_0AndQ4_0Blocks) {
         EXPECT_EQ(out[i], 0.25f * static_cast<float>(i - 8)) << i;
         EXPECT_EQ(out[i + 16], 0.25f * static_cast<float>(7 - i)) << i;
     }
+}
+
+// Q5_0 and Q5_1 on hand-made blocks: value i takes its fifth bit from bit i of the little-endian
+// u32 before the nibbles (values 0-15 in the low nibbles, 16-31 in the high ones).
+TEST(Gguf, DequantizesQ5_0AndQ5_1Blocks) {
+    const std::uint16_t half_quarter = 0x3400, half_minus_three = 0xc200;  // 0.25, -3
+    // Value i is n = 31 - i: nibble (31 - i) & 15, fifth bit set for i < 16.
+    std::uint8_t nibbles[16];
+    for (int i = 0; i < 16; ++i)
+        nibbles[i] = static_cast<std::uint8_t>(((31 - i) & 15) | (((15 - i) & 15) << 4));
+    const std::uint32_t fifth = 0x0000ffffu;
+    std::vector<float> out(32);
+
+    std::vector<std::byte> q5_0(22);
+    std::memcpy(q5_0.data(), &half_quarter, 2);
+    std::memcpy(q5_0.data() + 2, &fifth, 4);
+    std::memcpy(q5_0.data() + 6, nibbles, 16);
+    convert_to_f32(DType::kQ5_0, q5_0.data(), 32, out.data());
+    for (int i = 0; i < 32; ++i) EXPECT_EQ(out[i], 0.25f * static_cast<float>(15 - i)) << i;
+
+    std::vector<std::byte> q5_1(24);
+    std::memcpy(q5_1.data(), &half_quarter, 2);
+    std::memcpy(q5_1.data() + 2, &half_minus_three, 2);
+    std::memcpy(q5_1.data() + 4, &fifth, 4);
+    std::memcpy(q5_1.data() + 8, nibbles, 16);
+    convert_to_f32(DType::kQ5_1, q5_1.data(), 32, out.data());
+    for (int i = 0; i < 32; ++i) EXPECT_EQ(out[i], 0.25f * static_cast<float>(31 - i) - 3.0f) << i;
 }
 
 }  // namespace

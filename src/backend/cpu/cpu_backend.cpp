@@ -132,9 +132,10 @@ void release_source_pages(std::span<const std::byte> bytes) {
     if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
 }
 
-// kAuto keeps the stored type where a kernel computes with it: GGUF's Q8_0 and Q4_0 blocks are
-// q8 and q4 blocks as they stand (same 32 values per fp16 scale), Q4_K and Q5_K are q4 and q8
-// blocks with block biases (only their scales and minimums rounded to f16). Q6_K (16-value
+// kAuto keeps the stored type where a kernel computes with it: GGUF's Q8_0, Q5_0 and Q4_0 blocks
+// are q8 and q4 blocks as they stand (same 32 values per fp16 scale), Q5_1 is a q8 block with
+// block biases as it stands, Q4_K and Q5_K are q4 and q8 blocks with block biases (only their
+// scales and minimums rounded to f16). Q6_K (16-value
 // sub-blocks, two int8 scales per 32 values) has no such exact form and is requantized to q8,
 // adding at most 1/8 of its own step.
 WeightFormat resolve(WeightFormat format, DType stored) {
@@ -145,6 +146,8 @@ WeightFormat resolve(WeightFormat format, DType stored) {
         case DType::kBF16:
             return WeightFormat::kBF16;
         case DType::kQ8_0:
+        case DType::kQ5_0:
+        case DType::kQ5_1:
         case DType::kQ5_K:
         case DType::kQ6_K:
             return WeightFormat::kQ8;

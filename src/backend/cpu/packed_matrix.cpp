@@ -136,14 +136,14 @@ void quantize_panel(WeightFormat format, bool biased, const float* tile, int k, 
     }
 }
 
-// Copies GGUF Q8_0 / Q4_0 rows ([out, in], whole 32-value blocks) into one q8 or q4 panel without
-// requantizing: they keep one fp16 scale per 32 inputs of an output, and their values (Q8_0's
-// int8, Q4_0's nibble - 8) are the q8 / q4 values as they stand.
+// Copies GGUF Q8_0 / Q4_0 / Q5_0 rows ([out, in], whole 32-value blocks) into one q8 or q4 panel
+// without requantizing: they keep one fp16 scale per 32 inputs of an output, and their integer
+// values are the q8 / q4 values as they stand.
 void repack_panel(const io::TensorView& tensor, WeightFormat format, bool biased, int n0, int width,
                   int blocks, std::byte* out) {
-    const bool q4_source = tensor.dtype == DType::kQ4_0;
     const std::size_t stored_row = row_bytes(tensor.dtype, static_cast<std::size_t>(blocks) * 32);
     const std::size_t stored_block = block_bytes(tensor.dtype);
+    std::int8_t q[kQ8Block];
     for (int b = 0; b < blocks; ++b) {
         std::byte* block =
             out + static_cast<std::size_t>(b) * quantized_block_bytes(format, biased);
@@ -152,32 +152,31 @@ void repack_panel(const io::TensorView& tensor, WeightFormat format, bool biased
             const std::byte* src = tensor.data.data() +
                                    static_cast<std::size_t>(n0 + j) * stored_row + b * stored_block;
             std::memcpy(block + j * sizeof(std::uint16_t), src, sizeof(std::uint16_t));
-            const auto* q = reinterpret_cast<const std::uint8_t*>(src + 2);
-            for (int kk = 0; kk < kQ8Block; ++kk) {
-                const int value = q4_source ? ((kk < 16 ? q[kk] & 0x0f : q[kk - 16] >> 4) - 8)
-                                            : static_cast<std::int8_t>(q[kk]);
-                store_quantized(format, values, kk, j, value);
-            }
+            unpack_symmetric_block(tensor.dtype, src, q);
+            for (int kk = 0; kk < kQ8Block; ++kk) store_quantized(format, values, kk, j, q[kk]);
         }
     }
 }
 
-// Copies GGUF Q4_K / Q5_K rows into one q8 or q4 panel with block biases, without requantizing:
-// a sub-block's w = s * n - m (n in [0, 15] or [0, 31]) is d = s, q = n, c = -m in q8, and
-// d = s, q = n - 8, c = 8 s - m in q4. Only d and c are rounded (to f16).
-void k_quant_panel(const io::TensorView& tensor, WeightFormat format, int n0, int width, int blocks,
-                   std::byte* out) {
+// Copies GGUF Q5_1 / Q4_K / Q5_K rows into one q8 or q4 panel with block biases, without
+// requantizing: a sub-block's w = s * n - m (n in [0, 15] or [0, 31]) is d = s, q = n, c = -m in
+// q8, and d = s, q = n - 8, c = 8 s - m in q4. Only d and c are rounded (to f16; Q5_1's are f16
+// already, so it stays exact).
+void minimum_blocks_panel(const io::TensorView& tensor, WeightFormat format, int n0, int width,
+                          int blocks, std::byte* out) {
     const bool q4 = format == WeightFormat::kQ4;
     const std::size_t stored_row = row_bytes(tensor.dtype, static_cast<std::size_t>(blocks) * 32);
     const std::size_t stored_block = block_bytes(tensor.dtype);
+    const int per_stored_block = static_cast<int>(block_elements(tensor.dtype)) / kQ8Block;
     const std::size_t out_block = quantized_block_bytes(format, true);
-    KQuantBlock unpacked;
+    MinimumBlocks unpacked;
     for (int j = 0; j < width; ++j) {
         const std::byte* row = tensor.data.data() + static_cast<std::size_t>(n0 + j) * stored_row;
-        for (int super = 0; super < blocks / 8; ++super) {
-            unpack_k_quant(tensor.dtype, row + super * stored_block, unpacked);
-            for (int s = 0; s < 8; ++s) {
-                std::byte* block = out + static_cast<std::size_t>(super * 8 + s) * out_block;
+        for (int stored = 0; stored < blocks / per_stored_block; ++stored) {
+            unpack_minimum_blocks(tensor.dtype, row + stored * stored_block, unpacked);
+            for (int s = 0; s < unpacked.count; ++s) {
+                std::byte* block =
+                    out + static_cast<std::size_t>(stored * per_stored_block + s) * out_block;
                 const float scale = unpacked.scale[s];
                 store_half(block + j * sizeof(std::uint16_t), scale);
                 store_half(block + kQ8ScaleBytes + j * sizeof(std::uint16_t),
@@ -205,21 +204,23 @@ bool holds_minus_128(const io::TensorView& tensor) {
 }
 
 // How a tensor's panels are made: converted to f32 and packed (requantized for q8 / q4), or its
-// blocks copied as they stand (Q8_0, Q4_0), or with block biases (Q4_K, Q5_K).
-enum class Route { kConvert, kCopy, kKQuant };
+// blocks copied as they stand (Q8_0, Q4_0, Q5_0), or with block biases (Q5_1, Q4_K, Q5_K).
+enum class Route { kConvert, kCopy, kWithBiases };
 
-// Q4_0 into q8 or q4 and Q8_0 into q8 are copied; Q4_K into q8 or q4 and Q5_K into q8 keep their
-// values with block biases; every other pair is converted.
+// Into q4: Q4_0 is copied and Q4_K keeps its values with block biases. Into q8: Q8_0, Q4_0 and
+// Q5_0 are copied, and Q5_1, Q4_K and Q5_K keep theirs with block biases. Every other pair (and
+// Q6_K) is converted.
 Route route(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format) {
     if (layout != MatrixLayout::kOutIn) return Route::kConvert;
     const DType t = tensor.dtype;
     if (format == WeightFormat::kQ4) {
         if (t == DType::kQ4_0) return Route::kCopy;
-        if (t == DType::kQ4_K) return Route::kKQuant;
+        if (t == DType::kQ4_K) return Route::kWithBiases;
     } else if (format == WeightFormat::kQ8) {
-        if (t == DType::kQ4_0 || (t == DType::kQ8_0 && !holds_minus_128(tensor)))
+        if (t == DType::kQ4_0 || t == DType::kQ5_0 ||
+            (t == DType::kQ8_0 && !holds_minus_128(tensor)))
             return Route::kCopy;
-        if (t == DType::kQ4_K || t == DType::kQ5_K) return Route::kKQuant;
+        if (has_block_minimums(t)) return Route::kWithBiases;
     }
     return Route::kConvert;
 }
@@ -378,7 +379,7 @@ PackedMatrix PackedMatrix::pack(std::span<const io::TensorView* const> parts, Ma
         first_panel.push_back(v.n / kPanelWidth);
         v.k = sources.back().k();
         v.n += sources.back().n();
-        v.block_bias = v.block_bias || routes.back() == Route::kKQuant;
+        v.block_bias = v.block_bias || routes.back() == Route::kWithBiases;
     }
     v.panels = (v.n + kPanelWidth - 1) / kPanelWidth;
     v.panel_bytes = packed_bytes(format, v.k, kPanelWidth, v.block_bias);
@@ -401,8 +402,8 @@ PackedMatrix PackedMatrix::pack(std::span<const io::TensorView* const> parts, Ma
                 repack_panel(*parts[part], format, v.block_bias, n0, width, v.q8_blocks(), out);
                 continue;
             }
-            if (routes[part] == Route::kKQuant) {
-                k_quant_panel(*parts[part], format, n0, width, v.q8_blocks(), out);
+            if (routes[part] == Route::kWithBiases) {
+                minimum_blocks_panel(*parts[part], format, n0, width, v.q8_blocks(), out);
                 continue;
             }
             std::fill(tile.begin(), tile.end(), 0.0f);

@@ -66,9 +66,9 @@ class PackedMatrix {
     // from `arena`, using `pool` for the conversion. q8: per output column and block of 32 inputs,
     // d = max|w| / 127 rounded to f16, q = round(w * (1 / d)) clamped to [-127, 127]. q4: d = -w_e
     // / 8 for the w_e of largest magnitude, rounded to f16, q = round(w * (1 / d)) clamped to
-    // [-8, 7]. GGUF Q4_0 (q8, q4) and Q8_0 (q8) tensors are copied block for block instead, and
-    // Q4_K (q8, q4) and Q5_K (q8) into blocks with biases (kernels.h), rounding only their
-    // scales and minimums to f16; other K-quants are requantized from their exact values.
+    // [-8, 7]. GGUF Q4_0 (q8, q4), Q8_0 and Q5_0 (q8) tensors are copied block for block instead,
+    // and Q4_K (q8, q4), Q5_1 and Q5_K (q8) into blocks with biases (kernels.h), rounding only
+    // the K-quants' scales and minimums to f16; Q6_K is requantized from its exact values.
     static PackedMatrix pack(const io::TensorView& tensor, MatrixLayout layout, WeightFormat format,
                              WorkerPool& pool, WeightArena& arena);
     // One matrix of `parts` concatenated along the outputs, each packed from its own type into
