@@ -197,16 +197,6 @@ double measure_bandwidth(int threads) {
     return rate;
 }
 
-// The stored dtype, or a GGUF file's mix as tensors per dtype ("q5_0 x132, q8_0 x13, ...").
-std::string stored_mix(const model::Model& model) {
-    const auto& shares = model.stored_dtypes();
-    if (shares.size() <= 1) return model.stored_dtype();
-    std::string mix;
-    for (const auto& [dtype, share] : shares)
-        mix += fmt::format("{}{} x{}", mix.empty() ? "" : ", ", dtype, share.tensors);
-    return mix;
-}
-
 std::string cpu_model_name() {
     std::ifstream in("/proc/cpuinfo");
     for (std::string line; std::getline(in, line);)
@@ -453,8 +443,8 @@ void run_bench(const BenchOptions& options) {
         "model {} ({}): {} layers, n_embd {}, {}/{} heads of {}, {:.1f}M parameters, stored {}, "
         "compute {}, KV cache {} ({})\n",
         model->name(), config.family(), config.n_layer, config.n_embd, config.n_head,
-        config.n_kv_head, config.head_dim, model->parameter_count() / 1e6, stored_mix(*model),
-        model->dtype(), backend::to_string(engine_options.kv_format), device);
+        config.n_kv_head, config.head_dim, model->parameter_count() / 1e6, model->stored_summary(),
+        model->compute_summary(), backend::to_string(engine_options.kv_format), device);
     if (on_cpu)
         std::cout << fmt::format(
             "memory bandwidth {:.1f} GB/s ({} threads); weights read per decode step {:.1f} MB, "

@@ -112,7 +112,7 @@ void run_perplexity(const PerplexityOptions& options) {
                           backend::cpu::to_string(backend::cpu::default_isa()), backend.threads())
             : backend.name();
     std::cout << fmt::format("model {}, weights {} (stored {}), KV cache {}, {}, {:.1f} s\n",
-                             model->name(), model->dtype(), model->stored_dtype(),
+                             model->name(), model->compute_summary(), model->stored_summary(),
                              options.model.kv_cache_dtype, device, seconds);
 }
 

@@ -266,6 +266,27 @@ std::map<std::string, std::size_t> Model::compute_formats() const {
     return counts;
 }
 
+namespace {
+template <typename Counts, typename Count>
+std::string summary(const Counts& counts, Count count, const std::string& single) {
+    if (counts.size() <= 1) return single;
+    std::string text;
+    for (const auto& [name, entry] : counts)
+        text += fmt::format("{}{} x{}", text.empty() ? "" : ", ", name, count(entry));
+    return text;
+}
+}  // namespace
+
+std::string Model::stored_summary() const {
+    return summary(
+        stored_dtypes_, [](const StoredShare& s) { return s.tensors; }, stored_dtype());
+}
+
+std::string Model::compute_summary() const {
+    return summary(
+        compute_formats(), [](std::size_t n) { return n; }, dtype());
+}
+
 std::size_t Model::resident_weight_bytes() const {
     std::size_t total = 0;
     for (const backend::Weight* w : matrices()) total += w->resident_bytes();

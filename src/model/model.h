@@ -89,6 +89,10 @@ class Model {
     };
     const std::map<std::string, StoredShare>& stored_dtypes() const { return stored_dtypes_; }
     std::map<std::string, std::size_t> compute_formats() const;
+    // For logs: stored_dtype() and dtype(), or for a mix, tensors (matrices) per dtype
+    // ("f32 x121, q4_k x12, q5_0 x132").
+    std::string stored_summary() const;
+    std::string compute_summary() const;
 
     // Runs `batch`, writing the logits of batch.logits_rows into `logits` ([logits_rows, vocab],
     // host memory). Throws kInvalidArgument for a token id outside the vocabulary or a position
