@@ -1,9 +1,12 @@
 // parse_gguf on arbitrary bytes: every input parses or throws llmserve::Error; anything else
-// escaping (another exception, a crash, a sanitizer report, a huge allocation) is a bug.
+// escaping (another exception, a crash, a sanitizer report, a huge allocation) is a bug. The
+// first values of every tensor are also dequantized: block types decode untrusted bytes.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <span>
+#include <vector>
 
 #include "common/error.h"
 #include "io/gguf.h"
@@ -20,6 +23,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 (tensor.data.data() < buffer.data() ||
                  tensor.data.data() + tensor.data.size() > buffer.data() + buffer.size()))
                 std::abort();
+            const std::size_t per_block = llmserve::block_elements(tensor.dtype);
+            const std::size_t count =
+                std::min<std::size_t>(static_cast<std::size_t>(tensor.numel()), 4096) / per_block *
+                per_block;
+            if (llmserve::row_bytes(tensor.dtype, count) > tensor.data.size()) std::abort();
+            std::vector<float> values(count);
+            llmserve::convert_to_f32(tensor.dtype, tensor.data.data(), count, values.data());
         }
         // The getters on whatever keys the input holds.
         for (const auto& [key, value] : file.metadata) {
