@@ -152,6 +152,7 @@ inline float bf16_to_f32(std::uint16_t b) {
 // Converts `count` elements of `type` at `src` (any alignment) to float; for a quantized type
 // `count` must be a multiple of block_elements(type).
 inline void convert_to_f32(DType type, const std::byte* src, std::size_t count, float* dst) {
+    if (count == 0) return;  // an empty tensor's pointers may be null
     if (is_quantized(type)) {
         dequantize(type, src, count, dst);
         return;
